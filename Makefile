@@ -1,0 +1,60 @@
+# The verbs a newcomer looks for. Every target sets up what it needs (virtual environment, installs).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv test test-unit test-integration test-infra lint format up down status ui demo synth bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock
+	@# Put the repository and lambdas/ on the path: handlers import the core exactly as on Lambda.
+	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'project-paths.pth').write_text('$(CURDIR)\n$(CURDIR)/lambdas\n')"
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the pinned dependencies
+
+test: $(STAMP) ## lint, then every test (unit, integration on loopback servers, infrastructure)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+test-unit: $(STAMP) ## unit tests only
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP) ## integration tests only (starts its own servers)
+	$(PY) -m pytest tests/integration
+
+test-infra: $(STAMP) ## CDK synth, assertions, cdk-nag, cfn-lint
+	$(PY) -m pytest tests/infra
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## ruff fix + format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+up: $(STAMP) ## start the local stack (moto, MLflow, Bedrock emulator, event pump) and wait until healthy
+	$(PY) -m local_stack up
+
+down: $(STAMP) ## stop exactly what `make up` started
+	$(PY) -m local_stack down
+
+status: $(STAMP) ## show the local stack's services and ports
+	$(PY) -m local_stack status
+
+ui: $(STAMP) ## open the MLflow UI on the local store (starts a UI server if the stack is down)
+	$(PY) -m local_stack ui
+
+synth: $(STAMP) ## synthesize every CloudFormation template into cdk.out/ (no AWS account, no Docker)
+	CDK_OUTDIR=cdk.out $(PY) app.py
+
+clean: ## remove build output and the local stack's state (.local/)
+	rm -rf cdk.out .local build .pytest_cache

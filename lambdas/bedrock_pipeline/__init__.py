@@ -1,0 +1,1 @@
+"""The pipeline's core: plain Python that knows nothing of Lambda events."""

@@ -1,0 +1,61 @@
+"""Names, sizes and timeouts shared by the handlers, the CDK app and the local stack.
+
+One place so the deployed stack, the offline twin and the tests cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Resource names (logical; the CDK app and the local stack create them under these names) ---
+PROMPT_BUCKET_NAME: Final = "bedrock-prompts"  # local stack bucket; CDK lets CloudFormation name it
+INCOMING_PREFIX: Final = "incoming/"
+RESULTS_PREFIX: Final = "results/"
+JOBS_PREFIX: Final = "jobs/"  # job manifests written by the ingest handler
+INGEST_QUEUE_NAME: Final = "bedrock-ingest"
+WORK_QUEUE_NAME: Final = "bedrock-work"
+EVALUATION_QUEUE_NAME: Final = "bedrock-evaluation"
+DLQ_SUFFIX: Final = "-dlq"
+IDEMPOTENCY_TABLE_NAME: Final = "bedrock-idempotency"
+
+# --- Environment variables the handlers read (validated by pydantic at cold start) ---
+ENV_PROMPT_BUCKET: Final = "PROMPT_BUCKET"
+ENV_WORK_QUEUE_URL: Final = "WORK_QUEUE_URL"
+ENV_EVALUATION_QUEUE_URL: Final = "EVALUATION_QUEUE_URL"
+ENV_IDEMPOTENCY_TABLE: Final = "IDEMPOTENCY_TABLE"
+ENV_MLFLOW_TRACKING_URI: Final = "MLFLOW_TRACKING_URI"
+ENV_MLFLOW_CREDENTIALS_SECRET_ARN: Final = "MLFLOW_CREDENTIALS_SECRET_ARN"  # optional; JSON {username,password}
+ENV_DEFAULT_MODELS: Final = "DEFAULT_MODELS"  # comma-separated model or inference-profile ids
+ENV_BENCHMARK_SUITE: Final = "BENCHMARK_SUITE"
+
+# --- Lambda sizes and timeouts ---
+INGEST_TIMEOUT_SECONDS: Final = 120
+RUNNER_TIMEOUT_SECONDS: Final = 300
+EVALUATOR_TIMEOUT_SECONDS: Final = 900
+BENCHMARK_TIMEOUT_SECONDS: Final = 900
+VISIBILITY_TIMEOUT_FACTOR: Final = 6  # AWS guidance: queue visibility >= 6x the function timeout
+MAX_RECEIVE_COUNT: Final = 5  # receives before a message moves to its DLQ
+WORK_BATCH_SIZE: Final = 10
+WORK_MAX_CONCURRENCY: Final = 10  # Lambda instances on the work queue (protects Bedrock and MLflow)
+RUNNER_ITEM_CONCURRENCY: Final = 8  # work items run concurrently inside one batch
+LOG_RETENTION_DAYS: Final = 30
+
+# --- Input limits ---
+MAX_PROMPT_FILE_BYTES: Final = 50 * 1024 * 1024
+MAX_LINE_BYTES: Final = 1024 * 1024
+MAX_RECORDS_PER_FILE: Final = 50_000
+
+# --- Bedrock client ---
+BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode
+BEDROCK_READ_TIMEOUT_SECONDS: Final = 120
+
+DEFAULT_MODELS: Final = (
+    "anthropic.claude-3-haiku-20240307-v1:0",
+    "amazon.nova-lite-v1:0",
+    "meta.llama3-1-8b-instruct-v1:0",
+)
+
+
+def visibility_timeout_for(function_timeout_seconds: int) -> int:
+    """Queue visibility timeout for a function timeout (6x, per the SQS event source guidance)."""
+    return function_timeout_seconds * VISIBILITY_TIMEOUT_FACTOR

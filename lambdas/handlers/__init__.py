@@ -1,0 +1,1 @@
+"""Thin Lambda handlers: validate the environment, parse the event, call the core."""

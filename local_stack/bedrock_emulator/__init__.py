@@ -1,0 +1,1 @@
+"""A local bedrock-runtime server that real boto3 clients talk to through endpoint_url."""
