@@ -1,0 +1,424 @@
+"""The bedrock-runtime emulator: Converse and ConverseStream over the REST-JSON wire protocol botocore uses.
+
+Model calls:   POST /model/{modelId}/converse, POST /model/{modelId}/converse-stream
+Admin (JSON):  GET /_emulator/health, GET|POST /_emulator/config, POST /_emulator/reset, GET /_emulator/stats
+
+Usage accounting follows Bedrock: with cachePoint blocks, ``inputTokens`` excludes the cached prefix,
+which is reported as ``cacheWriteInputTokens`` the first time this server sees it and as
+``cacheReadInputTokens`` afterwards; ``totalTokens`` = input + output + cacheRead + cacheWrite (real
+Bedrock responses add the cache tokens into the total, e.g. inputTokens 368 + outputTokens 19 +
+cacheReadInputTokens 10536 = totalTokens 10923, Portkey-AI/gateway#1211). No minimum prefix length is
+enforced (real models need ~1,024 tokens before a checkpoint). Input tokens are exactly
+``bedrock_pipeline.tokenizer.count_message_tokens`` of the request, so pre-flight estimates match.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import random
+import re
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+from bedrock_pipeline.tokenizer import count_tokens, request_segments
+from local_stack.bedrock_emulator import catalog, validation
+from local_stack.bedrock_emulator.behaviour import DEFAULT_MODEL_KEY, EmulatorConfig, ModelBehaviour
+from local_stack.bedrock_emulator.errors import BedrockError
+from local_stack.bedrock_emulator.eventstream import EVENTSTREAM_CONTENT_TYPE, encode_event
+from local_stack.bedrock_emulator.model import Reply, request_rng, respond
+
+_MODEL_PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<operation>converse|converse-stream)$")
+OUTCOMES = ("ok", "throttled", "error", "validation")
+
+
+def _empty_outcomes() -> dict[str, int]:
+    return dict.fromkeys(OUTCOMES, 0)
+
+
+class EmulatorState:
+    """Config, fault RNG, prompt-cache memory and statistics; every method is thread-safe."""
+
+    def __init__(self, seed: int = 0, config: Mapping[str, Any] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._initial = copy.deepcopy(dict(config or {}))
+        self._initial_seed = int(self._initial.get("seed", seed))
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        config = EmulatorConfig(self._initial.get("models") or {})
+        with self._lock:
+            self.seed = self._initial_seed if seed is None else int(seed)
+            self._config = config
+            self._fault_rng = random.Random(self.seed)
+            self._cache_prefixes: set[str] = set()
+            self._stats: dict[str, Any] = {"models": {}, "errors": {}, "outcomes": _empty_outcomes()}
+            self._request_counts: dict[str, int] = {}
+            self._ok_requests: set[str] = set()
+            self._repeated_ok = 0
+
+    # --- config ---
+    def merge_config(self, update: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(update) - {"models", "seed"}
+        if unknown:
+            raise ValueError(f"unknown config key(s) {sorted(unknown)}; expected 'models' and/or 'seed'")
+        models = update.get("models") or {}
+        if not isinstance(models, Mapping):
+            raise ValueError("models must be an object of model id -> settings")
+        with self._lock:
+            self._config.merge(models)  # validates everything before changing anything
+            if "seed" in update:
+                self.seed = int(update["seed"])
+                self._fault_rng = random.Random(self.seed)
+        return self.config()
+
+    def config(self) -> dict[str, Any]:
+        with self._lock:
+            models = self._config.as_dict()
+            defaults = self._config.behaviour(DEFAULT_MODEL_KEY, DEFAULT_MODEL_KEY)
+        return {"seed": self.seed, "models": models, "defaults": dataclasses.asdict(defaults)}
+
+    def behaviour(self, requested_id: str, base_id: str) -> ModelBehaviour:
+        with self._lock:
+            return self._config.behaviour(requested_id, base_id)
+
+    def extra_models(self) -> frozenset[str]:
+        with self._lock:
+            return self._config.model_ids()
+
+    def draw_fault(self, behaviour: ModelBehaviour) -> str | None:
+        with self._lock:
+            return behaviour.draw_fault(self._fault_rng)
+
+    # --- usage with prompt caching ---
+    def usage(self, body: dict[str, Any], model_id: str, output_tokens: int) -> dict[str, int]:
+        segments = request_segments(body)
+        running = 0
+        prefix = hashlib.sha256(model_id.encode())  # a prompt cache is per model
+        checkpoints: list[tuple[str, int]] = []
+        for segment in segments:
+            if segment is None:
+                checkpoints.append((prefix.hexdigest(), running))
+            else:
+                running += count_tokens(segment)
+                prefix.update(b"\x00" + segment.encode())
+        usage = {"inputTokens": running, "outputTokens": output_tokens}
+        if checkpoints:
+            with self._lock:
+                read = max(
+                    (tokens for digest, tokens in checkpoints if digest in self._cache_prefixes), default=0
+                )
+                self._cache_prefixes.update(digest for digest, _ in checkpoints)
+            write = checkpoints[-1][1] - read  # from the longest cached prefix to the last checkpoint
+            usage["inputTokens"] = running - read - write
+            usage["cacheReadInputTokens"] = read
+            usage["cacheWriteInputTokens"] = write
+        usage["totalTokens"] = (
+            usage["inputTokens"]
+            + output_tokens
+            + usage.get("cacheReadInputTokens", 0)
+            + usage.get("cacheWriteInputTokens", 0)
+        )
+        return usage
+
+    # --- statistics ---
+    def record(
+        self, model: str, operation: str, outcome: str, error: str | None, request_digest: str
+    ) -> None:
+        with self._lock:
+            entry = self._stats["models"].setdefault(
+                model, {"calls": 0, **_empty_outcomes(), "converse": 0, "converse-stream": 0}
+            )
+            entry["calls"] += 1
+            entry[outcome] += 1
+            entry[operation] += 1
+            self._stats["outcomes"][outcome] += 1
+            if error:
+                self._stats["errors"][error] = self._stats["errors"].get(error, 0) + 1
+            self._request_counts[request_digest] = self._request_counts.get(request_digest, 0) + 1
+            if outcome == "ok":
+                if request_digest in self._ok_requests:
+                    self._repeated_ok += 1
+                self._ok_requests.add(request_digest)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            stats = copy.deepcopy(self._stats)
+            stats["total_calls"] = sum(stats["outcomes"].values())
+            stats["distinct_requests"] = len(self._request_counts)
+            stats["repeated_requests"] = sum(n - 1 for n in self._request_counts.values())
+            stats["repeated_ok_requests"] = self._repeated_ok
+        return stats
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # concurrent runners connect in bursts
+
+    def __init__(self, address: tuple[str, int], state: EmulatorState, log: IO[str] | None) -> None:
+        self.state = state
+        self.log = log
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: botocore reuses pooled connections
+    disable_nagle_algorithm = True  # without it every response waits ~40 ms for the delayed ACK
+    server: _HTTPServer
+    server_version = "BedrockEmulator/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # one line per model call is written by _log_call instead
+
+    # --- plumbing ---
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_error(self, error: BedrockError, request_id: str) -> None:
+        headers = {"x-amzn-ErrorType": f"{error.name}:http://internal.amazon.com/coral/com.amazon.bedrock/"}
+        self._send_json(error.status, error.body(), headers | {"x-amzn-RequestId": request_id})
+
+    def _log_call(self, text: str) -> None:
+        if self.server.log is not None:
+            stamp = time.strftime("%H:%M:%S")
+            print(f"{stamp} {text}", file=self.server.log, flush=True)
+
+    # --- routing ---
+    def do_GET(self) -> None:
+        self._route("GET")
+
+    def do_POST(self) -> None:
+        self._route("POST")
+
+    def _route(self, method: str) -> None:
+        path = urlsplit(self.path).path
+        body = self._read_body()
+        if method == "POST" and (match := _MODEL_PATH.match(path)):
+            self._model_call(unquote(match.group("model")), match.group("operation"), body)
+        elif path.startswith("/_emulator/"):
+            self._admin(method, path.removeprefix("/_emulator/"), body)
+        else:
+            self._send_json(
+                404,
+                {"message": f"No route for {method} {path}"},
+                {"x-amzn-ErrorType": "UnknownOperationException"},
+            )
+
+    def _admin(self, method: str, name: str, body: bytes) -> None:
+        state = self.server.state
+        try:
+            payload = json.loads(body) if body.strip() else {}
+            if not isinstance(payload, dict):
+                raise ValueError("expected a JSON object")
+            if (method, name) == ("GET", "health"):
+                self._send_json(200, {"status": "ok"})
+            elif (method, name) == ("GET", "config"):
+                self._send_json(200, state.config())
+            elif (method, name) == ("POST", "config"):
+                self._send_json(200, state.merge_config(payload))
+            elif (method, name) == ("POST", "reset"):
+                state.reset(payload.get("seed"))
+                self._send_json(200, {"status": "reset", "seed": state.seed})
+            elif (method, name) == ("GET", "stats"):
+                self._send_json(200, state.stats())
+            else:
+                self._send_json(404, {"message": f"No admin route {method} /_emulator/{name}"})
+        except (ValueError, TypeError) as exc:
+            self._send_json(400, {"message": str(exc)})
+
+    # --- Converse / ConverseStream ---
+    def _model_call(self, model: str, operation: str, raw: bytes) -> None:
+        state = self.server.state
+        request_id = str(uuid.uuid4())
+        digest = hashlib.sha256(model.encode() + b"\x00" + raw).hexdigest()
+        started = time.perf_counter()
+        try:
+            body = validation.parse_body(raw)
+            info = catalog.resolve(model, state.extra_models())
+            if info is None:
+                raise BedrockError("ValidationException", catalog.INVALID_MODEL_MESSAGE)
+            validation.validate_converse(body, info)
+            behaviour = state.behaviour(model, info.model_id)
+            if fault := state.draw_fault(behaviour):
+                raise BedrockError(fault, **self._fault_fields(fault, model))
+            reply = respond(body, info.model_id, state.seed, behaviour.accuracy)
+            usage = state.usage(body, info.model_id, reply.output_tokens)
+            latency_rng = request_rng(state.seed + 1, info.model_id, body)
+            first_ms = behaviour.base_latency_ms(latency_rng)
+            latency_ms = first_ms + behaviour.ms_per_output_token * reply.output_tokens
+            metrics = {"latencyMs": round(latency_ms)}
+        except BedrockError as error:
+            state.record(model, operation, error.outcome, error.name, digest)
+            self._send_error(error, request_id)
+            self._log_call(f"{operation} {model} {error.status} {error.name}: {error.message}")
+            return
+        except Exception as exc:  # a bug in the emulator must still answer the client
+            traceback.print_exc()
+            error = BedrockError("InternalServerException", f"emulator failure: {exc}")
+            state.record(model, operation, "error", error.name, digest)
+            self._send_error(error, request_id)
+            return
+        state.record(model, operation, "ok", None, digest)
+        if operation == "converse":
+            if latency_ms > 0:
+                time.sleep(latency_ms / 1000)
+            response = {
+                "output": {"message": {"role": "assistant", "content": reply.content}},
+                "stopReason": reply.stop_reason,
+                "usage": usage,
+                "metrics": metrics,
+            }
+            self._send_json(200, response, {"x-amzn-RequestId": request_id})
+        else:
+            if first_ms > 0:
+                time.sleep(first_ms / 1000)
+            self._stream(reply, usage, metrics, behaviour.ms_per_output_token, request_id)
+        elapsed = (time.perf_counter() - started) * 1000
+        self._log_call(
+            f"{operation} {model} 200 {reply.stop_reason} in={usage['inputTokens']} "
+            f"out={usage['outputTokens']} latency={metrics['latencyMs']}ms served={elapsed:.1f}ms"
+        )
+
+    @staticmethod
+    def _fault_fields(name: str, model: str) -> dict[str, Any]:
+        if name == "ModelErrorException":
+            return {"originalStatusCode": 500, "resourceName": model}
+        return {}
+
+    def _stream(
+        self,
+        reply: Reply,
+        usage: dict[str, int],
+        metrics: dict[str, int],
+        ms_per_token: float,
+        request_id: str,
+    ) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", EVENTSTREAM_CONTENT_TYPE)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-amzn-RequestId", request_id)
+        self.end_headers()
+        pending: list[bytes] = [encode_event("messageStart", {"role": "assistant"})]
+
+        def emit(event: bytes, generated: str = "") -> None:
+            pending.append(event)
+            if ms_per_token > 0 and generated:  # otherwise one write for the whole stream
+                self._flush(pending)
+                time.sleep(ms_per_token * count_tokens(generated) / 1000)
+
+        for index, block in enumerate(reply.content):
+            if "toolUse" in block:
+                tool = block["toolUse"]
+                start = {"toolUse": {"toolUseId": tool["toolUseId"], "name": tool["name"]}}
+                emit(encode_event("contentBlockStart", {"start": start, "contentBlockIndex": index}))
+                text = json.dumps(tool["input"])
+                pieces = [text[i : i + 24] for i in range(0, len(text), 24)] or [""]
+                for piece in pieces:
+                    delta = {"delta": {"toolUse": {"input": piece}}, "contentBlockIndex": index}
+                    emit(encode_event("contentBlockDelta", delta), piece)
+            else:
+                for piece in reply.text_chunks:
+                    delta = {"delta": {"text": piece}, "contentBlockIndex": index}
+                    emit(encode_event("contentBlockDelta", delta), piece)
+            emit(encode_event("contentBlockStop", {"contentBlockIndex": index}))
+        emit(encode_event("messageStop", {"stopReason": reply.stop_reason}))
+        emit(encode_event("metadata", {"usage": usage, "metrics": metrics}))
+        self._flush(pending)
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _flush(self, pending: list[bytes]) -> None:
+        if pending:
+            data = b"".join(pending)
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            pending.clear()
+
+
+class EmulatorServer:
+    """The emulator in a background thread.
+
+    ``with EmulatorServer(seed=0) as emu: boto3.client("bedrock-runtime", endpoint_url=emu.url, ...)``
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+        config: Mapping[str, Any] | None = None,
+        quiet: bool = True,
+        log: IO[str] | None = None,
+    ) -> None:
+        self.state = EmulatorState(seed, {**(config or {}), "seed": seed})
+        self._httpd = _HTTPServer((host, port), self.state, None if quiet else (log or sys.stderr))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        return str(self._httpd.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> EmulatorServer:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, name="bedrock-emulator", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread (the CLI); returns after ``stop()`` from another thread."""
+        self._httpd.serve_forever()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def configure(self, model: str = DEFAULT_MODEL_KEY, **settings: Any) -> dict[str, Any]:
+        """Merge settings for one model key ("*" for all); returns the whole config."""
+        return self.state.merge_config({"models": {model: settings}})
+
+    def config(self) -> dict[str, Any]:
+        return self.state.config()
+
+    def stats(self) -> dict[str, Any]:
+        return self.state.stats()
+
+    def reset(self, seed: int | None = None) -> None:
+        """Back to the start-up config and seed (or ``seed``); clears stats and prompt-cache memory."""
+        self.state.reset(seed)
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
