@@ -39,5 +39,10 @@ class LocalStackConfig:
         return f"http://{LOOPBACK}:{self.emulator_port}"
 
     @property
+    def local_store_uri(self) -> str:
+        """The MLflow backend store the stack writes and leaves on disk (what `make ui` opens)."""
+        return self.mlflow_backend_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"

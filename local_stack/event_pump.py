@@ -1,0 +1,544 @@
+"""Lambda's SQS event source, offline: poll queues, invoke handlers in-process, delete what succeeded.
+
+Semantics follow the SQS event source mapping with ``ReportBatchItemFailures`` on:
+
+- long-poll ``ReceiveMessage`` (up to ``batch_size``), build the exact Lambda SQS event
+  (``Records`` with messageId, receiptHandle, body, attributes, messageAttributes in Lambda's
+  camelCase shape, md5OfBody, eventSource ``aws:sqs``, eventSourceARN, awsRegion);
+- handler returns nothing or no failures: every message of the batch is deleted;
+- ``{"batchItemFailures": [{"itemIdentifier": id}, ...]}``: all others are deleted, the listed ones
+  stay and reappear after the visibility timeout;
+- a response Lambda cannot parse (not JSON-serializable, not an object, an empty, missing or unknown
+  itemIdentifier): the whole batch counts as failed, nothing is deleted;
+- the handler raises, cannot be imported, or runs past its function timeout: nothing is deleted.
+
+Moving a message to its DLQ after ``maxReceiveCount`` receives is left to SQS itself: moto applies
+the queue's RedrivePolicy in server mode (verified by tests/integration/test_event_pump.py).
+The Lambda context is a small double: no real Lambda runtime can exist offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from bedrock_pipeline import settings
+from local_stack.config import REGION, LocalStackConfig
+from local_stack.resources import DUMMY_CREDENTIALS, LocalResources, handler_environment, lookup_resources
+
+logger = logging.getLogger("local_stack.event_pump")
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+# Queue role -> handler dotted path (the Lambda "handler" setting), as the CDK app wires them.
+HANDLER_PATHS: dict[str, str] = {
+    "ingest": "handlers.ingest.handler",
+    "work": "handlers.runner.handler",
+    "evaluation": "handlers.evaluator.handler",
+}
+
+SQS_MAX_BATCH = 10  # ReceiveMessage returns at most 10 messages
+
+
+@dataclass
+class QueueRoute:
+    """One SQS event source mapping: a queue, the function it feeds and how."""
+
+    queue_url: str
+    handler: Handler | str  # a callable or a dotted path such as "handlers.ingest.handler"
+    batch_size: int = 10
+    wait_time_seconds: int = 1
+    function_timeout_seconds: float = 60.0
+    function_name: str | None = None
+    memory_limit_in_mb: int = 1024
+    concurrency: int = 1  # pollers (and so concurrent invocations) for this queue
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= SQS_MAX_BATCH:
+            raise ValueError(f"batch_size must be 1..{SQS_MAX_BATCH}, got {self.batch_size}")
+        if not 0 <= self.wait_time_seconds <= 20:
+            raise ValueError("wait_time_seconds must be 0..20 (the SQS long-poll limit)")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+
+    @property
+    def resolved_function_name(self) -> str:
+        if self.function_name:
+            return self.function_name
+        if isinstance(self.handler, str):
+            return self.handler.rsplit(".", 1)[0].replace(".", "-")
+        return getattr(self.handler, "__name__", "handler")
+
+
+@dataclass
+class LambdaContext:
+    """The attributes and method of Lambda's context object that handlers and Powertools use."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    aws_request_id: str
+    timeout_seconds: float
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = ""
+    _deadline: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._deadline = time.monotonic() + self.timeout_seconds
+        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = (
+            self.log_stream_name or f"local/[$LATEST]{self.aws_request_id.replace('-', '')}"
+        )
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class PumpCounters:
+    invocations: int = 0
+    deleted: int = 0
+    failed_items: int = 0  # messages left on the queue after an invocation (partial or whole failure)
+    handler_errors: int = 0  # invocations that raised, timed out or answered unparseably
+    import_errors: int = 0
+
+
+def lambda_message_attribute(value: Mapping[str, Any]) -> dict[str, Any]:
+    """SQS API MessageAttributeValue -> Lambda event shape (camelCase, binary as base64 text)."""
+    converted: dict[str, Any] = {
+        "stringListValues": list(value.get("StringListValues", [])),
+        "binaryListValues": [base64.b64encode(item).decode() for item in value.get("BinaryListValues", [])],
+        "dataType": value["DataType"],
+    }
+    if "StringValue" in value:
+        converted["stringValue"] = value["StringValue"]
+    if "BinaryValue" in value:
+        converted["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
+    return converted
+
+
+def lambda_sqs_record(message: Mapping[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    """One ReceiveMessage message -> one record of Lambda's SQS event."""
+    record: dict[str, Any] = {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": dict(message.get("Attributes", {})),
+        "messageAttributes": {
+            name: lambda_message_attribute(value)
+            for name, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+    if "MD5OfMessageAttributes" in message:
+        record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+    return record
+
+
+def lambda_sqs_event(messages: Sequence[Mapping[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
+    return {"Records": [lambda_sqs_record(message, queue_arn, region) for message in messages]}
+
+
+def queue_backlog(sqs: Any, queue_urls: Sequence[str]) -> int:
+    """Messages visible, in flight (received, not deleted) or delayed, summed over the queues."""
+    total = 0
+    for url in queue_urls:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
+        total += sum(int(value) for value in attributes.values())
+    return total
+
+
+class InvalidBatchResponse(ValueError):
+    """The handler's response cannot be read as a partial batch response: the whole batch failed."""
+
+
+def failed_message_ids(response: Any, message_ids: set[str]) -> set[str]:
+    """Message ids a handler reported as failed, by Lambda's ReportBatchItemFailures rules.
+
+    Success: None, an object without ``batchItemFailures``, or a null/empty list. Anything Lambda
+    could not parse raises InvalidBatchResponse (the caller treats the whole batch as failed).
+    """
+    try:
+        json.dumps(response)  # Lambda serializes the return value; failing that is Runtime.MarshalError
+    except (TypeError, ValueError) as error:
+        raise InvalidBatchResponse(f"response is not JSON-serializable: {error}") from error
+    if response is None:
+        return set()
+    if not isinstance(response, dict):
+        raise InvalidBatchResponse(f"response is not an object: {type(response).__name__}")
+    failures = response.get("batchItemFailures")
+    if failures is None:
+        return set()
+    if not isinstance(failures, list):
+        raise InvalidBatchResponse("batchItemFailures is not a list")
+    failed: set[str] = set()
+    for failure in failures:
+        identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
+        if not isinstance(identifier, str) or not identifier:
+            raise InvalidBatchResponse(f"missing or empty itemIdentifier in {failure!r}")
+        if identifier not in message_ids:
+            raise InvalidBatchResponse(f"itemIdentifier {identifier!r} is not a message of this batch")
+        failed.add(identifier)
+    return failed
+
+
+def import_handler(dotted_path: str) -> Handler:
+    """``package.module.function`` -> the function (Lambda's handler setting)."""
+    module_name, _, attribute = dotted_path.rpartition(".")
+    if not module_name:
+        raise ImportError(f"handler {dotted_path!r} is not of the form module.function")
+    handler = getattr(importlib.import_module(module_name), attribute, None)
+    if handler is None:  # Lambda's Runtime.HandlerNotFound
+        raise ImportError(f"module {module_name!r} has no attribute {attribute!r}")
+    if not callable(handler):
+        raise ImportError(f"handler {dotted_path!r} is not callable")
+    return handler  # type: ignore[no-any-return]
+
+
+@dataclass
+class _RouteState:
+    route: QueueRoute
+    counters: PumpCounters = field(default_factory=PumpCounters)
+    handler: Handler | None = None
+    queue_arn: str | None = None
+
+
+class EventPump:
+    """Pollers (threads) feeding SQS batches to in-process handlers, one or more per route."""
+
+    def __init__(
+        self,
+        routes: Sequence[QueueRoute],
+        *,
+        region: str = REGION,
+        endpoint_url: str | None = None,
+        account_id: str = "123456789012",
+    ) -> None:
+        self._states = [_RouteState(route) for route in routes]
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._account_id = account_id
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._in_flight = 0
+
+    # --- lifecycle ---
+
+    @property
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stop.clear()
+        sqs = self._client()
+        for state in self._states:
+            if state.queue_arn is None:
+                state.queue_arn = str(
+                    sqs.get_queue_attributes(QueueUrl=state.route.queue_url, AttributeNames=["QueueArn"])[
+                        "Attributes"
+                    ]["QueueArn"]
+                )
+        self._threads = [
+            threading.Thread(
+                target=self._poll,
+                args=(state,),
+                name=f"pump-{state.route.resolved_function_name}-{index}",
+                daemon=True,
+            )
+            for state in self._states
+            for index in range(state.route.concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop polling; a batch being handled finishes first (as on Lambda, it is not cut)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+    def __enter__(self) -> EventPump:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Run until every routed queue is empty and no invocation is in flight.
+
+        Counts visible, in-flight (not visible) and delayed messages, so a failed message waiting
+        out its visibility timeout keeps the drain going until it succeeds or reaches its DLQ.
+        Starts the pollers if needed (and stops them again afterwards). Raises TimeoutError.
+        """
+        started_here = not self.running
+        if started_here:
+            self.start()
+        sqs = self._client()
+        deadline = time.monotonic() + timeout
+        quiet_checks = 0
+        try:
+            while True:
+                backlog = self._backlog(sqs)
+                if backlog == 0 and self.in_flight == 0:
+                    quiet_checks += 1
+                    if quiet_checks >= 2:  # twice in a row: a handler may just have enqueued more
+                        return
+                else:
+                    quiet_checks = 0
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"event pump not drained after {timeout} s: {backlog} message(s) on routed queues, "
+                        f"{self.in_flight} invocation(s) in flight"
+                    )
+                time.sleep(0.1)
+        finally:
+            if started_here:
+                self.stop()
+
+    # --- observation ---
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def counters(self) -> PumpCounters:
+        """Totals over every route (a snapshot)."""
+        total = PumpCounters()
+        with self._lock:
+            for state in self._states:
+                for name in vars(total):
+                    setattr(total, name, getattr(total, name) + getattr(state.counters, name))
+        return total
+
+    def counters_for(self, queue_url: str) -> PumpCounters:
+        with self._lock:
+            for state in self._states:
+                if state.route.queue_url == queue_url:
+                    return replace(state.counters)
+        raise KeyError(queue_url)
+
+    # --- internals ---
+
+    def _client(self) -> Any:
+        if self._endpoint_url:
+            return boto3.client(
+                "sqs", endpoint_url=self._endpoint_url, region_name=self._region, **DUMMY_CREDENTIALS
+            )
+        return boto3.client("sqs", region_name=self._region)  # AWS_ENDPOINT_URL from the environment
+
+    def _backlog(self, sqs: Any) -> int:
+        return queue_backlog(sqs, [state.route.queue_url for state in self._states])
+
+    def _count(self, state: _RouteState, **increments: int) -> None:
+        with self._lock:
+            for name, value in increments.items():
+                setattr(state.counters, name, getattr(state.counters, name) + value)
+
+    def _poll(self, state: _RouteState) -> None:
+        sqs = self._client()
+        route = state.route
+        while not self._stop.is_set():
+            try:
+                response = sqs.receive_message(
+                    QueueUrl=route.queue_url,
+                    MaxNumberOfMessages=route.batch_size,
+                    WaitTimeSeconds=route.wait_time_seconds,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            except Exception:
+                if self._stop.is_set():
+                    return
+                logger.exception("receive from %s failed; retrying", route.queue_url)
+                self._stop.wait(1.0)
+                continue
+            messages = response.get("Messages", [])
+            if not messages:
+                continue
+            with self._lock:
+                self._in_flight += 1
+            try:
+                self._invoke(state, sqs, messages)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+    def _resolve_handler(self, state: _RouteState) -> Handler | None:
+        if state.handler is not None:
+            return state.handler
+        if callable(state.route.handler):
+            state.handler = state.route.handler
+            return state.handler
+        try:
+            state.handler = import_handler(state.route.handler)
+        except Exception:
+            # As Lambda's Runtime.ImportModuleError: the batch fails and is retried, the pump lives on.
+            logger.exception("cannot import handler %s", state.route.handler)
+            self._count(state, import_errors=1)
+            return None
+        return state.handler
+
+    def _invoke(self, state: _RouteState, sqs: Any, messages: list[dict[str, Any]]) -> None:
+        route = state.route
+        assert state.queue_arn is not None
+        handler = self._resolve_handler(state)
+        if handler is None:
+            self._count(state, failed_items=len(messages))
+            return
+        event = lambda_sqs_event(messages, state.queue_arn, self._region)
+        function_name = route.resolved_function_name
+        context = LambdaContext(
+            function_name=function_name,
+            invoked_function_arn=f"arn:aws:lambda:{self._region}:{self._account_id}:function:{function_name}",
+            memory_limit_in_mb=route.memory_limit_in_mb,
+            aws_request_id=str(uuid.uuid4()),
+            timeout_seconds=route.function_timeout_seconds,
+        )
+        self._count(state, invocations=1)
+        started = time.monotonic()
+        try:
+            response = handler(event, context)
+        except Exception:
+            logger.exception("%s raised; the batch of %d stays on the queue", function_name, len(messages))
+            self._count(state, handler_errors=1, failed_items=len(messages))
+            return
+        elapsed = time.monotonic() - started
+        if elapsed > route.function_timeout_seconds:
+            # Lambda would have stopped the function here; the batch is not deleted.
+            logger.error("%s: task timed out after %.2f s", function_name, elapsed)
+            self._count(state, handler_errors=1, failed_items=len(messages))
+            return
+        try:
+            failed = failed_message_ids(response, {message["MessageId"] for message in messages})
+        except InvalidBatchResponse as error:
+            logger.error("%s: %s; the whole batch is treated as failed", function_name, error)
+            self._count(state, handler_errors=1, failed_items=len(messages))
+            return
+        to_delete = [message for message in messages if message["MessageId"] not in failed]
+        deleted = self._delete(sqs, route.queue_url, to_delete)
+        self._count(state, deleted=deleted, failed_items=len(failed))
+
+    def _delete(self, sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> int:
+        if not messages:
+            return 0
+        response = sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+                for index, message in enumerate(messages)
+            ],
+        )
+        for failure in response.get("Failed", []):
+            logger.error("delete failed on %s: %s", queue_url, failure)
+        return len(response.get("Successful", []))
+
+
+def default_routes(
+    resources: LocalResources, *, wait_time_seconds: int = 1, handler_paths: Mapping[str, str] | None = None
+) -> list[QueueRoute]:
+    """The three event source mappings of the deployed pipeline, pointed at the local queues."""
+    paths = {**HANDLER_PATHS, **(handler_paths or {})}
+    return [
+        # One prompt file (S3 event) or one evaluation job per invocation: each is a large unit.
+        QueueRoute(
+            resources.ingest.url,
+            paths["ingest"],
+            batch_size=1,
+            wait_time_seconds=wait_time_seconds,
+            function_timeout_seconds=settings.INGEST_TIMEOUT_SECONDS,
+            function_name="ingest",
+        ),
+        QueueRoute(
+            resources.work.url,
+            paths["work"],
+            batch_size=settings.WORK_BATCH_SIZE,
+            wait_time_seconds=wait_time_seconds,
+            function_timeout_seconds=settings.RUNNER_TIMEOUT_SECONDS,
+            function_name="runner",
+        ),
+        QueueRoute(
+            resources.evaluation.url,
+            paths["evaluation"],
+            batch_size=1,
+            wait_time_seconds=wait_time_seconds,
+            function_timeout_seconds=settings.EVALUATOR_TIMEOUT_SECONDS,
+            function_name="evaluator",
+        ),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m local_stack.event_pump``: pump the running stack's queues until SIGTERM/Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="python -m local_stack.event_pump", description=main.__doc__)
+    parser.add_argument("--ready-file", type=Path, help="touched once the pollers run (for the stack)")
+    parser.add_argument("--without-emulator", action="store_true", help="no Bedrock emulator endpoint")
+    parser.add_argument("--log-level", default=os.environ.get("LOCAL_PUMP_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    config = LocalStackConfig()
+    resources = lookup_resources(config.moto_url)
+    # The handlers run in this process and read their configuration from the environment, as on Lambda.
+    os.environ.update(
+        handler_environment(
+            moto_url=config.moto_url,
+            mlflow_url=config.mlflow_url,
+            emulator_url=None if args.without_emulator else config.emulator_url,
+            resources=resources,
+        )
+    )
+    pump = EventPump(default_routes(resources), endpoint_url=config.moto_url)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    pump.start()
+    logger.info(
+        "pumping %s", ", ".join(f"{q.name} -> {HANDLER_PATHS[r]}" for r, q in resources.queues.items())
+    )
+    if args.ready_file:
+        args.ready_file.parent.mkdir(parents=True, exist_ok=True)
+        args.ready_file.write_text(str(os.getpid()))
+    last = pump.counters
+    while not stop.wait(30.0):
+        if pump.counters != last:  # a heartbeat only when something happened
+            last = pump.counters
+            logger.info("counters: %s", last)
+    pump.stop()
+    logger.info("stopped; counters: %s", pump.counters)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
