@@ -17,14 +17,18 @@ WORK_QUEUE_NAME: Final = "bedrock-work"
 EVALUATION_QUEUE_NAME: Final = "bedrock-evaluation"
 DLQ_SUFFIX: Final = "-dlq"
 IDEMPOTENCY_TABLE_NAME: Final = "bedrock-idempotency"
+JOBS_TABLE_NAME: Final = "bedrock-jobs"  # per-job counters and per-item completion marks (pk "pk")
 
 # --- Environment variables the handlers read (validated by pydantic at cold start) ---
 ENV_PROMPT_BUCKET: Final = "PROMPT_BUCKET"
 ENV_WORK_QUEUE_URL: Final = "WORK_QUEUE_URL"
 ENV_EVALUATION_QUEUE_URL: Final = "EVALUATION_QUEUE_URL"
 ENV_IDEMPOTENCY_TABLE: Final = "IDEMPOTENCY_TABLE"
+ENV_JOBS_TABLE: Final = "JOBS_TABLE"
 ENV_MLFLOW_TRACKING_URI: Final = "MLFLOW_TRACKING_URI"
-ENV_MLFLOW_CREDENTIALS_SECRET_ARN: Final = "MLFLOW_CREDENTIALS_SECRET_ARN"  # optional; JSON {username,password}
+ENV_MLFLOW_CREDENTIALS_SECRET_ARN: Final = (
+    "MLFLOW_CREDENTIALS_SECRET_ARN"  # optional; JSON {username,password}
+)
 ENV_DEFAULT_MODELS: Final = "DEFAULT_MODELS"  # comma-separated model or inference-profile ids
 ENV_BENCHMARK_SUITE: Final = "BENCHMARK_SUITE"
 
@@ -44,6 +48,7 @@ LOG_RETENTION_DAYS: Final = 30
 MAX_PROMPT_FILE_BYTES: Final = 50 * 1024 * 1024
 MAX_LINE_BYTES: Final = 1024 * 1024
 MAX_RECORDS_PER_FILE: Final = 50_000
+MAX_WORK_ITEM_BYTES: Final = 200 * 1024  # one work item as JSON; SQS messages top out at 256 KiB
 
 # --- Bedrock client ---
 BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode

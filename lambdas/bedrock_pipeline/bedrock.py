@@ -1,0 +1,159 @@
+"""Bedrock adapter: one boto3 bedrock-runtime client, Converse and ConverseStream, errors classified.
+
+The endpoint is never set in code: on AWS boto3 resolves the VPC endpoint, offline the environment
+sets AWS_ENDPOINT_URL_BEDROCK_RUNTIME to the emulator. So the same code runs in both places.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, EventStreamError
+
+from bedrock_pipeline import settings
+
+# Errors that will not go away by retrying the same request: they become a failure result at once.
+PERMANENT_ERROR_CODES = frozenset(
+    {
+        "ValidationException",
+        "ResourceNotFoundException",
+        "AccessDeniedException",
+        "ModelErrorException",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ModelResponse:
+    """What one Converse or ConverseStream call produced, in Converse's response shape."""
+
+    output_message: dict[str, Any]
+    stop_reason: str
+    usage: dict[str, int]
+    latency_ms: float
+    wall_ms: float
+
+    @property
+    def text(self) -> str:
+        return "".join(block.get("text", "") for block in self.output_message.get("content", []))
+
+    def as_converse_output(self) -> dict[str, Any]:
+        return {
+            "output": {"message": self.output_message},
+            "stopReason": self.stop_reason,
+            "usage": self.usage,
+            "metrics": {"latencyMs": self.latency_ms},
+        }
+
+
+@dataclass
+class BedrockCallError(Exception):
+    """A Bedrock call failed. `permanent` says whether retrying the work item can help."""
+
+    code: str
+    message: str
+    permanent: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class ModelGateway(Protocol):
+    def invoke(self, model_id: str, request: dict[str, Any], *, stream: bool) -> ModelResponse: ...
+
+
+def make_bedrock_client(region_name: str | None = None) -> Any:
+    """bedrock-runtime client with botocore's adaptive retries (client-side rate limiting on throttles).
+
+    Call after `mlflow.bedrock.autolog()` so the client is traced.
+    """
+    config = Config(
+        retries={"mode": "adaptive", "max_attempts": settings.BEDROCK_MAX_ATTEMPTS},
+        read_timeout=settings.BEDROCK_READ_TIMEOUT_SECONDS,
+        max_pool_connections=max(10, settings.RUNNER_ITEM_CONCURRENCY * 2),
+    )
+    return boto3.client("bedrock-runtime", region_name=region_name, config=config)
+
+
+class BedrockGateway:
+    """Calls Converse or ConverseStream and returns a `ModelResponse`; raises `BedrockCallError`."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def invoke(self, model_id: str, request: dict[str, Any], *, stream: bool) -> ModelResponse:
+        started = time.perf_counter()
+        try:
+            if stream:
+                response = _collect_stream(self._client.converse_stream(modelId=model_id, **request))
+            else:
+                response = self._client.converse(modelId=model_id, **request)
+        except EventStreamError as exc:  # an error event inside the stream
+            code = _normalise_code(exc.response.get("Error", {}).get("Code", "StreamError"))
+            raise BedrockCallError(code, str(exc), code in PERMANENT_ERROR_CODES) from exc
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "ClientError")
+            message = exc.response.get("Error", {}).get("Message", str(exc))
+            raise BedrockCallError(code, message, code in PERMANENT_ERROR_CODES) from exc
+        wall_ms = (time.perf_counter() - started) * 1000
+        usage = {k: int(v) for k, v in response.get("usage", {}).items()}
+        return ModelResponse(
+            output_message=response["output"]["message"],
+            stop_reason=response.get("stopReason", ""),
+            usage=usage,
+            latency_ms=float(response.get("metrics", {}).get("latencyMs", wall_ms)),
+            wall_ms=wall_ms,
+        )
+
+
+def _normalise_code(code: str) -> str:
+    # Stream exceptions arrive camel-cased (throttlingException); the API's error codes are Pascal-cased.
+    return code[:1].upper() + code[1:] if code else code
+
+
+def _collect_stream(response: dict[str, Any]) -> dict[str, Any]:
+    """Reassemble ConverseStream events into Converse's response shape."""
+    blocks: dict[int, dict[str, Any]] = {}
+    tool_inputs: dict[int, list[str]] = {}
+    role = "assistant"
+    stop_reason = ""
+    usage: dict[str, int] = {}
+    metrics: dict[str, Any] = {}
+    for event in response["stream"]:
+        if "messageStart" in event:
+            role = event["messageStart"].get("role", role)
+        elif "contentBlockStart" in event:
+            index = event["contentBlockStart"]["contentBlockIndex"]
+            start = event["contentBlockStart"].get("start", {})
+            if "toolUse" in start:
+                blocks[index] = {"toolUse": dict(start["toolUse"])}
+                tool_inputs[index] = []
+        elif "contentBlockDelta" in event:
+            index = event["contentBlockDelta"]["contentBlockIndex"]
+            delta = event["contentBlockDelta"]["delta"]
+            if "text" in delta:
+                block = blocks.setdefault(index, {"text": ""})
+                block["text"] = block.get("text", "") + delta["text"]
+            elif "toolUse" in delta:
+                tool_inputs.setdefault(index, []).append(delta["toolUse"].get("input", ""))
+        elif "messageStop" in event:
+            stop_reason = event["messageStop"].get("stopReason", "")
+        elif "metadata" in event:
+            usage = event["metadata"].get("usage", {})
+            metrics = event["metadata"].get("metrics", {})
+    for index, parts in tool_inputs.items():
+        raw = "".join(parts)
+        blocks[index]["toolUse"]["input"] = json.loads(raw) if raw else {}
+    content = [blocks[i] for i in sorted(blocks)]
+    return {
+        "output": {"message": {"role": role, "content": content}},
+        "stopReason": stop_reason,
+        "usage": usage,
+        "metrics": metrics,
+    }

@@ -1,0 +1,60 @@
+"""Pre-flight token and cost estimate of work items, offline (tiktoken with the shipped encoding).
+
+Input tokens are counted with cl100k_base, an approximation for non-OpenAI models; output tokens
+are bounded by each item's maxTokens (or DEFAULT_OUTPUT_TOKENS), so the cost is an upper estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bedrock_pipeline.pricing import PriceTable
+from bedrock_pipeline.tokenizer import count_message_tokens
+
+DEFAULT_OUTPUT_TOKENS = 512  # assumed when a request sets no maxTokens
+
+
+@dataclass
+class ModelEstimate:
+    items: int = 0
+    input_tokens: int = 0
+    max_output_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: bool = True
+
+
+@dataclass
+class Estimate:
+    models: dict[str, ModelEstimate] = field(default_factory=dict)
+
+    @property
+    def cost_usd(self) -> float:
+        return round(sum(m.cost_usd for m in self.models.values()), 10)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(m.input_tokens for m in self.models.values())
+
+    @property
+    def max_output_tokens(self) -> int:
+        return sum(m.max_output_tokens for m in self.models.values())
+
+
+def estimate_items(items: Iterable[Any], prices: PriceTable) -> Estimate:
+    """Items are anything with model_id and request (parser WorkItems or WorkMessages)."""
+    estimate = Estimate()
+    for item in items:
+        input_tokens = count_message_tokens(item.request)
+        output_tokens = int(item.request.get("inferenceConfig", {}).get("maxTokens") or DEFAULT_OUTPUT_TOKENS)
+        model = estimate.models.setdefault(item.model_id, ModelEstimate())
+        model.items += 1
+        model.input_tokens += input_tokens
+        model.max_output_tokens += output_tokens
+        cost = prices.cost(item.model_id, {"inputTokens": input_tokens, "outputTokens": output_tokens})
+        if cost is None:
+            model.priced = False
+        else:
+            model.cost_usd = round(model.cost_usd + cost.total_usd, 10)
+    return estimate

@@ -1,0 +1,154 @@
+"""Prompt files through the real handlers on the local stack, checked through MLflow's own client.
+
+moto (S3, SQS, DynamoDB) and MLflow on PostgreSQL run as servers on loopback; the Bedrock emulator
+answers through boto3; the event pump feeds the handlers Lambda's SQS event shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Stack
+
+pytestmark = pytest.mark.integration
+
+DEMO = Path(__file__).resolve().parents[2] / "batch_prompts" / "demo"
+
+# Published Bedrock on-demand prices (USD per 1M tokens, us-east-1), written here by hand so the
+# test does not check the code's price table against itself.
+CLAUDE_3_HAIKU_IN, CLAUDE_3_HAIKU_OUT = 0.25, 1.25
+NOVA_MICRO_IN, NOVA_MICRO_OUT = 0.035, 0.14
+
+
+def _runs_of(stack: Stack, job_id: str, role: str) -> list[Any]:
+    return stack.mlflow.search_runs(
+        [e.experiment_id for e in stack.mlflow.search_experiments()],
+        filter_string=f"tags.`pipeline.job_id` = '{job_id}' and tags.`pipeline.role` = '{role}'",
+        max_results=1000,
+    )
+
+
+def test_a_prompt_file_becomes_one_traced_run_per_record_and_model(stack: Stack) -> None:
+    """Given the demo questions file (3 job models, 11 good records, 1 broken line, 1 streaming and
+    1 tool-use record), when it lands in incoming/, then every (record, model) is one child run with
+    the fixed MLflow names, a linked trace carrying token usage, and a results line."""
+    job_id = stack.upload(DEMO / "questions.jsonl")
+    stack.wait(job_id)
+
+    calls = _runs_of(stack, job_id, "call")
+    assert len(calls) == 11 * 3
+    (parent,) = _runs_of(stack, job_id, "job")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["records"] == 33 and parent.data.metrics["rejected_lines"] == 1
+    experiment = stack.mlflow.get_experiment(parent.info.experiment_id)
+    assert experiment.name == "demo/questions"
+
+    for run in calls:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["pipeline.kind"] == "batch"
+        assert (
+            run.data.tags["pipeline.source"]
+            == f"s3://{stack.resources.bucket}/incoming/tests/questions.jsonl"
+        )
+        assert run.data.tags["pipeline.source_etag"]
+        assert set(run.data.params) >= {"model_id", "stream"}
+        metrics = run.data.metrics
+        assert metrics["total_tokens"] == metrics["input_tokens"] + metrics["output_tokens"]
+        assert metrics["input_tokens"] > 0 and metrics["output_tokens"] > 0 and metrics["latency_ms"] >= 0
+        assert metrics["cost_usd"] == pytest.approx(metrics["input_cost_usd"] + metrics["output_cost_usd"])
+
+    by_key = {(r.data.tags["pipeline.record_id"], r.data.params["model_id"]): r for r in calls}
+    haiku = by_key[("capital-france", "anthropic.claude-3-haiku-20240307-v1:0")]
+    m = haiku.data.metrics
+    assert m["cost_usd"] == pytest.approx(
+        m["input_tokens"] * CLAUDE_3_HAIKU_IN / 1e6 + m["output_tokens"] * CLAUDE_3_HAIKU_OUT / 1e6
+    )
+    assert haiku.data.params["max_tokens"] == "256" and haiku.data.params["temperature"] == "0.2"
+    assert haiku.data.tags["topic"] == "capital"  # the record's own tag, beside the pipeline's
+    assert by_key[("stream-story", "meta.llama3-1-8b-instruct-v1:0")].data.params["stream"] == "True"
+
+    # The trace of a call is linked to its run and carries the model call's token usage.
+    trace_id = haiku.data.tags["pipeline.trace_id"]
+    trace = stack.mlflow.get_trace(trace_id)
+    assert trace.info.request_metadata.get("mlflow.sourceRun") == haiku.info.run_id
+    assert trace.info.trace_location.mlflow_experiment.experiment_id == parent.info.experiment_id
+    usage = trace.info.token_usage
+    assert usage is not None and usage["input_tokens"] == m["input_tokens"]
+    assert usage["output_tokens"] == m["output_tokens"]
+
+    # Results: one line per call in Bedrock's batch output shape; the tool-use record asked for its tool.
+    lines = stack.results(job_id)
+    assert len(lines) == 33
+    assert all({"recordId", "modelInput", "modelOutput", "usage", "mlflow"} <= line.keys() for line in lines)
+    tool_line = next(line for line in lines if line["recordId"] == "weather-tool")
+    assert tool_line["modelOutput"]["stopReason"] == "tool_use"
+    tool_use = next(
+        b["toolUse"] for b in tool_line["modelOutput"]["output"]["message"]["content"] if "toolUse" in b
+    )
+    assert tool_use["name"] == "get_weather" and "city" in tool_use["input"]
+    stream_line = next(line for line in lines if line["recordId"] == "stream-story")
+    assert stream_line["modelOutput"]["output"]["message"]["content"][0]["text"]
+
+    # The broken line is reported with its line number and reason; it stopped nothing.
+    (error,) = stack.results(job_id, "errors.jsonl")
+    assert error["lineNumber"] == 7 and "JSON" in error["reason"]
+
+
+def test_a_bedrock_batch_inference_file_runs_unchanged_and_is_priced_by_hand(stack: Stack) -> None:
+    """Given records in Bedrock's batch-inference shape, then each modelInput is sent as is."""
+    source = DEMO / "bedrock-batch-format.jsonl"
+    job_id = stack.upload(source)
+    stack.wait(job_id)
+    records = [json.loads(line) for line in source.read_text().splitlines()[1:]]
+    lines = stack.results(job_id)
+    assert len(lines) == len(records) * 2
+    for line in lines:
+        original = next(r for r in records if r["recordId"] == line["recordId"])
+        assert line["modelInput"] == original["modelInput"]
+    micro = next(line for line in lines if line["modelId"] == "amazon.nova-micro-v1:0")
+    usage = micro["usage"]
+    assert micro["costUsd"] == pytest.approx(
+        usage["inputTokens"] * NOVA_MICRO_IN / 1e6 + usage["outputTokens"] * NOVA_MICRO_OUT / 1e6
+    )
+
+
+def test_a_permanent_model_error_is_a_failure_result_not_a_retry(stack: Stack) -> None:
+    """Given a record naming a model Bedrock does not know, then it ends once as a failed run and an
+    error line, and the rest of the job still succeeds."""
+    body = (
+        json.dumps({"id": "good", "prompt": "hello", "model": "amazon.nova-lite-v1:0"})
+        + "\n"
+        + json.dumps({"id": "bad-model", "prompt": "hello", "model": "acme.unknown-model-v9:0"})
+        + "\n"
+    ).encode()
+    job_id = stack.upload(key="incoming/tests/unknown-model.jsonl", body=body)
+    stack.wait(job_id)
+    lines = {line["recordId"]: line for line in stack.results(job_id)}
+    assert "modelOutput" in lines["good"]
+    assert lines["bad-model"]["error"]["errorCode"] == "ValidationException"
+    failed = [r for r in _runs_of(stack, job_id, "call") if r.info.status == "FAILED"]
+    assert [r.data.tags["pipeline.record_id"] for r in failed] == ["bad-model"]
+    assert "ValidationException" in failed[0].data.tags["pipeline.error"]
+    counts = stack.ledger.counts(job_id)
+    assert counts is not None and (counts.succeeded, counts.failed) == (1, 1)
+    assert stack.emulator.stats()["models"]["acme.unknown-model-v9:0"]["calls"] == 1  # not retried
+
+
+def test_a_file_over_its_budget_is_rejected_before_any_call(stack: Stack) -> None:
+    """Given a job budget below the pre-flight estimate, then no model is called and the reason is reported."""
+    body = (
+        json.dumps({"job": {"models": ["anthropic.claude-3-haiku-20240307-v1:0"], "budget_usd": 0.0000001}})
+        + "\n"
+        + json.dumps({"id": "a", "prompt": "Write a long essay about queues.", "max_tokens": 4000})
+        + "\n"
+    ).encode()
+    job_id = stack.upload(key="incoming/tests/over-budget.jsonl", body=body)
+    stack.wait(job_id)
+    (error,) = stack.results(job_id, "errors.jsonl")
+    assert "budget" in error["reason"]
+    assert stack.emulator.stats()["total_calls"] == 0

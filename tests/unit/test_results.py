@@ -1,0 +1,40 @@
+"""Per-model summary of result lines."""
+
+from bedrock_pipeline.results import format_table, percentile, summarize
+
+
+def _ok(model: str, latency: float, cost: float, tokens_in: int = 10, tokens_out: int = 5) -> dict:
+    return {
+        "modelId": model,
+        "latencyMs": latency,
+        "costUsd": cost,
+        "usage": {"inputTokens": tokens_in, "outputTokens": tokens_out},
+    }
+
+
+def test_nearest_rank_percentiles():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 95) == 95.0
+    assert percentile([7.0], 95) == 7.0
+    assert percentile([], 50) is None
+
+
+def test_given_successes_and_failures_when_summarized_then_each_model_gets_its_own_row():
+    lines = [
+        _ok("a", 100, 0.001),
+        _ok("a", 300, 0.002),
+        {"modelId": "a", "error": {"errorCode": "ValidationException"}},
+        _ok("b", 50, 0.0005, tokens_in=7, tokens_out=3),
+    ]
+    rows = {r.model_id: r for r in summarize(lines)}
+    assert (rows["a"].records, rows["a"].succeeded, rows["a"].failed) == (3, 2, 1)
+    assert (rows["a"].input_tokens, rows["a"].output_tokens) == (20, 10)
+    assert abs(rows["a"].cost_usd - 0.003) < 1e-12
+    assert rows["a"].p50_latency_ms == 100 and rows["a"].p95_latency_ms == 300
+    assert (rows["b"].records, rows["b"].failed, rows["b"].input_tokens) == (1, 0, 7)
+
+
+def test_table_lists_every_model_with_its_cost():
+    table = format_table(summarize([_ok("model-x", 10, 0.25)]))
+    assert "model-x" in table and "0.250000" in table and "p95 ms" in table.splitlines()[0]
