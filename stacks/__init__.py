@@ -1,0 +1,1 @@
+"""CDK stacks of the platform: network, data, MLflow service, pipeline (one module each)."""

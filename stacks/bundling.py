@@ -1,0 +1,121 @@
+"""Lambda bundle without Docker: pip-installs the pinned runtime deps for Lambda's platform locally.
+
+``cdk.ILocalBundling`` runs before CDK would start a container, so synth works on machines without
+Docker; the Docker image is only the fallback when this machine cannot run pip. The pip install is
+cached under ``build/lambda-deps/<hash of requirements + target>`` so repeated synths only copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import jsii
+
+PYTHON_VERSION = "3.12"
+# Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels load there too,
+# and some pins (tiktoken 0.14) ship only those.
+PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
+# Never part of the deployed code: tests, caches, and the requirements file (already installed).
+CODE_EXCLUDES = ("tests", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "requirements.txt")
+
+
+def _pip_args(target: Path, requirements: Path) -> list[str]:
+    args = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
+    for platform in PLATFORMS:
+        args += ["--platform", platform]
+    return [
+        *args,
+        "--python-version",
+        PYTHON_VERSION,
+        "--implementation",
+        "cp",
+        "--only-binary=:all:",
+        "-t",
+        str(target),
+        "-r",
+        str(requirements),
+    ]
+
+
+def dependency_cache_key(requirements: Path) -> str:
+    digest = hashlib.sha256(requirements.read_bytes())
+    digest.update(f"{PYTHON_VERSION}|{','.join(PLATFORMS)}".encode())
+    return digest.hexdigest()[:20]
+
+
+def install_dependencies(requirements: Path, cache_root: Path) -> Path:
+    """Install (once) the requirements for Lambda's platform; return the cached site-packages dir."""
+    target = cache_root / dependency_cache_key(requirements)
+    if target.is_dir():
+        return target
+    cache_root.mkdir(parents=True, exist_ok=True)
+    # Install into a temporary sibling and rename, so an interrupted install is never reused.
+    staging = Path(tempfile.mkdtemp(prefix="install-", dir=cache_root))
+    try:
+        subprocess.run(_pip_args(staging, requirements), check=True)
+        for cache_dir in staging.rglob("__pycache__"):
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    # Hard links make a warm-cache bundle nearly free; fall back to a copy across file systems.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def build_bundle(source_dir: Path, requirements: Path, cache_root: Path, output_dir: Path) -> None:
+    deps = install_dependencies(requirements, cache_root)
+    shutil.copytree(deps, output_dir, copy_function=_link_or_copy, dirs_exist_ok=True)
+    shutil.copytree(source_dir, output_dir, ignore=shutil.ignore_patterns(*CODE_EXCLUDES), dirs_exist_ok=True)
+
+
+def tree_size_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@jsii.implements(cdk.ILocalBundling)
+class LocalPythonBundler:
+    """Builds the bundle on this machine with pip (no Docker)."""
+
+    def __init__(self, source_dir: Path, requirements: Path, cache_root: Path) -> None:
+        self._source_dir = source_dir
+        self._requirements = requirements
+        self._cache_root = cache_root
+
+    def try_bundle(self, output_dir: str, *_args: Any, **_options: Any) -> bool:
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "--version"], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError):
+            return False  # let CDK fall back to the Docker image
+        build_bundle(self._source_dir, self._requirements, self._cache_root, Path(output_dir))
+        return True
+
+
+def lambda_code(source_dir: Path, cache_root: Path) -> cdk.aws_lambda.Code:
+    """The Lambda code asset: ``source_dir`` plus its ``requirements.txt`` installed for Lambda."""
+    requirements = source_dir / "requirements.txt"
+    pip = " ".join(_pip_args(Path("/asset-output"), Path("/asset-input/requirements.txt"))[1:])
+    return cdk.aws_lambda.Code.from_asset(
+        str(source_dir),
+        exclude=["tests", "**/__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache"],
+        bundling=cdk.BundlingOptions(
+            image=cdk.DockerImage.from_registry("public.ecr.aws/sam/build-python3.12"),
+            command=["bash", "-c", f"python {pip} && cp -r /asset-input/. /asset-output/"],
+            local=LocalPythonBundler(source_dir, requirements, cache_root),
+        ),
+    )

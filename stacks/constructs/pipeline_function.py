@@ -1,0 +1,78 @@
+"""A pipeline Lambda: Python 3.12 in the isolated subnets, JSON logs in its own log group."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+
+class PipelineFunction(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        code: lambda_.Code,
+        handler: str,
+        timeout_seconds: int,
+        memory_mib: int,
+        vpc: ec2.IVpc,
+        security_group: ec2.ISecurityGroup,
+        environment: dict[str, str],
+        log_retention_days: int,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=retention_days(log_retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.X86_64,  # matches the manylinux x86_64 wheels bundled
+            code=code,
+            handler=handler,
+            timeout=cdk.Duration.seconds(timeout_seconds),
+            memory_size=memory_mib,
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            security_groups=[security_group],
+            environment=environment,
+            log_group=self.log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+        )
+        cdk.Validations.of(self.function).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-L1",
+                reason="Pinned to Python 3.12 on purpose: the bundled wheels (pydantic-core, tiktoken, "
+                "regex) are built for cp312 and the handlers are tested on 3.11/3.12.",
+            )
+        )
+
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+}
+
+
+def retention_days(days: int) -> logs.RetentionDays:
+    """The CloudWatch retention enum for a day count (only the values CloudWatch offers)."""
+    if days not in _RETENTION:
+        raise ValueError(f"log retention {days} days: choose one of {sorted(_RETENTION)}")
+    return _RETENTION[days]

@@ -1,0 +1,155 @@
+"""Typed settings of the CDK app, read from cdk.json context (key ``bedrock_mlflow``).
+
+Names, sizes and timeouts the handlers also depend on come from ``bedrock_pipeline.settings`` so the
+deployed stack and the offline twin cannot drift apart; everything here only sizes the AWS side.
+Every field has a default that synthesizes out of the box.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bedrock_pipeline import settings as pipeline
+
+CONTEXT_KEY = "bedrock_mlflow"
+
+# RFC 5737 TEST-NET-1: a documentation range nobody owns, so the default ALB is reachable from
+# nowhere until the operator sets their own CIDRs (never 0.0.0.0/0 by default).
+DOCUMENTATION_CIDR = "192.0.2.0/24"
+
+# Cross-region (system-defined) inference profile ids carry a geography prefix.
+_PROFILE_PREFIX = re.compile(r"^(us|eu|apac|jp|au|ca|us-gov|global)\.(?P<model>.+)$")
+
+
+class PlatformSettings(BaseModel):
+    """Everything an operator may tune in cdk.json without touching code."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prefix: str = Field(default="bedrock-mlflow", pattern=r"^[a-z][a-z0-9-]{2,24}$")
+    # The deployment region (ALB access logging and Bedrock ARNs need it at synth time); None means
+    # the CLI's CDK_DEFAULT_REGION, else us-east-1.
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    vpc_cidr: str = "10.40.0.0/16"
+    max_azs: int = Field(default=2, ge=2, le=3)
+    namespace_name: str = "bedrock-mlflow.internal"
+    allowed_cidrs: tuple[str, ...] = (DOCUMENTATION_CIDR,)
+    certificate_arn: str | None = None
+    # Extra Host headers MLflow accepts (e.g. a custom domain in front of the ALB).
+    extra_allowed_hosts: tuple[str, ...] = ()
+    models: tuple[str, ...] = pipeline.DEFAULT_MODELS
+    schedule_expression: str = "rate(1 day)"
+    benchmark_suite: str = "default"
+
+    mlflow_cpu: int = 1024
+    mlflow_memory_mib: int = 2048
+    mlflow_min_tasks: int = Field(default=1, ge=1)
+    mlflow_max_tasks: int = Field(default=2, ge=1)
+    mlflow_target_cpu_percent: int = Field(default=60, ge=10, le=90)
+    postgres_cpu: int = 512
+    postgres_memory_mib: int = 1024
+    postgres_database: str = "mlflow"
+    postgres_username: str = "mlflow"
+    mlflow_admin_username: str = "admin"
+
+    ingest_memory_mib: int = 512
+    runner_memory_mib: int = 1024
+    evaluator_memory_mib: int = 1024
+    benchmark_memory_mib: int = 1024
+    ingest_batch_size: int = Field(default=5, ge=1, le=10)
+    ingest_max_concurrency: int = Field(default=2, ge=2, le=1000)
+    evaluation_batch_size: int = Field(default=1, ge=1, le=10)
+    evaluation_max_concurrency: int = Field(default=2, ge=2, le=1000)
+    artifact_noncurrent_version_days: int = 30
+    prompt_object_expiration_days: int = 180
+    log_retention_days: int = pipeline.LOG_RETENTION_DAYS
+    metrics_namespace: str = "BedrockMlflow"
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc_cidr_is_private(cls, value: str) -> str:
+        if not ipaddress.ip_network(value).is_private:
+            raise ValueError(f"vpc_cidr {value} is not a private range")
+        return value
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs_are_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            ipaddress.ip_network(cidr)  # raises on a typo
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models_present(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one model or inference-profile id is required")
+        return value
+
+    @field_validator("schedule_expression")
+    @classmethod
+    def _schedule_syntax(cls, value: str) -> str:
+        if not re.fullmatch(r"(rate|cron|at)\(.+\)", value):
+            raise ValueError("schedule_expression must be rate(...), cron(...) or at(...)")
+        return value
+
+    @classmethod
+    def from_context(cls, context: Mapping[str, Any] | None) -> PlatformSettings:
+        return cls.model_validate(dict(context or {}))
+
+    def resolved_region(self, environ: Mapping[str, str]) -> str:
+        return self.region or environ.get("CDK_DEFAULT_REGION") or "us-east-1"
+
+    @property
+    def mlflow_workers(self) -> int:
+        """Uvicorn workers per MLflow task: two per vCPU (~0.5 GB each, measured), at least one."""
+        return max(1, 2 * self.mlflow_cpu // 1024)
+
+    @property
+    def mlflow_host(self) -> str:
+        return f"mlflow.{self.namespace_name}"
+
+    @property
+    def postgres_host(self) -> str:
+        return f"postgres.{self.namespace_name}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """What the Lambdas use: Cloud Map A records straight to the tasks, so the port is explicit."""
+        return f"http://{self.mlflow_host}:5000"
+
+
+def split_inference_profile(model_id: str) -> tuple[str | None, str]:
+    """Return (geography prefix or None, foundation-model id) of a model or inference-profile id."""
+    match = _PROFILE_PREFIX.match(model_id)
+    if match is None:
+        return None, model_id
+    return match.group(1), match.group("model")
+
+
+def bedrock_invoke_resource_arns(
+    model_ids: tuple[str, ...], *, partition: str, region: str, account: str
+) -> list[str]:
+    """IAM resources that let a role invoke exactly these models (and nothing else).
+
+    A plain model id needs its foundation-model ARN in this region. A cross-region inference-profile
+    id needs the profile ARN in this region *and* the foundation-model ARN in every region the profile
+    may route to; the set of regions is AWS's to change, so the region is ``*`` (the model id still
+    pins the resource). Global profiles additionally authorize against a region-less model ARN.
+    """
+    arns: list[str] = []
+    for model_id in model_ids:
+        geography, base = split_inference_profile(model_id)
+        if geography is None:
+            arns.append(f"arn:{partition}:bedrock:{region}::foundation-model/{base}")
+            continue
+        arns.append(f"arn:{partition}:bedrock:{region}:{account}:inference-profile/{model_id}")
+        arns.append(f"arn:{partition}:bedrock:*::foundation-model/{base}")
+        if geography == "global":
+            arns.append(f"arn:{partition}:bedrock:::foundation-model/{base}")
+    return list(dict.fromkeys(arns))

@@ -1,0 +1,35 @@
+"""The Lambda asset, bundled for real (pip for manylinux x86_64 / CPython 3.12, no Docker)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stacks.bundling import tree_size_bytes
+from stacks.platform import create_app
+from tests.infra.conftest import TEST_CONTEXT
+
+LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+
+
+def test_given_the_pipeline_stack_when_bundled_then_the_asset_holds_code_and_deps_under_the_lambda_limit(
+    tmp_path: Path,
+) -> None:
+    context = {**TEST_CONTEXT, "aws:cdk:bundling-stacks": ["BedrockMlflow-Pipeline"]}
+    platform = create_app(context, outdir=str(tmp_path))
+    platform.app.synth()
+    template = json.loads((tmp_path / "BedrockMlflow-Pipeline.template.json").read_text())
+    functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+                 and r["Properties"].get("Handler", "").startswith("handlers.")]  # fmt: skip
+    (asset_key,) = {f["Properties"]["Code"]["S3Key"] for f in functions}  # one bundle, four handlers
+    bundle = tmp_path / f"asset.{asset_key.removesuffix('.zip')}"
+
+    assert (bundle / "bedrock_pipeline" / "settings.py").is_file()
+    assert (bundle / "handlers" / "__init__.py").is_file()
+    for package in ("mlflow", "aws_lambda_powertools", "pydantic_core", "tiktoken", "boto3"):
+        assert (bundle / package).is_dir(), package
+    assert list(bundle.glob("mlflow_skinny-3.17.2.dist-info/METADATA"))  # importlib.metadata needs it
+    assert list(bundle.glob("pydantic_core/_pydantic_core.cpython-312-x86_64-linux-gnu.so"))
+    assert not (bundle / "tests").exists() and not (bundle / "requirements.txt").exists()
+    assert not list(bundle.rglob("__pycache__"))
+    assert tree_size_bytes(bundle) < LAMBDA_UNZIPPED_LIMIT

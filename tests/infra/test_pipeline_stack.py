@@ -1,0 +1,198 @@
+"""Properties of the pipeline stack: IAM, event sources, environment, placement, queues."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk.assertions import Match
+
+from bedrock_pipeline import settings as pipeline
+from tests.infra.conftest import Synthesized
+
+HANDLERS = {
+    "handlers.ingest.handler",
+    "handlers.runner.handler",
+    "handlers.evaluator.handler",
+    "handlers.benchmark.handler",
+}
+BEDROCK_ACTIONS = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+
+
+def _pipeline_functions(synth: Synthesized) -> dict[str, dict[str, Any]]:
+    return {
+        lid: res
+        for lid, res in synth.resources("pipeline", "AWS::Lambda::Function").items()
+        if res["Properties"].get("Handler") in HANDLERS
+    }
+
+
+def _statements(synth: Synthesized) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for lid, policy in synth.all_resources("AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            found.append((lid, statement))
+    return found
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_given_the_pipeline_when_synthesized_then_bedrock_is_granted_only_on_the_configured_model_arns(
+    synthesized: Synthesized,
+) -> None:
+    expected = sorted(
+        f"arn:aws:bedrock:us-east-1::foundation-model/{model}" for model in pipeline.DEFAULT_MODELS
+    )
+    bedrock = [(lid, s) for lid, s in _statements(synthesized) if "bedrock" in json.dumps(s["Action"])]
+    assert {lid.split("/")[1].split("Function")[0] for lid, _ in bedrock} == {
+        "Runner",
+        "Evaluator",
+        "Benchmark",
+    }
+    for _, statement in bedrock:
+        assert sorted(_as_list(statement["Action"])) == BEDROCK_ACTIONS
+        assert sorted(_as_list(statement["Resource"])) == expected
+
+
+def test_given_every_policy_when_resources_are_read_then_star_is_used_only_where_aws_allows_nothing_else(
+    synthesized: Synthesized,
+) -> None:
+    only_on_star = {"ecr:GetAuthorizationToken"}  # the ECS execution roles' registry login
+    for lid, statement in _statements(synthesized):
+        if "*" in _as_list(statement["Resource"]):
+            assert set(_as_list(statement["Action"])) <= only_on_star, lid
+
+
+def test_given_the_queues_when_synthesized_then_each_event_source_reports_item_failures_with_capped_concurrency(
+    synthesized: Synthesized,
+) -> None:
+    template = synthesized.templates["pipeline"]
+    mappings = synthesized.resources("pipeline", "AWS::Lambda::EventSourceMapping")
+    assert {m["Properties"]["FunctionName"]["Ref"].split("Function")[0] for m in mappings.values()} == {
+        "Ingest",
+        "Runner",
+        "Evaluator",
+    }
+    for mapping in mappings.values():
+        assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"] >= 2
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "FunctionName": {"Ref": Match.string_like_regexp("^RunnerFunction")},
+            "BatchSize": pipeline.WORK_BATCH_SIZE,
+            "ScalingConfig": {"MaximumConcurrency": pipeline.WORK_MAX_CONCURRENCY},
+        },
+    )
+
+
+def test_given_each_consumed_queue_when_synthesized_then_visibility_is_six_times_its_function_timeout(
+    synthesized: Synthesized,
+) -> None:
+    resources = synthesized.json("pipeline")["Resources"]
+    for mapping in synthesized.resources("pipeline", "AWS::Lambda::EventSourceMapping").values():
+        queue = resources[mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]]["Properties"]
+        function = resources[mapping["Properties"]["FunctionName"]["Ref"]]["Properties"]
+        assert queue["VisibilityTimeout"] == pipeline.visibility_timeout_for(function["Timeout"])
+        assert queue["RedrivePolicy"]["maxReceiveCount"] == pipeline.MAX_RECEIVE_COUNT
+
+
+def test_given_the_functions_when_synthesized_then_environment_names_come_from_the_shared_settings(
+    synthesized: Synthesized,
+) -> None:
+    functions = _pipeline_functions(synthesized)
+    assert {f["Properties"]["Handler"] for f in functions.values()} == HANDLERS
+    for function in functions.values():
+        props = function["Properties"]
+        env = props["Environment"]["Variables"]
+        assert env[pipeline.ENV_MLFLOW_TRACKING_URI] == "http://mlflow.bedrock-mlflow.internal:5000"
+        assert env[pipeline.ENV_DEFAULT_MODELS] == ",".join(pipeline.DEFAULT_MODELS)
+        for name in (pipeline.ENV_PROMPT_BUCKET, pipeline.ENV_WORK_QUEUE_URL, pipeline.ENV_EVALUATION_QUEUE_URL,
+                     pipeline.ENV_IDEMPOTENCY_TABLE, pipeline.ENV_JOBS_TABLE, pipeline.ENV_MLFLOW_CREDENTIALS_SECRET_ARN,
+                     pipeline.ENV_BENCHMARK_SUITE, "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):  # fmt: skip
+            assert name in env, name
+        # The secret is referenced by ARN only; its value never reaches the environment.
+        assert "Fn::GetStackOutput" in json.dumps(env[pipeline.ENV_MLFLOW_CREDENTIALS_SECRET_ARN])
+        assert not any("PASSWORD" in key for key in env)
+        assert props["Runtime"] == "python3.12"
+        assert props["LoggingConfig"]["LogFormat"] == "JSON"
+        assert "LogGroup" in props["LoggingConfig"]
+
+
+def test_given_the_functions_when_synthesized_then_they_run_in_the_isolated_subnets(
+    synthesized: Synthesized,
+) -> None:
+    for function in _pipeline_functions(synthesized).values():
+        subnets = json.dumps(function["Properties"]["VpcConfig"]["SubnetIds"])
+        assert subnets.count("workloadSubnet") == 2
+        assert "albSubnet" not in subnets
+
+
+def test_given_the_data_stores_when_synthesized_then_queues_table_and_buckets_are_encrypted(
+    synthesized: Synthesized,
+) -> None:
+    for lid, queue in synthesized.all_resources("AWS::SQS::Queue").items():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True, lid
+    synthesized.templates["pipeline"].has_resource_properties(
+        "AWS::DynamoDB::GlobalTable",
+        {
+            "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+            "TimeToLiveSpecification": {"AttributeName": "expiration", "Enabled": True},
+            "SSESpecification": {"SSEEnabled": True},
+            "Replicas": [
+                Match.object_like({"PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True}})
+            ],
+        },
+    )
+    buckets = synthesized.all_resources("AWS::S3::Bucket")
+    assert {lid.split("/")[0] for lid in buckets} == {"data", "pipeline"}
+    for lid, bucket in buckets.items():
+        props = bucket["Properties"]
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"], lid
+        assert set(props["PublicAccessBlockConfiguration"].values()) == {True}, lid
+        assert props["VersioningConfiguration"]["Status"] == "Enabled", lid
+        assert props["LifecycleConfiguration"]["Rules"], lid
+        if "AccessLogs" not in lid:
+            assert "LoggingConfiguration" in props, lid
+    for lid, policy in synthesized.all_resources("AWS::S3::BucketPolicy").items():
+        assert '"aws:SecureTransport": "false"' in json.dumps(policy), lid
+
+
+def test_given_the_prompt_bucket_when_a_file_lands_in_incoming_then_the_ingest_queue_is_notified(
+    synthesized: Synthesized,
+) -> None:
+    notifications = synthesized.resources("pipeline", "Custom::S3BucketNotifications")
+    (config,) = [n["Properties"]["NotificationConfiguration"] for n in notifications.values()]
+    (queue_config,) = config["QueueConfigurations"]
+    assert queue_config["Events"] == ["s3:ObjectCreated:*"]
+    assert queue_config["Filter"]["Key"]["FilterRules"] == [
+        {"Name": "prefix", "Value": pipeline.INCOMING_PREFIX}
+    ]
+    assert queue_config["QueueArn"]["Fn::GetAtt"][0].startswith("IngestQueue")
+
+
+def test_given_the_schedule_when_synthesized_then_it_invokes_the_benchmark_function(
+    synthesized: Synthesized,
+) -> None:
+    synthesized.templates["pipeline"].has_resource_properties(
+        "AWS::Scheduler::Schedule",
+        {
+            "ScheduleExpression": "rate(1 day)",
+            "Target": Match.object_like(
+                {"Arn": {"Fn::GetAtt": [Match.string_like_regexp("^BenchmarkFunction"), "Arn"]}}
+            ),
+        },
+    )
+
+
+def test_given_the_pipeline_when_synthesized_then_dlq_age_and_error_alarms_and_a_dashboard_exist(
+    synthesized: Synthesized,
+) -> None:
+    alarms = synthesized.resources("pipeline", "AWS::CloudWatch::Alarm").values()
+    metrics = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms}
+    assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in metrics
+    assert ("AWS/SQS", "ApproximateAgeOfOldestMessage") in metrics
+    assert ("AWS/Lambda", "Errors") in metrics
+    assert synthesized.resources("pipeline", "AWS::CloudWatch::Dashboard")
