@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-unit test-integration test-infra lint format up down status ui demo synth bench clean
+.PHONY: help venv test test-unit test-integration test-infra lint format up down status ui demo cli synth bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -52,6 +52,15 @@ status: $(STAMP) ## show the local stack's services and ports
 
 ui: $(STAMP) ## open the MLflow UI on the local store (starts a UI server if the stack is down)
 	$(PY) -m local_stack ui
+
+demo: $(STAMP) ## start the local stack, run batch_prompts/demo/, print the per-model table, stop
+	$(PY) -m local_stack.demo
+
+cli: $(STAMP) ## the pipeline CLI: make cli ARGS="estimate batch_prompts/demo/questions.jsonl"
+	$(PY) -m pipeline_cli $(ARGS)
+
+bench: $(STAMP) ## benchmarks (figures in docs/PERFORMANCE.md): Bedrock emulator throughput through boto3
+	$(PY) bench/emulator_bench.py
 
 synth: $(STAMP) ## synthesize every CloudFormation template into cdk.out/ (no AWS account, no Docker)
 	CDK_OUTDIR=cdk.out $(PY) app.py
