@@ -11,12 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
+from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.results import format_table
 from local_stack.bedrock_emulator.client import EmulatorAdmin
 from local_stack.config import REPO_ROOT, LocalStackConfig
 from local_stack.stack import LocalStack
 from pipeline_cli.follow import job_rows, submit, wait_for_jobs
-from pipeline_cli.target import local_target
+from pipeline_cli.target import Target, local_target
 
 DEMO_DIR = REPO_ROOT / "batch_prompts" / "demo"
 DEMO_LATENCIES = {
@@ -29,6 +32,14 @@ DEMO_LATENCIES = {
     },
     "meta.llama3-1-8b-instruct-v1:0": {"latency_ms": 200, "jitter_ms": 100, "ms_per_output_token": 1},
 }
+
+
+def experiment_names(target: Target, mlflow_url: str, job_ids: list[str]) -> list[str]:
+    """The MLflow experiments the jobs wrote to, as the ledger recorded them."""
+    ledger = JobLedger(target.client("dynamodb"), target.jobs_table)
+    client = MlflowClient(tracking_uri=mlflow_url)
+    ids = {job.experiment_id for job in map(ledger.job, job_ids) if job is not None}
+    return sorted(client.get_experiment(experiment_id).name for experiment_id in ids)
 
 
 def run_demo(files: list[Path], timeout_s: float, config: LocalStackConfig) -> int:
@@ -47,6 +58,7 @@ def run_demo(files: list[Path], timeout_s: float, config: LocalStackConfig) -> i
         finished = wait_for_jobs(target, [s.job_id for s in submitted], timeout_s)
         elapsed = time.monotonic() - run_started
         rows, rejected = job_rows(target, [s.job_id for s in submitted])
+        experiments = experiment_names(target, stack.mlflow_url, [s.job_id for s in submitted])
     print()
     print(format_table(rows))
     calls = sum(r.records for r in rows)
@@ -57,7 +69,7 @@ def run_demo(files: list[Path], timeout_s: float, config: LocalStackConfig) -> i
         f"total cost: {sum(r.cost_usd for r in rows):.6f} USD (priced from bedrock_pipeline/data/prices.json)"
     )
     print(f"\nMLflow tracking URI: {config.local_store_uri}")
-    print("experiments:        demo/questions, demo/bedrock-batch-format, bedrock-batch/demo")
+    print(f"experiments:        {', '.join(experiments)}")
     print("see the runs:       make ui")
     if not finished:
         print(

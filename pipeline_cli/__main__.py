@@ -15,6 +15,7 @@ from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.prompt_file import parse_prompt_file
 from bedrock_pipeline.results import ResultStore, format_table, summarize
 from bedrock_pipeline.settings import DEFAULT_MODELS
+from pipeline_cli import evaluate
 from pipeline_cli.follow import submit, wait_for_jobs
 from pipeline_cli.target import DEPLOYED_STACK_NAME, Target, deployed_target, local_target
 
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="a job's progress and its per-model summary")
     p.add_argument("job_ids", nargs="+", help="job ids printed by submit")
     p.set_defaults(func=cmd_status)
+
+    evaluate.register(sub)
     return parser
 
 

@@ -161,6 +161,8 @@ class PipelineStack(cdk.Stack):
                 spec.construct_id,
                 code=code,
                 handler=spec.handler,
+                # The evaluator needs pandas (mlflow.genai.evaluate) and matplotlib: over the zip limit.
+                image_dockerfile="evaluator.Dockerfile" if key == "evaluator" else None,
                 timeout_seconds=spec.timeout_seconds,
                 memory_mib=spec.memory_mib,
                 vpc=vpc,
@@ -206,6 +208,8 @@ class PipelineStack(cdk.Stack):
         for fn in (ingest_fn, evaluator_fn, benchmark_fn):
             self.work.queue.grant_send_messages(fn)
         self.evaluation.queue.grant_send_messages(benchmark_fn)
+        # A job that can never run is moved to the DLQ by the evaluator itself, with its reason.
+        self.evaluation.dead_letter_queue.grant_send_messages(evaluator_fn)
         bedrock_arns = bedrock_invoke_resource_arns(
             settings.models, partition=self.partition, region=self.region, account=self.account
         )

@@ -1,11 +1,12 @@
 """The emulated model: a deterministic reply for (server seed, model id, request body).
 
-Replies are seeded random words, except for three behaviours tests and evaluations lean on:
+Replies are seeded random words, except for four behaviours tests and evaluations lean on:
 - tool use: with ``toolChoice`` any/tool, or auto when the last user text names a tool, the reply is a
   ``toolUse`` block whose input fills the schema's required properties (stopReason ``tool_use``);
 - a turn carrying ``toolResult`` blocks is answered with text quoting the result (``end_turn``);
 - simple arithmetic ("What is 17 + 25?") is answered "The answer is 42." with probability ``accuracy``,
-  otherwise with a number off by 1-10 (an imperfect model for evaluation pipelines to score).
+  otherwise with a number off by 1-10 (an imperfect model for evaluation pipelines to score);
+- a judge prompt (judge.py) is answered with a deterministic ``VERDICT: yes|no`` and a reason.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bedrock_pipeline.tokenizer import count_tokens, encoding
+from local_stack.bedrock_emulator.judge import judge_reply
 
 _VOCABULARY = (
     "the model answers with care and the data shows a clear pattern across every sample in this batch "
@@ -193,7 +195,12 @@ def respond(body: dict[str, Any], model_id: str, seed: int, accuracy: float) -> 
         output_tokens = count_tokens(tool["name"]) + count_tokens(json.dumps(tool_input))
         return Reply([block], "tool_use", output_tokens)
 
-    text = result_text or _arithmetic_answer(user_text, rng, accuracy) or _random_text(rng)
+    text = (
+        result_text
+        or judge_reply(user_text)
+        or _arithmetic_answer(user_text, rng, accuracy)
+        or _random_text(rng)
+    )
     text, stop_reason, output_tokens = _limit(
         text, inference.get("stopSequences") or [], inference.get("maxTokens")
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_lambda as lambda_
@@ -17,6 +19,7 @@ class PipelineFunction(Construct):
         *,
         code: lambda_.Code,
         handler: str,
+        image_dockerfile: str | None = None,
         timeout_seconds: int,
         memory_mib: int,
         vpc: ec2.IVpc,
@@ -31,13 +34,7 @@ class PipelineFunction(Construct):
             retention=retention_days(log_retention_days),
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.X86_64,  # matches the manylinux x86_64 wheels bundled
-            code=code,
-            handler=handler,
+        common = dict(
             timeout=cdk.Duration.seconds(timeout_seconds),
             memory_size=memory_mib,
             vpc=vpc,
@@ -49,6 +46,29 @@ class PipelineFunction(Construct):
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
         )
+        self.function: lambda_.Function
+        if image_dockerfile is not None:
+            # A container image for code whose dependencies exceed the 250 MB zip limit; built from
+            # lambdas/ at deploy time (synth only stages the folder, no Docker needed here).
+            self.function = lambda_.DockerImageFunction(
+                self,
+                "Function",
+                code=lambda_.DockerImageCode.from_image_asset(
+                    str(LAMBDAS_DIR), file=image_dockerfile, cmd=[handler], exclude=_IMAGE_EXCLUDES
+                ),
+                architecture=lambda_.Architecture.X86_64,
+                **common,  # type: ignore[arg-type]
+            )
+            return
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.X86_64,  # matches the manylinux x86_64 wheels bundled
+            code=code,
+            handler=handler,
+            **common,  # type: ignore[arg-type]
+        )
         cdk.Validations.of(self.function).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-L1",
@@ -56,6 +76,10 @@ class PipelineFunction(Construct):
                 "regex) are built for cp312 and the handlers are tested on 3.11/3.12.",
             )
         )
+
+
+LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
+_IMAGE_EXCLUDES = ["**/__pycache__", "**/*.pyc"]
 
 
 _RETENTION = {
