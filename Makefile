@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-unit test-integration test-infra lint format up down status ui demo cli synth bench clean
+.PHONY: help venv test test-unit test-integration test-infra lint format up down status ui demo cli benchmark synth bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ demo: $(STAMP) ## start the local stack, run batch_prompts/demo/, print the per-
 
 cli: $(STAMP) ## the pipeline CLI: make cli ARGS="estimate batch_prompts/demo/questions.jsonl"
 	$(PY) -m pipeline_cli $(ARGS)
+
+benchmark: $(STAMP) ## run the benchmark suite now on the local stack (make up first); ARGS="--every 60" repeats
+	$(PY) -m pipeline_cli benchmark $(ARGS)
 
 bench: $(STAMP) ## benchmarks (figures in docs/PERFORMANCE.md): Bedrock emulator throughput through boto3
 	$(PY) bench/emulator_bench.py

@@ -15,7 +15,7 @@ from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.prompt_file import parse_prompt_file
 from bedrock_pipeline.results import ResultStore, format_table, summarize
 from bedrock_pipeline.settings import DEFAULT_MODELS
-from pipeline_cli import evaluate
+from pipeline_cli import benchmark, evaluate
 from pipeline_cli.follow import submit, wait_for_jobs
 from pipeline_cli.target import DEPLOYED_STACK_NAME, Target, deployed_target, local_target
 
@@ -32,6 +32,12 @@ examples:
 
   # a job's progress and, once finished, its per-model summary
   python -m pipeline_cli status questions-1a2b3c4d5e
+
+  # compare models on a dataset, scored by mlflow.genai.evaluate (results in MLflow and S3)
+  python -m pipeline_cli evaluate batch_prompts/eval/job.json --dataset-file batch_prompts/eval/arithmetic.jsonl
+
+  # the benchmark suite now, then hourly while the local stack is up
+  python -m pipeline_cli benchmark --every 60
 """
 
 
@@ -134,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     evaluate.register(sub)
+    benchmark.register(sub)
     return parser
 
 

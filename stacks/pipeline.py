@@ -13,6 +13,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
@@ -161,8 +162,8 @@ class PipelineStack(cdk.Stack):
                 spec.construct_id,
                 code=code,
                 handler=spec.handler,
-                # The evaluator needs pandas (mlflow.genai.evaluate) and matplotlib: over the zip limit.
-                image_dockerfile="evaluator.Dockerfile" if key == "evaluator" else None,
+                # pandas (mlflow.genai.evaluate) and matplotlib (charts) are over the zip limit.
+                image_dockerfile="analysis.Dockerfile" if key in ("evaluator", "benchmark") else None,
                 timeout_seconds=spec.timeout_seconds,
                 memory_mib=spec.memory_mib,
                 vpc=vpc,
@@ -244,6 +245,18 @@ class PipelineStack(cdk.Stack):
             ),
             description="Runs the benchmark suite on a schedule",
         )
+        # The benchmark handler reads its suites from benchmarks/ in the prompt bucket: ship them there.
+        self.suites = s3deploy.BucketDeployment(
+            self,
+            "BenchmarkSuites",
+            sources=[
+                s3deploy.Source.asset(str(REPO_ROOT / "batch_prompts" / "benchmarks"), exclude=["*.md"])
+            ],
+            destination_bucket=self.prompt_bucket,
+            destination_key_prefix="benchmarks/",
+            prune=False,
+        )
+        self._acknowledge_suite_deployment()
 
         self._alarms_and_dashboard(settings)
         self._acknowledge_grants()
@@ -296,6 +309,24 @@ class PipelineStack(cdk.Stack):
                     treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
                 )
             )
+        # The benchmark handler counts regressions (Powertools Metrics, EMF) per run.
+        self.alarms.append(
+            cloudwatch.Metric(
+                namespace=settings.metrics_namespace,
+                metric_name="BenchmarkRegressions",
+                dimensions_map={"service": "bedrock-pipeline"},
+                statistic="Sum",
+                period=cdk.Duration.hours(1),
+            ).create_alarm(
+                self,
+                "BenchmarkRegressions",
+                alarm_description="A benchmark run regressed (see results/benchmarks/<run id>/summary.json)",
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+        )
 
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{settings.prefix}-pipeline")
         self.dashboard.add_widgets(
@@ -328,6 +359,28 @@ class PipelineStack(cdk.Stack):
             ),
             cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=12),
         )
+
+    def _acknowledge_suite_deployment(self) -> None:
+        # CDK's own deployment handler (a singleton custom resource at stack level) copies the asset.
+        bucket_arn = f"<{self.get_logical_id(self.prompt_bucket.node.default_child)}.Arn>"  # type: ignore[arg-type]
+        reasons = {
+            "AwsSolutions-L1": "CDK's BucketDeployment handler: its runtime is chosen by aws-cdk-lib, "
+            "it runs only during deployments.",
+            **{
+                f"AwsSolutions-IAM5[Action::s3:{action}]": "BucketDeployment's grant on the CDK asset "
+                "bucket and the prompt bucket (read the suite asset, write benchmarks/)."
+                for action in ("GetBucket*", "GetObject*", "List*", "Abort*", "DeleteObject*")
+            },
+            "AwsSolutions-IAM5[Resource::arn:aws:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-"
+            f"{self.region}/*]": "The CDK bootstrap asset bucket, read-only, for the suite files.",
+            f"AwsSolutions-IAM5[Resource::{bucket_arn}/*]": "Objects of the prompt bucket (CDK scopes the "
+            "deployment role to the bucket, the key prefix is enforced by the handler).",
+        }
+        for child in self.node.children:
+            if child.node.id.startswith("Custom::CDKBucketDeployment"):
+                cdk.Validations.of(child).acknowledge(
+                    *(cdk.Acknowledgment(id=rule, reason=reason) for rule, reason in reasons.items())
+                )
 
     def _acknowledge_grants(self) -> None:
         # CDK grant helpers produce these wildcards; each is scoped to one named resource or prefix.

@@ -122,7 +122,7 @@ def test_given_the_functions_when_synthesized_then_environment_names_come_from_t
         # The secret is referenced by ARN only; its value never reaches the environment.
         assert "Fn::GetStackOutput" in json.dumps(env[pipeline.ENV_MLFLOW_CREDENTIALS_SECRET_ARN])
         assert not any("PASSWORD" in key for key in env)
-        if _handler(function) == "handlers.evaluator.handler":
+        if _handler(function) in ("handlers.evaluator.handler", "handlers.benchmark.handler"):
             # pandas + matplotlib for mlflow.genai.evaluate exceed the zip limit: a container image.
             assert props["PackageType"] == "Image"
         else:
