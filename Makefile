@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-unit test-integration test-infra lint format up down status ui demo cli benchmark synth bench clean
+.PHONY: help venv test test-unit test-integration test-infra lint format up down status ui demo cli benchmark soak synth bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ benchmark: $(STAMP) ## run the benchmark suite now on the local stack (make up f
 
 bench: $(STAMP) ## benchmarks (figures in docs/PERFORMANCE.md): Bedrock emulator throughput through boto3
 	$(PY) bench/emulator_bench.py
+
+soak: $(STAMP) ## 1,000 records with faults on: lost/duplicate/failed counts (docs/RELIABILITY.md)
+	$(PY) bench/soak.py --postgres $${PIPELINE_TEST_POSTGRES_URI:-postgresql://postgres@127.0.0.1:5432/postgres}
 
 synth: $(STAMP) ## synthesize every CloudFormation template into cdk.out/ (no AWS account, no Docker)
 	CDK_OUTDIR=cdk.out $(PY) app.py

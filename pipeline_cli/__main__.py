@@ -15,7 +15,7 @@ from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.prompt_file import parse_prompt_file
 from bedrock_pipeline.results import ResultStore, format_table, summarize
 from bedrock_pipeline.settings import DEFAULT_MODELS
-from pipeline_cli import benchmark, evaluate
+from pipeline_cli import benchmark, dlq, evaluate
 from pipeline_cli.follow import submit, wait_for_jobs
 from pipeline_cli.target import DEPLOYED_STACK_NAME, Target, deployed_target, local_target
 
@@ -35,6 +35,10 @@ examples:
 
   # compare models on a dataset, scored by mlflow.genai.evaluate (results in MLflow and S3)
   python -m pipeline_cli evaluate batch_prompts/eval/job.json --dataset-file batch_prompts/eval/arithmetic.jsonl
+
+  # what is in the work queue's DLQ and why; then send it back
+  python -m pipeline_cli dlq inspect --queue work
+  python -m pipeline_cli dlq redrive --queue work
 
   # the benchmark suite now, then hourly while the local stack is up
   python -m pipeline_cli benchmark --every 60
@@ -141,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate.register(sub)
     benchmark.register(sub)
+    dlq.register(sub)
     return parser
 
 

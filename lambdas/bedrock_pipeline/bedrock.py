@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import boto3
@@ -41,6 +41,15 @@ class ModelResponse:
     @property
     def text(self) -> str:
         return "".join(block.get("text", "") for block in self.output_message.get("content", []))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelResponse:
+        return cls(
+            **{k: data[k] for k in ("output_message", "stop_reason", "usage", "latency_ms", "wall_ms")}
+        )
 
     def as_converse_output(self) -> dict[str, Any]:
         return {
@@ -109,6 +118,48 @@ class BedrockGateway:
             usage=usage,
             latency_ms=float(response.get("metrics", {}).get("latencyMs", wall_ms)),
             wall_ms=wall_ms,
+        )
+
+
+class ResponseCache:
+    """The model's answer to one work item, kept in S3 (results/<job>/responses/) the moment it arrives.
+
+    A retry after a failure *after* the call (MLflow unreachable, a crash before the ledger mark) finds
+    it and only re-logs: Bedrock is never billed twice for work already done. Permanent errors are kept
+    too, so a redelivery does not repeat a call that cannot succeed. S3 rather than the idempotency
+    record: a response can exceed DynamoDB's 400 KB item limit.
+    """
+
+    def __init__(self, s3_client: Any, bucket: str) -> None:
+        self._s3 = s3_client
+        self._bucket = bucket
+
+    @staticmethod
+    def key(job_id: str, item_digest: str) -> str:
+        return f"{settings.RESULTS_PREFIX}{job_id}/responses/{item_digest}.json"
+
+    def get(self, job_id: str, item_digest: str) -> ModelResponse | BedrockCallError | None:
+        try:
+            body = self._s3.get_object(Bucket=self._bucket, Key=self.key(job_id, item_digest))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        data = json.loads(body)
+        if "error" in data:
+            return BedrockCallError(data["error"]["code"], data["error"]["message"], permanent=True)
+        return ModelResponse.from_dict(data["response"])
+
+    def put(self, job_id: str, item_digest: str, outcome: ModelResponse | BedrockCallError) -> None:
+        if isinstance(outcome, ModelResponse):
+            doc: dict[str, Any] = {"response": outcome.to_dict()}
+        else:
+            doc = {"error": {"code": outcome.code, "message": outcome.message}}
+        self._s3.put_object(
+            Bucket=self._bucket,
+            Key=self.key(job_id, item_digest),
+            Body=json.dumps(doc, ensure_ascii=False).encode(),
+            ContentType="application/json",
         )
 
 

@@ -31,6 +31,8 @@ ENV_MLFLOW_CREDENTIALS_SECRET_ARN: Final = (
 )
 ENV_DEFAULT_MODELS: Final = "DEFAULT_MODELS"  # comma-separated model or inference-profile ids
 ENV_BENCHMARK_SUITE: Final = "BENCHMARK_SUITE"
+ENV_RETRY_BASE_SECONDS: Final = "RETRY_BASE_SECONDS"
+ENV_RETRY_MAX_SECONDS: Final = "RETRY_MAX_SECONDS"
 
 # --- Lambda sizes and timeouts ---
 INGEST_TIMEOUT_SECONDS: Final = 120
@@ -43,6 +45,8 @@ WORK_BATCH_SIZE: Final = 10
 WORK_MAX_CONCURRENCY: Final = 10  # Lambda instances on the work queue (protects Bedrock and MLflow)
 RUNNER_ITEM_CONCURRENCY: Final = 8  # work items run concurrently inside one batch
 LOG_RETENTION_DAYS: Final = 30
+RETRY_BASE_SECONDS: Final = 20  # a failed work item's first back-off; doubles per receive, with jitter
+RETRY_MAX_SECONDS: Final = 900
 
 # --- Input limits ---
 MAX_PROMPT_FILE_BYTES: Final = 50 * 1024 * 1024

@@ -25,6 +25,9 @@ TAG_SOURCE_ETAG = "pipeline.source_etag"
 TAG_ROLE = "pipeline.role"  # "job" on parent runs, "call" on child runs
 TAG_TRACE_ID = "pipeline.trace_id"
 TAG_ERROR = "pipeline.error"
+# Deterministic identity of a (source version, record, model) call run: a retry finds the run an
+# earlier attempt created (and reuses it) instead of making a second one.
+TAG_ITEM_DIGEST = "pipeline.item_digest"
 RESERVED_TAG_PREFIXES = ("pipeline.", "mlflow.")
 
 PARAM_NAMES = ("model_id", "temperature", "top_p", "max_tokens", "stream")
@@ -119,6 +122,21 @@ class RunTracker:
 
     def log_job_artifact_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
+
+    def find_call_run(self, experiment_id: str, job_id: str, item_digest: str) -> Any | None:
+        """The (not deleted) call run an earlier attempt at this item created, if any."""
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.`{TAG_JOB_ID}` = '{job_id}' and tags.`{TAG_ITEM_DIGEST}` = '{item_digest}' "
+                f"and tags.`{TAG_ROLE}` = 'call'"
+            ),
+            max_results=10,
+            order_by=["attributes.start_time ASC"],
+        )
+        for extra in runs[1:]:  # never expected; if it happens, keep one run per item
+            self.client.delete_run(extra.info.run_id)
+        return runs[0] if runs else None
 
     def search_call_runs(self, experiment_id: str, job_id: str) -> list[Any]:
         return self.client.search_runs(

@@ -1,7 +1,8 @@
 """Runner Lambda: work items (SQS batches) -> Bedrock calls traced as MLflow runs.
 
 Items of a batch run concurrently (bounded by settings.RUNNER_ITEM_CONCURRENCY) on one shared boto3
-client and MLflow client; failures are reported per item so only they return to the queue.
+client and MLflow client; failures are reported per item so only they return to the queue, each with
+a growing visibility timeout and its reason recorded for `dlq inspect` (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -19,39 +20,91 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.jobs import WorkMessage
-from handlers.runtime import logger, metrics, pipeline
+from handlers.runtime import describe_failure, logger, metrics, pipeline, queue_retries
 
-processor = AsyncBatchProcessor(event_type=EventType.SQS)
 _pool = ThreadPoolExecutor(max_workers=settings.RUNNER_ITEM_CONCURRENCY, thread_name_prefix="item")
-_jobs_touched: set[str] = set()
 
 
-async def record_handler(record: SQSRecord) -> None:
-    message = WorkMessage.model_validate_json(record.body)
-    outcome = await asyncio.get_running_loop().run_in_executor(_pool, pipeline(True).run_item, message)
-    _jobs_touched.add(outcome.job_id)
-    if outcome.duplicate:
-        metrics.add_metric(name="DuplicateDeliveries", unit=MetricUnit.Count, value=1)
-    else:
-        name = "ItemsSucceeded" if outcome.succeeded else "ItemsFailed"
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+class _Invocation:
+    """Per-invocation state. On Lambda one process runs one invocation at a time; the local event pump
+    may run several in one process (pollers as threads), so nothing here is module-global."""
+
+    def __init__(self) -> None:
+        self.jobs_touched: set[str] = set()
+        self.poison: set[str] = set()
+
+    def after_failure(self, record: SQSRecord, message: WorkMessage, exc: BaseException) -> None:
+        """Record why, and on the last receive before the DLQ end the item as a failure with that reason."""
+        reason = describe_failure(exc)
+        receive_count = int(record.attributes.approximate_receive_count or 1)
+        ledger = pipeline(True).ledger
+        try:
+            ledger.note_failure(
+                record.body, reason, receive_count, job_id=message.job.job_id, item_key=message.item_key
+            )
+            last = queue_retries().is_last_receive(record.event_source_arn, receive_count)
+            if last and pipeline(True).give_up(message, reason, receive_count):
+                self.jobs_touched.add(message.job.job_id)
+                metrics.add_metric(name="ItemsGaveUp", unit=MetricUnit.Count, value=1)
+        except Exception:  # the message still returns to the queue; only the bookkeeping is missing
+            logger.exception("could not record the failure of a work item", extra={"reason": reason})
+        logger.warning(
+            "work item returned to the queue",
+            extra={"item_key": message.item_key, "receive_count": receive_count, "reason": reason},
+        )
+
+    async def record_handler(self, record: SQSRecord) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            message = WorkMessage.model_validate_json(record.body)
+        except ValidationError as exc:
+            # No retry can fix a malformed body: straight back (visibility 0) so it reaches the DLQ soon.
+            self.poison.add(record.message_id)
+            reason = f"malformed work message: {describe_failure(exc)}"
+            count = int(record.attributes.approximate_receive_count or 1)
+            await loop.run_in_executor(
+                _pool, lambda: pipeline(True).ledger.note_failure(record.body, reason, count)
+            )
+            raise
+        try:
+            outcome = await loop.run_in_executor(_pool, pipeline(True).run_item, message)
+        except Exception as exc:
+            await loop.run_in_executor(_pool, self.after_failure, record, message, exc)
+            raise
+        self.jobs_touched.add(outcome.job_id)
+        if outcome.duplicate:
+            metrics.add_metric(name="DuplicateDeliveries", unit=MetricUnit.Count, value=1)
+        else:
+            name = "ItemsSucceeded" if outcome.succeeded else "ItemsFailed"
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    _jobs_touched.clear()
+    invocation = _Invocation()
+    pipeline(True).register_lambda_context(context)
+
+    async def record_handler(record: SQSRecord) -> None:
+        await invocation.record_handler(record)
+
     try:
         response = async_process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
+            event=event,
+            record_handler=record_handler,
+            # Every item failing is still a partial response: back-off and bookkeeping below must run.
+            processor=AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False),
+            context=context,
         )
     finally:
         # Trace export is asynchronous: flush once per batch, before Lambda freezes the process.
         mlflow.flush_trace_async_logging()
-    for job_id in sorted(_jobs_touched):
+    queue_retries().back_off(event, response, immediate=invocation.poison)
+    for job_id in sorted(invocation.jobs_touched):
         if pipeline(True).finalize_if_complete(job_id) is not None:
             logger.info("job finalized", extra={"job_id": job_id})
     return response

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
+from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bedrock_pipeline import settings
 
 SERVICE = "bedrock-pipeline"
+# Backoff for items returned to the queue (ChangeMessageVisibility by receive count); see RELIABILITY.md.
 logger = Logger(service=SERVICE)
 metrics = Metrics(
     namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "BedrockPipeline"), service=SERVICE
@@ -35,6 +38,13 @@ class HandlerEnvironment(BaseModel):
         default=None, alias=settings.ENV_MLFLOW_CREDENTIALS_SECRET_ARN
     )
     default_models: str = Field(default=",".join(settings.DEFAULT_MODELS), alias=settings.ENV_DEFAULT_MODELS)
+    idempotency_table: str = Field(default="", alias=settings.ENV_IDEMPOTENCY_TABLE)
+    retry_base_seconds: int = Field(
+        default=settings.RETRY_BASE_SECONDS, ge=0, le=43_200, alias=settings.ENV_RETRY_BASE_SECONDS
+    )
+    retry_max_seconds: int = Field(
+        default=settings.RETRY_MAX_SECONDS, ge=0, le=43_200, alias=settings.ENV_RETRY_MAX_SECONDS
+    )
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -54,6 +64,11 @@ def environment() -> HandlerEnvironment:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # Items of a batch share one MLflow client across threads; the default pool (10) drops connections.
     os.environ.setdefault("MLFLOW_HTTP_POOL_MAXSIZE", "32")
+    # MLflow's client retries an unreachable server 7 times with backoff factor 2 (minutes per request);
+    # a short wait is better here: the item goes back to the queue, which retries with its own backoff.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     return env
 
 
@@ -76,14 +91,92 @@ def pipeline(with_model: bool = False):  # type: ignore[no-untyped-def]
         gateway = BedrockGateway(make_bedrock_client())
     # Items of a batch run concurrently and the finalizer fetches results in parallel: size the pools.
     pooled = Config(max_pool_connections=32)
+    dynamodb = boto3.client("dynamodb", config=pooled)
     return Pipeline(
         s3=boto3.client("s3", config=pooled),
         sqs=boto3.client("sqs"),
-        ledger=JobLedger(boto3.client("dynamodb", config=pooled), env.jobs_table),
+        ledger=JobLedger(dynamodb, env.jobs_table),
         tracker=RunTracker(),
         prices=PriceTable.load(),
         bucket=env.prompt_bucket,
         work_queue_url=env.work_queue_url,
         gateway=gateway,
         default_models=env.models,
+        dynamodb=dynamodb,
+        idempotency_table=env.idempotency_table,
     )
+
+
+def retry_delay_seconds(receive_count: int, base: int, cap: int, rng: random.Random | None = None) -> int:
+    """Visibility timeout for an item returned to the queue: doubling per receive, capped, with jitter
+    (half fixed, half random) so items throttled together do not come back together."""
+    if base <= 0:
+        return 0
+    delay = min(cap, base * 2 ** max(0, receive_count - 1))
+    return int(delay / 2 + (rng or random).uniform(0, delay / 2))
+
+
+class QueueRetries:
+    """What a handler does to the messages it reports as failed: back off by receive count, and knows
+    when a receive is the last one before the DLQ (so the item can end as a failure with its reason)."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self._queues: dict[str, tuple[str, int | None]] = {}
+
+    def queue(self, queue_arn: str) -> tuple[str, int | None]:
+        """(queue URL, maxReceiveCount or None without a DLQ) for an event source ARN; cached."""
+        if queue_arn not in self._queues:
+            _, _, _, _, account, name = queue_arn.split(":", 5)
+            url = self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+            attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
+            policy = json.loads(attributes.get("Attributes", {}).get("RedrivePolicy", "{}") or "{}")
+            max_receive = int(policy["maxReceiveCount"]) if "maxReceiveCount" in policy else None
+            self._queues[queue_arn] = (url, max_receive)
+        return self._queues[queue_arn]
+
+    def is_last_receive(self, queue_arn: str, receive_count: int) -> bool:
+        max_receive = self.queue(queue_arn)[1]
+        return max_receive is not None and receive_count >= max_receive
+
+    def back_off(
+        self,
+        event: dict[str, Any],
+        response: dict[str, Any],
+        immediate: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
+        """ChangeMessageVisibility on each failed message: growing delays by ApproximateReceiveCount;
+        ``immediate`` ids (poison messages no retry can fix) come back at once, to reach the DLQ soon."""
+        env = environment()
+        failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        for record in event.get("Records", []):
+            message_id = record.get("messageId")
+            if message_id not in failed:
+                continue
+            count = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
+            delay = (
+                0
+                if message_id in immediate
+                else retry_delay_seconds(count, env.retry_base_seconds, env.retry_max_seconds)
+            )
+            try:
+                url, _ = self.queue(record["eventSourceARN"])
+                self._sqs.change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=record["receiptHandle"], VisibilityTimeout=delay
+                )
+            except Exception:  # the queue's own visibility timeout still brings it back
+                logger.exception("could not back off message %s", message_id)
+
+
+@functools.cache
+def queue_retries() -> QueueRetries:
+    return QueueRetries(boto3.client("sqs"))
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The reason recorded for a failed message: the exception and its cause, short."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in text:
+        text += f" (caused by {type(cause).__name__}: {cause})"
+    return text[:2000]
