@@ -300,7 +300,9 @@ class Evaluator:
         ]
         metrics: dict[str, float] = {}
         # Fluent API on purpose: mlflow.genai.evaluate logs into the active run (it is not thread-safe;
-        # models are evaluated one after the other).
+        # models are evaluated one after the other). A warm process may hold another job's active
+        # experiment, and start_run refuses a run outside it: point it at this job's first.
+        mlflow.set_experiment(experiment_id=job_ref.experiment_id)
         with mlflow.start_run(run_id=run_id):
             if data:
                 result = mlflow.genai.evaluate(data=data, scorers=scorers)
