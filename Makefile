@@ -62,8 +62,8 @@ cli: $(STAMP) ## the pipeline CLI: make cli ARGS="estimate batch_prompts/demo/qu
 benchmark: $(STAMP) ## run the benchmark suite now on the local stack (make up first); ARGS="--every 60" repeats
 	$(PY) -m pipeline_cli benchmark $(ARGS)
 
-bench: $(STAMP) ## benchmarks (figures in docs/PERFORMANCE.md): Bedrock emulator throughput through boto3
-	$(PY) bench/emulator_bench.py
+bench: $(STAMP) ## throughput vs the tracking server's ceiling, requests per record, cold start (~6 min; docs/PERFORMANCE.md)
+	$(PY) -m bench.run_all $(ARGS)
 
 soak: $(STAMP) ## 1,000 records with faults on: lost/duplicate/failed counts (docs/RELIABILITY.md)
 	$(PY) bench/soak.py --postgres $${PIPELINE_TEST_POSTGRES_URI:-postgresql://postgres@127.0.0.1:5432/postgres}

@@ -8,13 +8,21 @@ worker); ~0.25 GB RSS with ``--workers 1`` and job execution off (defaults: 15 p
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from local_stack.config import LOOPBACK
 from local_stack.processes import VENV_BIN, ManagedProcess, ServiceStartError, spawn, wait_until_healthy
 
 DEFAULT_STARTUP_TIMEOUT = 90.0
+ENV_WORKERS = "LOCAL_MLFLOW_WORKERS"  # uvicorn worker processes when not given explicitly
+ENV_DB_POOL_SIZE = "LOCAL_MLFLOW_DB_POOL_SIZE"
+ENV_DB_MAX_OVERFLOW = "LOCAL_MLFLOW_DB_MAX_OVERFLOW"
+
+
+def _optional_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -22,7 +30,13 @@ class MlflowServerOptions:
     port: int
     state_dir: Path
     backend_store_uri: str | None = None  # None: sqlite:///<state>/mlflow.db; or postgresql://...
-    workers: int = 1
+    # One worker keeps tests and laptops at ~0.25 GB; `make bench` measures more (docs/PERFORMANCE.md).
+    workers: int = field(default_factory=lambda: int(os.environ.get(ENV_WORKERS, "1")))
+    # SQLAlchemy pool per worker process. MLflow's default (5 + 10 overflow) closes every connection
+    # beyond 5 after use, so under concurrent clients each burst reconnects (docs/PERFORMANCE.md).
+    # None keeps MLflow's default.
+    db_pool_size: int | None = field(default_factory=lambda: _optional_int(ENV_DB_POOL_SIZE))
+    db_max_overflow: int | None = field(default_factory=lambda: _optional_int(ENV_DB_MAX_OVERFLOW))
 
     @property
     def url(self) -> str:
@@ -64,9 +78,14 @@ def mlflow_server_argv(options: MlflowServerOptions) -> list[str]:
     ]
 
 
-def mlflow_server_env() -> dict[str, str]:
+def mlflow_server_env(options: MlflowServerOptions | None = None) -> dict[str, str]:
     # The job runner (huey consumers) costs processes and memory and nothing here uses it.
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if options is not None and options.db_pool_size is not None:
+        env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] = str(options.db_pool_size)
+    if options is not None and options.db_max_overflow is not None:
+        env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] = str(options.db_max_overflow)
+    return env
 
 
 def start_mlflow_server(
@@ -83,7 +102,7 @@ def start_mlflow_server(
         "mlflow",
         mlflow_server_argv(options),
         log,
-        env=mlflow_server_env(),
+        env=mlflow_server_env(options),
         port=options.port,
         url=options.url,
         cwd=options.state_dir,  # keeps stray files (e.g. mlruns/) out of the repository
@@ -108,7 +127,7 @@ def run_mlflow_foreground(options: MlflowServerOptions) -> int:
     import subprocess
 
     options.state_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **mlflow_server_env()}
+    env = {**os.environ, **mlflow_server_env(options)}
     process = subprocess.Popen(mlflow_server_argv(options), env=env, cwd=options.state_dir)
     try:
         return process.wait()

@@ -1,0 +1,157 @@
+"""(a) The ceiling: traced runs per second one MLflow server takes from many concurrent clients.
+
+    python -m bench.ceiling --tracking-uri URL --emulator-url URL --access-log PATH [--threads 16]
+
+Each client thread loops: ``create_run``, one Converse call to the emulator (zero latency) traced by
+``mlflow.bedrock.autolog`` inside a span linked to the run (as the runner does), ``log_batch``
+(params, metrics, tags), ``set_terminated``. Throughput counts runs whose trace export has finished
+too (``flush_trace_async_logging`` is inside the timed window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.access_log import AccessLog
+from bench.phase import emit_result
+
+MODEL_ID = "amazon.nova-lite-v1:0"
+
+
+def traced_run(client: Any, bedrock: Any, experiment_id: str, index: int) -> None:
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag, SpanType
+    from mlflow.entities.trace_location import MlflowExperimentLocation
+
+    run_id = client.create_run(experiment_id, run_name=f"ceiling-{index}").info.run_id
+    with mlflow.start_span(
+        name=f"record {index}",
+        span_type=SpanType.CHAIN,
+        run_id=run_id,
+        trace_destination=MlflowExperimentLocation(experiment_id=experiment_id),
+    ) as span:
+        response = bedrock.converse(
+            modelId=MODEL_ID,
+            messages=[{"role": "user", "content": [{"text": f"Question {index}: what is {index} + 1?"}]}],
+            inferenceConfig={"maxTokens": 64},
+        )
+        trace_id = span.trace_id
+    usage = response["usage"]
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in usage.items() if isinstance(v, int)],
+        params=[Param("model_id", MODEL_ID), Param("max_tokens", "64")],
+        tags=[RunTag("pipeline.trace_id", trace_id)],
+    )
+    client.set_terminated(run_id, "FINISHED")
+
+
+def measure(
+    tracking_uri: str, emulator_url: str, access_log: Path, *, threads: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    # The runner's client settings: no URL-printing get_run, a pool as large as the thread count.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    os.environ["MLFLOW_HTTP_POOL_MAXSIZE"] = str(max(32, threads * 2))
+    import boto3
+    import mlflow
+    from botocore.config import Config
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.bedrock.autolog()  # before the client exists: autolog patches client creation
+    bedrock = boto3.client(
+        "bedrock-runtime",
+        endpoint_url=emulator_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(max_pool_connections=threads * 2),
+    )
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment(f"bench-ceiling-{time.time_ns()}")
+
+    done = 0
+    lock = threading.Lock()
+    phase = {"counting": False}
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def worker(worker_index: int) -> None:
+        nonlocal done
+        index = 0
+        while not stop.is_set():
+            try:
+                traced_run(client, bedrock, experiment_id, worker_index * 1_000_000 + index)
+            except Exception as error:  # counted, not fatal: the figure says how many failed
+                errors.append(f"{type(error).__name__}: {error}"[:300])
+                continue
+            finally:
+                index += 1
+            with lock:
+                if phase["counting"]:
+                    done += 1
+
+    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    time.sleep(warmup)  # connections, imports, first traces
+    log = AccessLog(access_log)
+    mlflow.flush_trace_async_logging()
+    offset = log.mark()
+    with lock:
+        phase["counting"] = True
+    started = time.perf_counter()
+    stop.wait(seconds)
+    with lock:
+        phase["counting"] = False
+        runs = done
+    stop.set()
+    for thread in pool:
+        thread.join(timeout=60)
+    mlflow.flush_trace_async_logging()
+    elapsed = time.perf_counter() - started
+    time.sleep(0.5)  # the server writes its access line just after answering
+    counts = log.since(offset)
+    # Runs finished in the window; requests in the window also include the in-flight tail.
+    return {
+        "name": "ceiling",
+        "threads": threads,
+        "runs": runs,
+        "seconds": round(elapsed, 2),
+        "runs_per_s": runs / elapsed,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "requests": {"run": counts.run, "trace": counts.trace, "errors": counts.errors},
+        "endpoints": dict(counts.endpoints.most_common(12)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--emulator-url", required=True)
+    parser.add_argument("--access-log", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args()
+    emit_result(
+        measure(
+            args.tracking_uri,
+            args.emulator_url,
+            args.access_log,
+            threads=args.threads,
+            seconds=args.seconds,
+            warmup=args.warmup,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

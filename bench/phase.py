@@ -1,0 +1,46 @@
+"""Each benchmark phase runs in its own Python process (fresh imports, its own GIL, no autolog or
+thread pools left over from the previous phase) and hands its figures back as one JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from local_stack.config import REPO_ROOT
+
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def emit_result(result: dict[str, Any]) -> None:
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def parse_result(stdout: str) -> dict[str, Any]:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return dict(json.loads(line[len(RESULT_PREFIX) :]))
+    raise ValueError("no result line in the phase's output")
+
+
+def run_phase(
+    module: str, args: Sequence[str], *, timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``python -m <module> <args>``; its stderr passes through, its result line is returned."""
+    paths = [str(REPO_ROOT), str(REPO_ROOT / "lambdas")]
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **(env or {})}
+    completed = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{module} exited with {completed.returncode}:\n{completed.stdout[-3000:]}")
+    return parse_result(completed.stdout)

@@ -1,0 +1,179 @@
+"""(c) The pipeline end to end: a prompt file uploaded to the bucket until its last run is recorded.
+
+    python -m bench.pipeline_e2e --tracking-uri URL --emulator-url URL --moto-url URL --access-log PATH
+
+The deployed handlers (handlers.ingest, handlers.runner) run in this process behind the event pump,
+with Lambda's settings: the work queue's batch size and ``max_concurrency``
+(settings.WORK_MAX_CONCURRENCY) as concurrent pollers. Completion is read from the job ledger. A
+small warm-up file goes first, so the figure is the warm pipeline (cold starts are measured apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.access_log import AccessLog
+from bench.phase import emit_result
+
+MODEL_ID = "amazon.nova-lite-v1:0"
+
+
+def prompt_file(records: int, experiment: str) -> bytes:
+    lines = [json.dumps({"job": {"models": [MODEL_ID], "experiment": experiment}})]
+    lines += [
+        json.dumps(
+            {"id": f"q{index:05d}", "prompt": f"Question {index}: what is {index} + 1?", "max_tokens": 64}
+        )
+        for index in range(records)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _size_item_pool(threads: int) -> int | None:
+    """On Lambda each of the ``concurrency`` instances runs RUNNER_ITEM_CONCURRENCY items at once; here the
+    pollers share one process and so the runner's one module-level pool: give it the instances' total."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import handlers.runner
+
+    if not isinstance(getattr(handlers.runner, "_pool", None), ThreadPoolExecutor):
+        return None  # the runner no longer keeps a module pool: measure it as it is
+    handlers.runner._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="item")
+    return threads
+
+
+def measure(
+    tracking_uri: str,
+    emulator_url: str,
+    moto_url: str,
+    access_log: Path,
+    *,
+    prompts: int,
+    concurrency: int,
+    timeout: float,
+    lambda_like_pool: bool = True,
+) -> dict[str, Any]:
+    from bedrock_pipeline import settings
+    from bedrock_pipeline.jobs import job_id_for
+    from bedrock_pipeline.ledger import JobLedger
+    from local_stack.event_pump import EventPump, default_routes
+    from local_stack.resources import ResourceNames, aws_client, ensure_resources, handler_environment
+
+    resources = ensure_resources(moto_url, ResourceNames.unique("bench"))
+    os.environ.update(
+        handler_environment(
+            moto_url=moto_url,
+            mlflow_url=tracking_uri,
+            resources=resources,
+            emulator_url=emulator_url,
+            default_models=[MODEL_ID],
+        )
+    )
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # one JSON line per item otherwise
+    # moto answers some concurrent TransactWriteItems with a 500 (docs/PERFORMANCE.md); the item comes
+    # back after the runner's backoff (20 s base by default), which would measure moto, not the pipeline.
+    os.environ.setdefault("RETRY_BASE_SECONDS", "1")
+    routes = [
+        dataclasses.replace(route, concurrency=concurrency)
+        if route.queue_url == resources.work.url
+        else route
+        for route in default_routes(resources, wait_time_seconds=1)
+    ]
+    s3 = aws_client("s3", moto_url)
+    ledger = JobLedger(aws_client("dynamodb", moto_url), resources.jobs_table)
+
+    def run_job(key: str, records: int) -> dict[str, float]:
+        started = time.perf_counter()
+        etag = s3.put_object(Bucket=resources.bucket, Key=key, Body=prompt_file(records, f"bench/{key}"))[
+            "ETag"
+        ]
+        job_id = job_id_for(key, etag.strip('"'))
+        ended_at = None
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            counts = ledger.counts(job_id)
+            if counts is not None and counts.complete and ended_at is None:
+                ended_at = time.perf_counter()
+            if counts is not None and counts.finalized:
+                return {
+                    "all_ended_s": (ended_at or time.perf_counter()) - started,
+                    "finalized_s": time.perf_counter() - started,
+                    "succeeded": counts.succeeded,
+                    "failed": counts.failed,
+                }
+            time.sleep(0.2)
+        raise TimeoutError(f"job {job_id} did not finish in {timeout} s: {ledger.counts(job_id)}")
+
+    item_threads = (
+        _size_item_pool(concurrency * settings.RUNNER_ITEM_CONCURRENCY) if lambda_like_pool else None
+    )
+    pump = EventPump(routes, endpoint_url=moto_url)
+    pump.start()
+    try:
+        warm = run_job(f"{settings.INCOMING_PREFIX}bench/warmup-{time.time_ns()}.jsonl", 2 * concurrency)
+        log = AccessLog(access_log)
+        offset = log.mark()
+        job = run_job(f"{settings.INCOMING_PREFIX}bench/prompts-{time.time_ns()}.jsonl", prompts)
+        time.sleep(0.5)  # the server writes its access line just after answering
+        counts = log.since(offset)
+    finally:
+        pump.stop(timeout=60)
+    return {
+        "name": "pipeline",
+        "prompts": prompts,
+        "work_concurrency": concurrency,
+        "runner_item_concurrency": settings.RUNNER_ITEM_CONCURRENCY,
+        "batch_size": settings.WORK_BATCH_SIZE,
+        "item_threads_in_process": item_threads,
+        "warmup_seconds": round(warm["finalized_s"], 2),
+        "seconds_to_last_run": round(job["all_ended_s"], 2),
+        "seconds_to_finalized": round(job["finalized_s"], 2),
+        "prompts_per_s": prompts / job["all_ended_s"],
+        "succeeded": job["succeeded"],
+        "failed": job["failed"],
+        "requests": {"run": counts.run, "trace": counts.trace, "errors": counts.errors},
+        "endpoints": dict(counts.endpoints.most_common(15)),
+        "pump": dataclasses.asdict(pump.counters),
+    }
+
+
+def main() -> None:
+    from bedrock_pipeline import settings
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--emulator-url", required=True)
+    parser.add_argument("--moto-url", required=True)
+    parser.add_argument("--access-log", type=Path, required=True)
+    parser.add_argument("--prompts", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=settings.WORK_MAX_CONCURRENCY)
+    parser.add_argument("--timeout", type=float, default=500.0)
+    parser.add_argument(
+        "--shared-item-pool",
+        action="store_true",
+        help="keep the runner's one pool for every poller (fewer items in flight than on Lambda)",
+    )
+    args = parser.parse_args()
+    emit_result(
+        measure(
+            args.tracking_uri,
+            args.emulator_url,
+            args.moto_url,
+            args.access_log,
+            prompts=args.prompts,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            lambda_like_pool=not args.shared_item_pool,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The servers a benchmark runs against, each in its own process (as in the local stack), cleaned up after.
+
+PostgreSQL is the machine's (127.0.0.1:5432, PIPELINE_TEST_POSTGRES_URI to change): a fresh database
+per run, dropped at the end, as tests/conftest.py does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from local_stack.config import REPO_ROOT
+from local_stack.mlflow_server import MlflowServerOptions, start_mlflow_server
+from local_stack.processes import ManagedProcess, free_port, start_moto
+
+DEFAULT_POSTGRES_URI = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def postgres_admin_uri() -> str:
+    return os.environ.get("PIPELINE_TEST_POSTGRES_URI", DEFAULT_POSTGRES_URI)
+
+
+@contextmanager
+def fresh_database(admin_uri: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (its URI), dropped afterwards even if the benchmark fails."""
+    import psycopg
+
+    admin = admin_uri or postgres_admin_uri()
+    name = f"mlflow_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(admin)
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    log_path: Path
+    process: ManagedProcess
+
+
+@contextmanager
+def mlflow_server(
+    backend_uri: str,
+    state_dir: Path,
+    *,
+    workers: int,
+    db_pool_size: int | None = None,
+    db_max_overflow: int | None = None,
+) -> Iterator[MlflowServer]:
+    options = MlflowServerOptions(
+        port=free_port(),
+        state_dir=state_dir,
+        backend_store_uri=backend_uri,
+        workers=workers,
+        db_pool_size=db_pool_size,
+        db_max_overflow=db_max_overflow,
+    )
+    log = state_dir / "mlflow.log"
+    process = start_mlflow_server(options, log)
+    try:
+        yield MlflowServer(url=options.url, log_path=log, process=process)
+    finally:
+        process.stop(grace_seconds=3)
+
+
+@contextmanager
+def moto(state_dir: Path) -> Iterator[ManagedProcess]:
+    process = start_moto(free_port(), state_dir / "moto.log")
+    try:
+        yield process
+    finally:
+        process.stop(grace_seconds=2)
+
+
+@contextmanager
+def emulator(latency_ms: float = 0.0) -> Iterator[str]:
+    """The Bedrock emulator CLI in a child process (its own GIL, as in the local stack)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "lambdas")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_stack.bedrock_emulator", "--port", "0", "--quiet"],
+        cwd=REPO_ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        match = re.search(r"http://[\d.]+:\d+", process.stderr.readline())
+        if not match:
+            raise RuntimeError("the Bedrock emulator did not start")
+        url = match.group(0)
+        set_emulator_latency(url, latency_ms)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def set_emulator_latency(url: str, latency_ms: float) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{url}/_emulator/config",
+        data=json.dumps({"models": {"*": {"latency_ms": latency_ms}}}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of the live processes in a process group (a server and its workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        # After the command: state, ppid, pgrp, ... utime is field 14 and stime 15 (1-based, man proc).
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def postgres_cpu_seconds(database_uri: str) -> float:
+    """CPU of the PostgreSQL backends serving one database (the server's pooled connections)."""
+    import psycopg
+
+    with psycopg.connect(database_uri, connect_timeout=5) as connection:
+        pids = [
+            row[0]
+            for row in connection.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+    total = 0.0
+    for pid in pids:
+        try:
+            total += process_cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a backend that closed meanwhile
+    return total

@@ -1,0 +1,92 @@
+"""The benchmark's own tooling counts what it claims to (bench/access_log.py, bench/phase.py, run_all)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.access_log import AccessLog, classify, count_lines
+from bench.phase import emit_result, parse_result
+from bench.run_all import split_per_record
+
+# Lines as MLflow 3.17's uvicorn writes them (copied from a real server's log).
+RUN_LINES = [
+    '2026/11/28 13:22:44 INFO:     127.0.0.1:32916 - "GET /health HTTP/1.1" 200 OK',
+    '2026/11/28 13:22:44 INFO:     127.0.0.1:32918 - "POST /api/2.0/mlflow/runs/create HTTP/1.1" 200 OK',
+    '2026/11/28 13:22:44 INFO:     127.0.0.1:32918 - "POST /api/2.0/mlflow/runs/log-batch HTTP/1.1" 200 OK',
+    '2026/11/28 13:22:44 INFO:     127.0.0.1:32918 - "POST /api/2.0/mlflow/runs/update HTTP/1.1" 200 OK',
+]
+TRACE_LINES = [
+    '2026/11/28 13:22:45 INFO:     127.0.0.1:32920 - "POST /api/3.0/mlflow/traces HTTP/1.1" 200 OK',
+    '2026/11/28 13:22:45 INFO:     127.0.0.1:32920 - "POST /v1/traces HTTP/1.1" 200 OK',
+    "2026/11/28 13:22:45 INFO:     127.0.0.1:32920 - "
+    '"PUT /api/2.0/mlflow-artifacts/artifacts/1/traces/tr-0a1b2c/artifacts/traces.json HTTP/1.1" 200 OK',
+]
+
+
+def test_given_server_paths_when_classified_then_traces_runs_and_health_are_told_apart() -> None:
+    """Given request paths of each kind, When classified, Then trace export, run and ignored differ."""
+    assert classify("/api/2.0/mlflow/runs/create") == "run"
+    assert classify("/api/2.0/mlflow/experiments/get-by-name?experiment_name=x") == "run"
+    assert classify("/api/3.0/mlflow/traces") == "trace"
+    assert classify("/v1/traces") == "trace"
+    assert classify("/api/2.0/mlflow-artifacts/artifacts/1/traces/tr-1/artifacts/traces.json") == "trace"
+    assert classify("/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/summary.json") == "run"
+    assert classify("/health") == "ignored"
+    assert classify("/static-files/index.html") == "ignored"
+
+
+def test_given_an_access_log_when_counted_since_a_mark_then_only_later_requests_count(tmp_path: Path) -> None:
+    """Given a log with requests before and after a mark, When counted since the mark,
+    Then only the later ones count, by kind and by endpoint, with errors and non-request lines apart."""
+    log_file = tmp_path / "mlflow.log"
+    log_file.write_text("\n".join(RUN_LINES) + "\n")
+    log = AccessLog(log_file)
+    mark = log.mark()
+    with log_file.open("a") as handle:
+        handle.write("2026/11/28 13:22:45 INFO mlflow.store: not a request line\n")
+        handle.write("\n".join(RUN_LINES + TRACE_LINES) + "\n")
+        handle.write(
+            'x INFO:     127.0.0.1:1 - "GET /api/2.0/mlflow/runs/get?run_id=1 HTTP/1.1" 404 Not Found\n'
+        )
+
+    counts = log.since(mark)
+
+    assert (counts.run, counts.trace, counts.errors) == (4, 3, 1)
+    assert counts.endpoints["POST runs/create"] == 1
+    assert counts.endpoints["PUT artifacts/{id}/traces/{trace}/artifacts/traces.json"] == 1
+    assert counts.per(2) == {"run": 2.0, "trace": 1.5}
+
+
+def test_given_no_lines_when_counted_then_everything_is_zero() -> None:
+    """Given no access lines, When counted, Then nothing is counted."""
+    counts = count_lines([])
+    assert (counts.run, counts.trace, counts.errors, sum(counts.endpoints.values())) == (0, 0, 0, 0)
+
+
+def test_given_a_phase_output_when_parsed_then_its_last_result_line_is_returned(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Given a phase that logs and emits a result, When its output is parsed, Then the result comes back."""
+    print("some log line")
+    emit_result({"name": "x", "runs_per_s": 7.5})
+    assert parse_result(capsys.readouterr().out) == {"name": "x", "runs_per_s": 7.5}
+    with pytest.raises(ValueError):
+        parse_result("no result here\n")
+
+
+def test_given_pipeline_endpoints_when_split_then_per_record_and_per_job_requests_separate() -> None:
+    """Given 100 records (3 requests each) plus a job's own requests, When split,
+    Then 3 per record and the job's fixed requests (its parent run's 3 included) come apart."""
+    endpoints = {
+        "POST runs/create": 101,
+        "POST runs/log-batch": 101,
+        "POST runs/update": 101,
+        "POST traces": 100,
+        "GET experiments/get-by-name": 1,
+        "POST runs/search": 1,
+    }
+    per_record, per_job = split_per_record(endpoints, run_requests=305, records=100)
+    assert per_record == 3.0
+    assert per_job == 5
