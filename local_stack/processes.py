@@ -236,7 +236,7 @@ def start_moto(port: int, log_path: Path, *, timeout: float = 30.0) -> ManagedPr
     url = f"http://{LOOPBACK}:{port}"
     process = spawn(
         "moto",
-        [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)],
+        [sys.executable, "-m", "local_stack.moto_server", "-H", LOOPBACK, "-p", str(port)],
         log_path,
         port=port,
         url=url,

@@ -22,7 +22,6 @@ from local_stack.config import LOOPBACK, REGION, REPO_ROOT, LocalStackConfig
 from local_stack.event_pump import queue_backlog
 from local_stack.mlflow_server import DEFAULT_STARTUP_TIMEOUT, MlflowServerOptions, start_mlflow_server
 from local_stack.processes import (
-    VENV_BIN,
     ManagedProcess,
     ServiceStartError,
     http_ok,
@@ -285,7 +284,15 @@ class LocalStack:
         moto = self._record(
             spawn(
                 "moto",
-                [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(config.moto_port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "local_stack.moto_server",
+                    "-H",
+                    LOOPBACK,
+                    "-p",
+                    str(config.moto_port),
+                ],
                 logs / "moto.log",
                 port=config.moto_port,
                 url=config.moto_url,

@@ -1,7 +1,11 @@
 """Job ledger on DynamoDB: how many items a job expects, which have ended, and who finalizes it.
 
-Each item's end is written once (a conditional put in the same transaction as the counter update),
-so a redelivered message can never count twice, and exactly one runner wins the finalization.
+Each item's end is one conditional UpdateItem on one of the job's end shards (``ENDS#<job>#<n>``,
+chosen by the item's digest): the digest joins the shard's set of ended items and its counter grows
+in the same single-item write, conditional on the digest not being there yet. So a redelivered
+message can never count twice, without a transaction (two writes, and in moto a copy of the whole
+table per transaction: docs/PERFORMANCE.md). The job's totals are the sum over its shards, one
+BatchGetItem; exactly one runner wins the finalization.
 
 Beside the counters it keeps what reliability needs (docs/RELIABILITY.md): per item an attempt counter
 (a retry looks for the run an earlier attempt created instead of making a second one), and per message
@@ -55,8 +59,24 @@ def body_digest(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
-def _item_key(job_id: str, item_key: str) -> dict[str, Any]:
-    return {"pk": {"S": f"ITEM#{job_id}#{item_digest(item_key)}"}}
+# Shards per job: bounds each shard's sets (DynamoDB items top out at 400 KB: 64 shards hold about
+# 700,000 ended items, 34 bytes each) while the totals stay one BatchGetItem (at most 100 keys).
+END_SHARDS = 64
+# The sets of ended item digests in a shard, by how the item ended (a `retryable` one is also `failed`).
+_SUCCEEDED_SET, _FAILED_SET, _RETRYABLE_SET = "ok", "bad", "retryable"
+
+
+def _shard_of(digest: str) -> int:
+    return int(digest[:8], 16) % END_SHARDS
+
+
+def _shard_key(job_id: str, shard: int) -> dict[str, Any]:
+    return {"pk": {"S": f"ENDS#{job_id}#{shard}"}}
+
+
+def _end_key(job_id: str, item_key: str) -> tuple[dict[str, Any], str]:
+    digest = item_digest(item_key)
+    return _shard_key(job_id, _shard_of(digest)), digest
 
 
 @dataclass(frozen=True)
@@ -89,8 +109,6 @@ class JobLedger:
             **_job_key(job.job_id),
             "job": {"S": job.model_dump_json()},
             "expected": {"N": str(expected)},
-            "succeeded": {"N": "0"},
-            "failed": {"N": "0"},
             "rejected_lines": {"N": str(rejected_lines)},
             "created_at": {"N": str(int(time.time()))},
         }
@@ -124,40 +142,34 @@ class JobLedger:
         ``retryable`` marks a failure that only means "gave up retrying" (its message goes to the DLQ):
         a redrive may still run it, and `revise_end` then corrects the counters.
         """
-        counter = "succeeded" if succeeded else "failed"
-        item: dict[str, Any] = {
-            **_item_key(job_id, item_key),
-            "item_key": {"S": item_key},
-            "status": {"S": counter},
-        }
+        key, digest = _end_key(job_id, item_key)
+        counter, ended_set = ("succeeded", _SUCCEEDED_SET) if succeeded else ("failed", _FAILED_SET)
+        update = "ADD #c :one, #s :digests"
         if retryable:
-            item["retryable"] = {"BOOL": True}
+            update += ", #r :digests"
         try:
-            self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": item,
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": _job_key(job_id),
-                            "UpdateExpression": "ADD #c :one",
-                            "ExpressionAttributeNames": {"#c": counter},
-                            "ExpressionAttributeValues": {":one": {"N": "1"}},
-                        }
-                    },
-                ]
+            self._db.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression=update,
+                # contains() of a set not there yet is false: the first item of a shard passes.
+                ConditionExpression="NOT contains(#ok, :digest) AND NOT contains(#bad, :digest)",
+                ExpressionAttributeNames={
+                    "#c": counter,
+                    "#s": ended_set,
+                    "#ok": _SUCCEEDED_SET,
+                    "#bad": _FAILED_SET,
+                    **({"#r": _RETRYABLE_SET} if retryable else {}),
+                },
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":digests": {"SS": [digest]},
+                    ":digest": {"S": digest},
+                },
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
-                reasons = exc.response.get("CancellationReasons", [])
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                    return False
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
             raise
         return True
 
@@ -165,49 +177,60 @@ class JobLedger:
         return self.item_end(job_id, item_key) is not None
 
     def item_end(self, job_id: str, item_key: str) -> ItemEnd | None:
-        item = self._db.get_item(
-            TableName=self._table, Key=_item_key(job_id, item_key), ConsistentRead=True
-        ).get("Item")
-        if item is None:
-            return None
-        return ItemEnd(
-            succeeded=item["status"]["S"] == "succeeded",
-            retryable=bool(item.get("retryable", {}).get("BOOL", False)),
-        )
+        key, digest = _end_key(job_id, item_key)
+        shard = self._db.get_item(
+            TableName=self._table,
+            Key=key,
+            ConsistentRead=True,
+            ProjectionExpression="#ok, #bad, #r",
+            ExpressionAttributeNames={"#ok": _SUCCEEDED_SET, "#bad": _FAILED_SET, "#r": _RETRYABLE_SET},
+        ).get("Item", {})
+
+        def holds(name: str) -> bool:
+            return digest in shard.get(name, {}).get("SS", ())
+
+        if holds(_SUCCEEDED_SET):
+            return ItemEnd(succeeded=True, retryable=False)
+        if holds(_FAILED_SET):
+            return ItemEnd(succeeded=False, retryable=holds(_RETRYABLE_SET))
+        return None
 
     def revise_end(self, job_id: str, item_key: str, succeeded: bool) -> bool:
         """A redriven item that had given up ended again: fix the counters, reopen the job's finalization.
 
-        Only a `retryable` end can be revised, and only once per redrive (the flag is removed in the
-        same transaction). False when there was nothing to revise (a duplicate of the redriven message).
+        Only a `retryable` end can be revised, and only once per redrive (it leaves the retryable set in
+        the same transaction). False when there was nothing to revise (a duplicate of the redriven
+        message). Rare (DLQ redrives only), so a transaction: the job must never stay finalized over
+        counters that changed beneath it.
         """
-        job_update: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": _job_key(job_id),
-            "UpdateExpression": "REMOVE finalizing_at, finalized_at",
-        }
+        key, digest = _end_key(job_id, item_key)
+        names = {"#r": _RETRYABLE_SET}
+        values: dict[str, Any] = {":digests": {"SS": [digest]}, ":digest": {"S": digest}}
+        update = "DELETE #r :digests"
         if succeeded:
-            job_update["UpdateExpression"] = (
-                "ADD succeeded :one, failed :minus REMOVE finalizing_at, finalized_at"
-            )
-            job_update["ExpressionAttributeValues"] = {":one": {"N": "1"}, ":minus": {"N": "-1"}}
+            update = "ADD #ok :digests, succeeded :one, failed :minus DELETE #r :digests, #bad :digests"
+            names |= {"#ok": _SUCCEEDED_SET, "#bad": _FAILED_SET}
+            values |= {":one": {"N": "1"}, ":minus": {"N": "-1"}}
         try:
             self._db.transact_write_items(
                 TransactItems=[
                     {
                         "Update": {
                             "TableName": self._table,
-                            "Key": _item_key(job_id, item_key),
-                            "UpdateExpression": "SET #s = :status REMOVE retryable",
-                            "ConditionExpression": "retryable = :yes",
-                            "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": {
-                                ":status": {"S": "succeeded" if succeeded else "failed"},
-                                ":yes": {"BOOL": True},
-                            },
+                            "Key": key,
+                            "UpdateExpression": update,
+                            "ConditionExpression": "contains(#r, :digest)",
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": values,
                         }
                     },
-                    {"Update": job_update},
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _job_key(job_id),
+                            "UpdateExpression": "REMOVE finalizing_at, finalized_at",
+                        }
+                    },
                 ]
             )
         except ClientError as exc:
@@ -278,15 +301,30 @@ class JobLedger:
         )
 
     def counts(self, job_id: str) -> JobCounts | None:
-        item = self._db.get_item(TableName=self._table, Key=_job_key(job_id), ConsistentRead=True).get("Item")
-        if item is None:
+        """The job's item and its shards' counters, read consistently in one BatchGetItem."""
+        keys = [_job_key(job_id), *(_shard_key(job_id, n) for n in range(END_SHARDS))]
+        items: list[dict[str, Any]] = []
+        request: dict[str, Any] = {
+            self._table: {
+                "Keys": keys,
+                "ConsistentRead": True,
+                "ProjectionExpression": "pk, expected, rejected_lines, finalized_at, succeeded, failed",
+            }
+        }
+        while request:
+            response = self._db.batch_get_item(RequestItems=request)
+            items += response.get("Responses", {}).get(self._table, [])
+            request = response.get("UnprocessedKeys") or {}
+        job = next((i for i in items if i["pk"]["S"] == _job_key(job_id)["pk"]["S"]), None)
+        if job is None:
             return None
+        shards = [i for i in items if i is not job]
         return JobCounts(
-            expected=int(item["expected"]["N"]),
-            succeeded=int(item["succeeded"]["N"]),
-            failed=int(item["failed"]["N"]),
-            rejected_lines=int(item.get("rejected_lines", {"N": "0"})["N"]),
-            finalized="finalized_at" in item,
+            expected=int(job["expected"]["N"]),
+            succeeded=sum(int(i.get("succeeded", {"N": "0"})["N"]) for i in shards),
+            failed=sum(int(i.get("failed", {"N": "0"})["N"]) for i in shards),
+            rejected_lines=int(job.get("rejected_lines", {"N": "0"})["N"]),
+            finalized="finalized_at" in job,
         )
 
     def rejection(self, job_id: str) -> str | None:

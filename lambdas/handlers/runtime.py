@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import random
+import threading
 from typing import Any
 
 import boto3
@@ -69,12 +70,33 @@ def environment() -> HandlerEnvironment:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    # Export each trace in the item's own thread as its span ends, not through MLflow's process-wide
+    # async queue: that queue's flush (needed before Lambda freezes the process) stops and restarts
+    # its consumer under one lock, costing up to a second per batch, and batches that share a
+    # process (the local pump) queue behind each other's flushes (docs/PERFORMANCE.md). Items run
+    # concurrently, so exporting inline costs a batch one export, and nothing is left to flush.
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
     return env
 
 
-@functools.cache
+# functools.cache does not lock: pollers running as threads of one process (the local event pump)
+# would each build a pipeline (and enable autolog) on their first batch. One build, under this lock.
+_BUILD_LOCK = threading.Lock()
+
+
 def pipeline(with_model: bool = False):  # type: ignore[no-untyped-def]
     """The core pipeline, built once per cold start (clients are reused across invocations)."""
+    with _BUILD_LOCK:
+        return _build_pipeline(with_model)
+
+
+def reset_pipeline() -> None:
+    """Forget the pipeline built so far: the next call builds one from the current environment (tests)."""
+    _build_pipeline.cache_clear()
+
+
+@functools.cache
+def _build_pipeline(with_model: bool):  # type: ignore[no-untyped-def]
     import mlflow  # deferred: the ingest path is cheaper to import without tracing set up
 
     from bedrock_pipeline.bedrock import BedrockGateway, make_bedrock_client

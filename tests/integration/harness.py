@@ -80,7 +80,7 @@ def stack(
     from handlers import runtime
 
     runtime.environment.cache_clear()
-    runtime.pipeline.cache_clear()
+    runtime.reset_pipeline()
     emulator.reset()
     pump = EventPump(
         [
@@ -102,4 +102,4 @@ def stack(
     finally:
         pump.stop()
         runtime.environment.cache_clear()
-        runtime.pipeline.cache_clear()
+        runtime.reset_pipeline()

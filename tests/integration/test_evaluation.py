@@ -95,13 +95,13 @@ def eval_stack(
 
     caches = (
         runtime.environment,
-        runtime.pipeline,
         evaluator.evaluator,
         evaluator.dlq_url,
         evaluator.evaluator_environment,
     )
     for cache in caches:
         cache.cache_clear()
+    runtime.reset_pipeline()
     emulator.reset()
     s3 = boto3.client("s3")
     s3.put_object(Bucket=resources.bucket, Key=DATASET_KEY, Body=(EXAMPLES / "arithmetic.jsonl").read_bytes())
@@ -119,6 +119,7 @@ def eval_stack(
         emulator.reset()  # the emulator is shared by the session: back to its start-up config
         for cache in caches:
             cache.cache_clear()
+        runtime.reset_pipeline()
 
 
 def example_job(**overrides: Any) -> dict[str, Any]:

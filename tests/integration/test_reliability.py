@@ -204,7 +204,7 @@ def make_pipeline(
         for name, value in pipeline.env.items():
             monkeypatch.setenv(name, value)
         runtime.environment.cache_clear()
-        runtime.pipeline.cache_clear()
+        runtime.reset_pipeline()
         runtime.queue_retries.cache_clear()
         emulator.reset()
         built.append(pipeline)
@@ -214,7 +214,7 @@ def make_pipeline(
     for pipeline in built:
         pipeline.stop()
     runtime.environment.cache_clear()
-    runtime.pipeline.cache_clear()
+    runtime.reset_pipeline()
     runtime.queue_retries.cache_clear()
     emulator.reset()
 

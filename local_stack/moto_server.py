@@ -1,0 +1,67 @@
+"""moto in server mode, with DynamoDB's per-item atomicity.
+
+    python -m local_stack.moto_server -H 127.0.0.1 -p 4566
+
+moto's server is threaded and its DynamoDB backend takes no lock: a conditional write checks its
+condition and then writes, so two concurrent writers can both pass the same condition (measured:
+4 concurrent deliveries of each of 150 items ended 153 "first", tests/integration/test_ledger.py),
+and a transaction deep-copies tables that other threads are changing (HTTP 500 "dictionary changed
+size during iteration" under load). DynamoDB applies each write to an item atomically. Here one lock
+serializes DynamoDB requests; their cost is moto's Python under the GIL, so the lock costs almost no
+throughput. Other services (S3, SQS) are served as moto serves them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import run_simple
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def is_dynamodb_request(environ: dict[str, Any]) -> bool:
+    # Every DynamoDB API call is a POST whose X-Amz-Target names the operation: DynamoDB_20120810.<Op>.
+    return str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_")
+
+
+def serialize_dynamodb(app: WsgiApp) -> WsgiApp:
+    lock = threading.Lock()
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not is_dynamodb_request(environ):
+            return app(environ, start_response)
+        with lock:
+            # The body too is produced under the lock: a WSGI response may be computed lazily.
+            return [b"".join(app(environ, start_response))]
+
+    return wrapped
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=4566)
+    args = parser.parse_args(argv)
+    # As moto's own entry point does: some backends build URLs (SQS queue URLs) from this.
+    os.environ.setdefault("MOTO_PORT", str(args.port))
+    app = DomainDispatcherApplication(create_backend_app)
+    app.debug = True  # type: ignore[attr-defined]  # as moto's own entry point: errors keep their detail
+    run_simple(
+        args.host,
+        args.port,
+        serialize_dynamodb(app),
+        threaded=True,
+        request_handler=MotoRequestHandler,
+    )
+
+
+if __name__ == "__main__":
+    main()
