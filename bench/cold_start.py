@@ -7,11 +7,12 @@
 - Imports, median of ``--repeats`` runs, interleaved so machine noise hits each alike:
   ``python -c "import mlflow"`` (the full package, as installed in .venv), ``python -c "import
   handlers.runner"`` in .venv (full mlflow installed beside it), and the same handler import from a
-  bundle holding only the runner's requirements (mlflow-skinny). The deployed bundle targets CPython
-  3.12; this machine has 3.11, so the same requirements are installed once for 3.11 (cached under
-  build/bench/) to import them here. Lambda's /var/task is read-only and the bundle is installed
-  with ``--no-compile``, so each cold start compiles every module: that case is measured with an
-  empty bytecode cache, next to the same bundle with its bytecode compiled.
+  bundle holding only the runner's requirements (mlflow-skinny), installed once for this machine's
+  interpreter (cached under build/bench/), with and without compiled bytecode.
+- The deployed bundle itself, when this machine has the Lambda runtime's Python (3.12; see
+  stacks.bundling.target_python): imported with ``python3.12 -S`` and nothing allowed to write
+  bytecode, as on Lambda's read-only /var/task: with the bytecode it ships, and with that bytecode
+  ignored (what every cold start paid before the bundle shipped any).
 """
 
 from __future__ import annotations
@@ -37,18 +38,18 @@ VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 HANDLER = "handlers.runner"
 
 
-def bundle_size_mb() -> dict[str, float]:
-    """Unzipped size of the runner's code asset, built as stacks.bundling builds it."""
+def build_deployed_bundle(out: Path) -> dict[str, float]:
+    """The runner's code asset, built as stacks.bundling builds it; its unzipped size."""
     from stacks.bundling import build_bundle, tree_size_bytes
 
-    with tempfile.TemporaryDirectory(prefix="bundle-") as out:
-        build_bundle(LAMBDAS, REQUIREMENTS, REPO_ROOT / "build" / "lambda-deps", Path(out))
-        total = tree_size_bytes(Path(out))
-        biggest = sorted(
-            ((tree_size_bytes(p) if p.is_dir() else p.stat().st_size, p.name) for p in Path(out).iterdir()),
-            reverse=True,
-        )[:6]
-    return {"total_mb": total / 1e6, **{f"top:{name}": size / 1e6 for size, name in biggest}}
+    build_bundle(LAMBDAS, REQUIREMENTS, REPO_ROOT / "build" / "lambda-deps", out)
+    total = tree_size_bytes(out)
+    biggest = sorted(
+        ((tree_size_bytes(p) if p.is_dir() else p.stat().st_size, p.name) for p in out.iterdir()),
+        reverse=True,
+    )[:6]
+    pyc = sum(p.stat().st_size for p in out.rglob("*.pyc"))
+    return {"total_mb": total / 1e6, "bytecode_mb": pyc / 1e6, **{f"top:{n}": s / 1e6 for s, n in biggest}}
 
 
 def local_bundle(python: str) -> Path:
@@ -105,7 +106,11 @@ def _time_import(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def import_times(repeats: int) -> dict[str, Any]:
+DEPLOYED_SHIPPED = f"import {HANDLER} (deployed bundle, Python 3.12, with its bytecode)"
+DEPLOYED_IGNORED = f"import {HANDLER} (deployed bundle, Python 3.12, no bytecode)"
+
+
+def import_times(repeats: int, deployed: Path | None, lambda_python: str | None) -> dict[str, Any]:
     base_python = os.path.realpath(VENV_PYTHON)  # the interpreter .venv was made from
     deps = local_bundle(base_python)
     venv_env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{LAMBDAS}"}
@@ -120,7 +125,7 @@ def import_times(repeats: int) -> dict[str, Any]:
             [base_python, "-S", "-c", f"import {HANDLER}"],
             {**bundle_env, "PYTHONPYCACHEPREFIX": str(compiled_cache)},
         ),
-        f"import {HANDLER} (skinny bundle, as deployed: no bytecode)": (
+        f"import {HANDLER} (skinny bundle, no bytecode)": (
             [base_python, "-S", "-c", f"import {HANDLER}"],
             # The bundle holds no __pycache__ (pip --no-compile) and nothing may write one; the
             # standard library keeps its own compiled files, as Lambda's runtime does.
@@ -131,6 +136,12 @@ def import_times(repeats: int) -> dict[str, Any]:
             {**bundle_env, "PYTHONPYCACHEPREFIX": str(compiled_cache)},
         ),
     }
+    if deployed is not None and lambda_python is not None:
+        lambda_env = {**bundle_env, "PYTHONPATH": str(deployed), "PYTHONDONTWRITEBYTECODE": "1"}
+        cases[DEPLOYED_SHIPPED] = ([lambda_python, "-S", "-c", f"import {HANDLER}"], lambda_env)
+        # A cache prefix makes Python look for bytecode only there (an empty directory): none is found.
+        ignored = {**lambda_env, "PYTHONPYCACHEPREFIX": str(Path(compiled_cache) / "none")}
+        cases[DEPLOYED_IGNORED] = ([lambda_python, "-S", "-c", f"import {HANDLER}"], ignored)
     try:
         for argv, env in cases.values():  # warm the OS file cache and the compiled bytecode cache
             _time_import(argv, env)
@@ -152,7 +163,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    emit_result({"name": "cold_start", "bundle": bundle_size_mb(), "imports": import_times(args.repeats)})
+    from stacks.bundling import target_python
+
+    lambda_python = target_python()
+    with tempfile.TemporaryDirectory(prefix="bundle-") as out:
+        bundle = build_deployed_bundle(Path(out))
+        imports = import_times(args.repeats, Path(out), lambda_python)
+    emit_result({"name": "cold_start", "bundle": bundle, "lambda_python": lambda_python, "imports": imports})
 
 
 if __name__ == "__main__":

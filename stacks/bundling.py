@@ -3,10 +3,18 @@
 ``cdk.ILocalBundling`` runs before CDK would start a container, so synth works on machines without
 Docker; the Docker image is only the fallback when this machine cannot run pip. The pip install is
 cached under ``build/lambda-deps/<hash of requirements + target>`` so repeated synths only copy.
+
+Bytecode: Lambda's /var/task is read-only, so a bundle without ``__pycache__`` compiles every module
+it imports on every cold start (the runner's import took 2.2 s instead of 1.0 s: docs/PERFORMANCE.md).
+The bundle therefore ships CPython 3.12 bytecode for the modules the handlers import at cold start
+(not for everything: that would add 44 MB), compiled by a 3.12 interpreter when this machine has
+one (``LAMBDA_BUNDLE_PYTHON``, ``python3.12`` on PATH, or a pyenv install); without one it ships
+none and says so.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -25,6 +33,29 @@ PYTHON_VERSION = "3.12"
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 # Never part of the deployed code: tests, caches, and the requirements file (already installed).
 CODE_EXCLUDES = ("tests", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "requirements.txt")
+# What the zip-bundled handlers import by their first invocation: their bytecode ships in the bundle.
+COLD_START_MODULES = (
+    "handlers.ingest",
+    "handlers.runner",
+    "bedrock_pipeline.bedrock",
+    "bedrock_pipeline.ledger",
+    "bedrock_pipeline.pipeline",
+    "bedrock_pipeline.pricing",
+    "bedrock_pipeline.tracking",
+    "mlflow.bedrock",
+)
+# Bytecode is trusted as shipped: CDK's zip does not keep source mtimes, which the default mode checks
+# (a mismatch would make Python recompile, and fail to write, on every cold start).
+PYC_INVALIDATION_MODE = "unchecked-hash"
+_LIST_IMPORTED_FILES = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+for module in list(sys.modules.values()):
+    path = getattr(module, "__file__", None) or ""
+    if path.endswith(".py"):
+        print(path)
+"""
 
 
 def _pip_args(target: Path, requirements: Path) -> list[str]:
@@ -78,10 +109,64 @@ def _link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
+def target_python() -> str | None:
+    """An interpreter of Lambda's Python version on this machine, or None."""
+    candidates = [os.environ.get("LAMBDA_BUNDLE_PYTHON", ""), shutil.which(f"python{PYTHON_VERSION}") or ""]
+    pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates += sorted(glob.glob(f"{pyenv_root}/versions/{PYTHON_VERSION}.*/bin/python{PYTHON_VERSION}"))
+    for candidate in filter(None, candidates):
+        try:
+            version = subprocess.run(
+                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue  # e.g. a pyenv shim without that version behind it
+        if version == PYTHON_VERSION:
+            return candidate
+    return None
+
+
+def compile_cold_start_bytecode(
+    bundle_dir: Path, python: str, modules: tuple[str, ...] = COLD_START_MODULES
+) -> int:
+    """Compile, with ``python``, the bundle's files that importing ``modules`` loads; returns how many."""
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(bundle_dir), "PYTHONDONTWRITEBYTECODE": "1"}
+    listed = subprocess.run(
+        [python, "-S", "-c", _LIST_IMPORTED_FILES, *modules],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=bundle_dir,
+        check=True,
+    ).stdout.splitlines()
+    root = str(bundle_dir.resolve()) + os.sep
+    files = sorted({f for f in (os.path.realpath(p) for p in listed) if f.startswith(root)})
+    subprocess.run(
+        [python, "-m", "compileall", "-q", "--invalidation-mode", PYC_INVALIDATION_MODE, "-i", "-"],
+        input="\n".join(files),
+        text=True,
+        check=True,
+        env=env,
+    )
+    return len(files)
+
+
 def build_bundle(source_dir: Path, requirements: Path, cache_root: Path, output_dir: Path) -> None:
     deps = install_dependencies(requirements, cache_root)
     shutil.copytree(deps, output_dir, copy_function=_link_or_copy, dirs_exist_ok=True)
     shutil.copytree(source_dir, output_dir, ignore=shutil.ignore_patterns(*CODE_EXCLUDES), dirs_exist_ok=True)
+    python = target_python()
+    if python is None:
+        print(
+            f"lambda bundle: no Python {PYTHON_VERSION} here (set LAMBDA_BUNDLE_PYTHON): the bundle ships "
+            "without bytecode and each cold start compiles what it imports (docs/PERFORMANCE.md)",
+            file=sys.stderr,
+        )
+        return
+    compile_cold_start_bytecode(output_dir, python)
 
 
 def tree_size_bytes(root: Path) -> int:
@@ -115,7 +200,14 @@ def lambda_code(source_dir: Path, cache_root: Path) -> cdk.aws_lambda.Code:
         exclude=["tests", "**/__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache"],
         bundling=cdk.BundlingOptions(
             image=cdk.DockerImage.from_registry("public.ecr.aws/sam/build-python3.12"),
-            command=["bash", "-c", f"python {pip} && cp -r /asset-input/. /asset-output/"],
+            command=[
+                "bash",
+                "-c",
+                f"python {pip} && cp -r /asset-input/. /asset-output/ && cd /asset-output && "
+                f"PYTHONPATH=/asset-output python -c '{_LIST_IMPORTED_FILES.strip()}' "
+                f"{' '.join(COLD_START_MODULES)} | grep '^/asset-output/' | "
+                f"python -m compileall -q --invalidation-mode {PYC_INVALIDATION_MODE} -i -",
+            ],
             local=LocalPythonBundler(source_dir, requirements, cache_root),
         ),
     )

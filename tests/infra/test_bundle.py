@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stacks.bundling import tree_size_bytes
+from stacks.bundling import target_python, tree_size_bytes
 from stacks.platform import create_app
 from tests.infra.conftest import TEST_CONTEXT
 
@@ -31,5 +31,13 @@ def test_given_the_pipeline_stack_when_bundled_then_the_asset_holds_code_and_dep
     assert list(bundle.glob("mlflow_skinny-3.17.2.dist-info/METADATA"))  # importlib.metadata needs it
     assert list(bundle.glob("pydantic_core/_pydantic_core.cpython-312-x86_64-linux-gnu.so"))
     assert not (bundle / "tests").exists() and not (bundle / "requirements.txt").exists()
-    assert not list(bundle.rglob("__pycache__"))
     assert tree_size_bytes(bundle) < LAMBDA_UNZIPPED_LIMIT
+    shipped = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*.pyc")}
+    if target_python() is None:  # no 3.12 on this machine: no bytecode rather than the wrong one
+        assert not shipped
+    else:  # CPython 3.12 bytecode for what the handlers import, and not for the rest
+        assert "handlers/__pycache__/runner.cpython-312.pyc" in shipped
+        assert "mlflow/__pycache__/__init__.cpython-312.pyc" in shipped
+        assert "botocore/__pycache__/client.cpython-312.pyc" in shipped
+        assert "mlflow/sklearn/__pycache__/__init__.cpython-312.pyc" not in shipped
+        assert {Path(p).name.split(".")[1] for p in shipped} == {"cpython-312"}
