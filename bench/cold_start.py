@@ -113,10 +113,18 @@ DEPLOYED_IGNORED = f"import {HANDLER} (deployed bundle, Python 3.12, no bytecode
 def import_times(repeats: int, deployed: Path | None, lambda_python: str | None) -> dict[str, Any]:
     base_python = os.path.realpath(VENV_PYTHON)  # the interpreter .venv was made from
     deps = local_bundle(base_python)
-    venv_env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{LAMBDAS}"}
+    from bedrock_pipeline.settings import OFFLINE_ENVIRONMENT
+
+    # Every case alike: MLflow's telemetry off, as the handlers and the deployed functions have it.
+    venv_env = {**os.environ, **OFFLINE_ENVIRONMENT, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{LAMBDAS}"}
     venv_env.pop("PYTHONDONTWRITEBYTECODE", None)
     # -S: no site-packages at all, only the bundle and the code, as on Lambda.
-    bundle_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{deps}{os.pathsep}{LAMBDAS}", "LANG": "C.UTF-8"}
+    bundle_env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{deps}{os.pathsep}{LAMBDAS}",
+        "LANG": "C.UTF-8",
+        **OFFLINE_ENVIRONMENT,
+    }
     compiled_cache = Path(tempfile.mkdtemp(prefix="pyc-"))
     cases: dict[str, tuple[list[str], dict[str, str]]] = {
         "import mlflow (full, .venv)": ([str(VENV_PYTHON), "-c", "import mlflow"], venv_env),

@@ -15,6 +15,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
 from constructs import Construct
 
+from bedrock_pipeline import settings as pipeline_settings
 from stacks.constructs.pipeline_function import retention_days
 from stacks.data import ECR_AUTH_WILDCARD
 from stacks.settings import PlatformSettings
@@ -133,6 +134,7 @@ class MlflowServiceStack(cdk.Stack):
                 "MLFLOW_ALLOWED_HOSTS": ",".join(allowed_hosts),
                 "MLFLOW_WORKERS": str(settings.mlflow_workers),
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                **pipeline_settings.OFFLINE_ENVIRONMENT,
                 "MLFLOW_AUTH_DEFAULT_PERMISSION": "READ",
             },
             secrets={

@@ -96,7 +96,7 @@ class PipelineStack(cdk.Stack):
             ),
             removal_policy=cdk.RemovalPolicy.DESTROY,  # only short-lived idempotency records
         )
-        # Job ledger: per-job counters and per-item completion marks (bedrock_pipeline.ledger).
+        # Job ledger: per-job records and per-job end shards that count each item once (bedrock_pipeline.ledger).
         self.jobs_table = dynamodb.TableV2(
             self,
             "Jobs",
@@ -135,6 +135,7 @@ class PipelineStack(cdk.Stack):
             pipeline.ENV_BENCHMARK_SUITE: settings.benchmark_suite,
             "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # saves a get_run request per run
+            **pipeline.OFFLINE_ENVIRONMENT,
         }
         code = lambda_code(LAMBDAS_DIR, BUNDLE_CACHE_DIR)
         specs = {

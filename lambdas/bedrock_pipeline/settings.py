@@ -17,7 +17,13 @@ WORK_QUEUE_NAME: Final = "bedrock-work"
 EVALUATION_QUEUE_NAME: Final = "bedrock-evaluation"
 DLQ_SUFFIX: Final = "-dlq"
 IDEMPOTENCY_TABLE_NAME: Final = "bedrock-idempotency"
-JOBS_TABLE_NAME: Final = "bedrock-jobs"  # per-job counters and per-item completion marks (pk "pk")
+JOBS_TABLE_NAME: Final = "bedrock-jobs"  # the job ledger: jobs, their end shards, attempts (pk "pk")
+
+# --- No network beyond the configured endpoints ---
+# `import mlflow` starts a usage-telemetry client that calls MLflow's public endpoints (in a VPC
+# without NAT: a connection that hangs in a background thread). Set before mlflow is imported, by
+# every process of ours that imports it (handlers, CLI, local stack, benchmarks) and by the CDK app.
+OFFLINE_ENVIRONMENT: Final = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 # --- Environment variables the handlers read (validated by pydantic at cold start) ---
 ENV_PROMPT_BUCKET: Final = "PROMPT_BUCKET"

@@ -115,6 +115,7 @@ def test_given_the_functions_when_synthesized_then_environment_names_come_from_t
         env = props["Environment"]["Variables"]
         assert env[pipeline.ENV_MLFLOW_TRACKING_URI] == "http://mlflow.bedrock-mlflow.internal:5000"
         assert env[pipeline.ENV_DEFAULT_MODELS] == ",".join(pipeline.DEFAULT_MODELS)
+        assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"  # no calls to MLflow's public endpoints
         for name in (pipeline.ENV_PROMPT_BUCKET, pipeline.ENV_WORK_QUEUE_URL, pipeline.ENV_EVALUATION_QUEUE_URL,
                      pipeline.ENV_IDEMPOTENCY_TABLE, pipeline.ENV_JOBS_TABLE, pipeline.ENV_MLFLOW_CREDENTIALS_SECRET_ARN,
                      pipeline.ENV_BENCHMARK_SUITE, "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):  # fmt: skip

@@ -125,6 +125,7 @@ def test_given_mlflow_when_synthesized_then_the_server_contract_is_set(synthesiz
     env = {e["Name"]: e["Value"] for e in _container(synthesized, "mlflow")["Environment"]}
     assert env["MLFLOW_WORKERS"] == "2"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert env["DB_HOST"] == "postgres.bedrock-mlflow.internal"
     assert "mlflow.bedrock-mlflow.internal:5000" in json.dumps(env["MLFLOW_ALLOWED_HOSTS"])
     assert "/mlflow-artifacts" in json.dumps(env["MLFLOW_ARTIFACTS_DESTINATION"])

@@ -1,0 +1,45 @@
+"""No network beyond the configured endpoints: importing our entry points before mlflow leaves MLflow's
+usage telemetry off (it would otherwise start a client that calls MLflow's public endpoints)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from local_stack.config import REPO_ROOT
+
+PROBE = """
+import {entry}
+import mlflow
+from mlflow.telemetry.client import get_telemetry_client
+print(get_telemetry_client() is None)
+"""
+
+
+def _telemetry_off_after(entry: str) -> bool:
+    # A clean environment: no CI/pytest variables (MLflow turns telemetry off by itself under those).
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "lambdas")]),
+        # Should telemetry start, its calls go to a closed loopback port, not to the internet.
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(entry=entry)], env=env, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.parametrize("entry", ["handlers.runner", "handlers.ingest", "pipeline_cli", "local_stack"])
+def test_entry_points_turn_mlflow_telemetry_off(entry: str) -> None:
+    assert _telemetry_off_after(entry)
+
+
+def test_the_probe_sees_telemetry_when_nothing_turns_it_off() -> None:
+    # Without this, the test above would pass even if MLflow had no telemetry to turn off.
+    assert not _telemetry_off_after("json")
