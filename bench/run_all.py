@@ -11,6 +11,12 @@ Bedrock emulator and one moto server, each in its own process:
                 (bench/pipeline_e2e.py)
   cold start    runner bundle size and import times in fresh subprocesses (bench/cold_start.py)
 
+CPUs: by default the MLflow server gets half of the machine's CPUs and everything else (moto, the
+emulator, the clients, the pipeline's handlers) the other half, for (a), (b) and (c) alike, as in
+AWS, where S3, SQS, DynamoDB and Lambda do not run on the tracking server's CPUs. ``--shared-cpus``
+lets every process use every CPU (then the offline twin's moto and handlers take CPU the server
+would have had in (c) but not in (a)). PostgreSQL, a system service, is not pinned.
+
 Prints the figures and the targets of issue 8, and writes them as JSON to build/bench/last.json.
 Figures on a shared machine move by 10-20 % from run to run; compare runs of one sitting.
 """
@@ -34,8 +40,10 @@ from bench.services import (
     group_cpu_seconds,
     mlflow_server,
     moto,
+    pin_process_group,
     postgres_cpu_seconds,
     set_emulator_latency,
+    split_cpus,
 )
 from local_stack.config import REPO_ROOT
 
@@ -81,6 +89,13 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         f" (db pool {args.db_pool_size or 'default'}/{args.db_max_overflow or 'default'}),"
         f" PostgreSQL, emulator latency {args.latency_ms:g} ms",
     ]
+    cpus = results.get("cpus")
+    if cpus:
+        lines.append(
+            "  CPUs: all shared"
+            if cpus["mlflow_server"] == "all"
+            else f"  CPUs: MLflow server {cpus['mlflow_server']}, moto/emulator/clients/handlers {cpus['others']}"
+        )
     ceiling = results.get("ceiling")
     baseline = results.get("baseline")
     pipeline = results.get("pipeline")
@@ -201,6 +216,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     wanted = set(args.only.split(",")) if args.only else set(PHASES)
     started = time.monotonic()
+    cpus = None if args.shared_cpus else split_cpus(os.sched_getaffinity(0))
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus[1])  # inherited by every process started from here on
     if wanted & {"ceiling", "baseline", "pipeline"}:
         state = Path(tempfile.mkdtemp(prefix="bench-"))
         with (
@@ -216,6 +234,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ) as server,
         ):
             moto_url = str(moto_process.url)
+            if cpus is not None:
+                pin_process_group(server.process.pgid, cpus[0])
+            results["cpus"] = {
+                "mlflow_server": sorted(cpus[0]) if cpus else "all",
+                "others": sorted(cpus[1]) if cpus else "all",
+            }
 
             def cpu() -> dict[str, float]:
                 return {
@@ -280,6 +304,9 @@ def main() -> None:
     parser.add_argument("--baseline-prompts", type=int, default=40)
     parser.add_argument("--prompts", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5, help="import-time samples per case")
+    parser.add_argument(
+        "--shared-cpus", action="store_true", help="do not give the MLflow server CPUs of its own"
+    )
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "build" / "bench" / "last.json")
     args = parser.parse_args()

@@ -151,21 +151,54 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def split_cpus(cpus: set[int]) -> tuple[set[int], set[int]] | None:
+    """(the tracking server's CPUs, everyone else's): half each, or None on one CPU."""
+    ordered = sorted(cpus)
+    if len(ordered) < 2:
+        return None
+    half = len(ordered) // 2
+    return set(ordered[:half]), set(ordered[half:])
+
+
+def pin_process_group(pgid: int, cpus: set[int]) -> int:
+    """Every thread of every live process in the group onto ``cpus``; returns how many threads."""
+    pinned = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for task in (stat.parent / "task").iterdir():
+                os.sched_setaffinity(int(task.name), cpus)
+                pinned += 1
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue  # a process or thread that ended meanwhile
+    return pinned
+
+
+def _stat_fields(pid: int) -> list[str]:
+    # After the command: state, ppid, pgrp, ... (man proc; here 0-based from the state).
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def postgres_cpu_seconds(database_uri: str) -> float:
-    """CPU of the PostgreSQL backends serving one database (the server's pooled connections)."""
+    """CPU of the whole PostgreSQL server: the postmaster, the backends it has reaped (its children's
+    CPU, which the kernel adds to the parent when a child exits), and the backends alive now.
+
+    Counting only the live backends of one database went negative when pooled connections closed
+    between two readings. The machine's PostgreSQL serves nothing else while a phase runs."""
     import psycopg
 
     with psycopg.connect(database_uri, connect_timeout=5) as connection:
-        pids = [
-            row[0]
-            for row in connection.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        ]
-    total = 0.0
-    for pid in pids:
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    postmaster = int(_stat_fields(int(row[0]))[1])
+    fields = _stat_fields(postmaster)
+    total = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            total += process_cpu_seconds(pid)
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a backend that closed meanwhile
-    return total
+            child = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(child[1]) == postmaster:
+            total += int(child[11]) + int(child[12])
+    return total / _TICKS

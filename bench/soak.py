@@ -107,10 +107,18 @@ def main(argv: list[str] | None = None) -> int:
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
         }
     )
+    # Every server started, the restarted one too: all are stopped at the end (none outlives the soak).
+    servers = [mlflow_server]
+
+    def restart(options: Any) -> Any:
+        servers.append(start_mlflow_server(options))
+        return servers[-1]
+
     try:
-        return _soak(args, resources, emulator, mlflow_server, options, start_mlflow_server)
+        return _soak(args, resources, emulator, mlflow_server, options, restart)
     finally:
-        mlflow_server.stop(grace_seconds=3)
+        for server in servers:
+            server.stop(grace_seconds=3)
         emulator.stop()
         delete_resources(moto.url, resources)
         moto.stop(grace_seconds=2)

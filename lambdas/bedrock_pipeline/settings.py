@@ -49,7 +49,9 @@ VISIBILITY_TIMEOUT_FACTOR: Final = 6  # AWS guidance: queue visibility >= 6x the
 MAX_RECEIVE_COUNT: Final = 5  # receives before a message moves to its DLQ
 WORK_BATCH_SIZE: Final = 10
 WORK_MAX_CONCURRENCY: Final = 10  # Lambda instances on the work queue (protects Bedrock and MLflow)
-RUNNER_ITEM_CONCURRENCY: Final = 8  # work items run concurrently inside one batch
+# Every item of a batch at once: a batch ends with its slowest item, so fewer threads than items
+# (8 for 10) made each batch two rounds long (docs/PERFORMANCE.md).
+RUNNER_ITEM_CONCURRENCY: Final = WORK_BATCH_SIZE
 LOG_RETENTION_DAYS: Final = 30
 RETRY_BASE_SECONDS: Final = 20  # a failed work item's first back-off; doubles per receive, with jitter
 RETRY_MAX_SECONDS: Final = 900

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,7 @@ import pytest
 from bench.access_log import AccessLog, classify, count_lines
 from bench.phase import emit_result, parse_result
 from bench.run_all import split_per_record
+from bench.services import pin_process_group, split_cpus
 
 # Lines as MLflow 3.17's uvicorn writes them (copied from a real server's log).
 RUN_LINES = [
@@ -90,3 +95,44 @@ def test_given_pipeline_endpoints_when_split_then_per_record_and_per_job_request
     per_record, per_job = split_per_record(endpoints, run_requests=305, records=100)
     assert per_record == 3.0
     assert per_job == 5
+
+
+def test_given_cpus_when_split_then_the_server_gets_half_and_the_rest_the_other_half() -> None:
+    assert split_cpus({0}) is None
+    assert split_cpus({0, 1}) == ({0}, {1})
+    assert split_cpus({4, 5, 6, 7, 8}) == ({4, 5}, {6, 7, 8})
+
+
+def test_given_a_process_group_when_pinned_then_every_thread_of_every_process_is_on_those_cpus() -> None:
+    # A server stand-in: its own process group, a child process, and a thread started before pinning.
+    script = (
+        "import subprocess, sys, threading, time;"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start();"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']);"
+        "print('ready', flush=True); time.sleep(30)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
+        target = {min(os.sched_getaffinity(0))}
+        pinned = pin_process_group(process.pid, target)
+        assert pinned >= 3  # main thread + sleeper thread + the child's main thread
+        group = [pid for pid in _live_pids() if _pgid(pid) == process.pid]
+        assert len(group) == 2
+        for pid in group:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                assert os.sched_getaffinity(int(task.name)) == target
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _live_pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (FileNotFoundError, ProcessLookupError):
+        return None  # ended meanwhile
