@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -310,6 +311,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "build" / "bench" / "last.json")
     args = parser.parse_args()
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C: the servers and the bench database are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run(args)
     results["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     args.output.parent.mkdir(parents=True, exist_ok=True)

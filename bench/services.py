@@ -190,8 +190,8 @@ def postgres_cpu_seconds(database_uri: str) -> float:
 
     with psycopg.connect(database_uri, connect_timeout=5) as connection:
         row = connection.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    postmaster = int(_stat_fields(int(row[0]))[1])
+        assert row is not None
+        postmaster = int(_stat_fields(int(row[0]))[1])  # while our backend is alive to be read
     fields = _stat_fields(postmaster)
     total = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
     for stat in Path("/proc").glob("[0-9]*/stat"):
