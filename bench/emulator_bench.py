@@ -10,11 +10,7 @@ the figures are the protocol and framework overhead per call.
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -42,23 +38,10 @@ def _emulator(url: str | None, in_process: bool) -> Iterator[str]:
         with EmulatorServer(quiet=True) as server:
             yield server.url
         return
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "lambdas")])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack.bedrock_emulator", "--port", "0", "--quiet"],
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        match = re.search(r"http://[\d.]+:\d+", process.stderr.readline())
-        if not match:
-            raise RuntimeError("emulator did not start")
-        yield match.group(0)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
+    from bench.services import emulator  # the CLI in a child process, as make bench starts it
+
+    with emulator(latency_ms=0.0) as child_url:
+        yield child_url
 
 
 def _measure(name: str, calls: int, call: Callable[[int], Any]) -> dict[str, float]:
