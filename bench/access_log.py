@@ -1,17 +1,19 @@
 """Tracking requests counted from the MLflow server's access log (uvicorn writes one line per request).
 
 Reading the log costs the server nothing, unlike a proxy in front of it (which would also take CPU
-from the two cores the server runs on). Requests are split into three kinds: trace export (the
-asynchronous span upload), run requests (everything else under the tracking API) and ignored ones
+from the two cores the server runs on). Requests are split into three kinds: trace export (StartTrace,
+span posts, trace artifacts), run requests (everything else under the tracking API) and ignored ones
 (health checks).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # 2026/11/28 13:22:44 INFO:     127.0.0.1:32918 - "GET /api/2.0/mlflow/experiments/search?x=1 HTTP/1.1" 200 OK
 _LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
@@ -57,6 +59,13 @@ class RequestCounts:
     def per(self, records: int) -> dict[str, float]:
         return {"run": self.run / records, "trace": self.trace / records}
 
+    def summary(self, top: int = 12) -> dict[str, Any]:
+        """What a phase reports: requests by kind and its busiest endpoints."""
+        return {
+            "requests": {"run": self.run, "trace": self.trace, "errors": self.errors},
+            "endpoints": dict(self.endpoints.most_common(top)),
+        }
+
 
 def count_lines(lines: list[str]) -> RequestCounts:
     counts = RequestCounts()
@@ -81,3 +90,8 @@ class AccessLog:
             log.seek(offset)
             text = log.read().decode("utf-8", errors="replace")
         return count_lines(text.splitlines())
+
+    def settled_since(self, offset: int) -> RequestCounts:
+        """``since``, after a moment: the server writes its access line just after answering."""
+        time.sleep(0.5)
+        return self.since(offset)

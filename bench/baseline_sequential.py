@@ -9,13 +9,12 @@ MLflow's defaults are left as they are (including the run URL it prints at the e
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.access_log import AccessLog
-from bench.phase import emit_result
+from bench.phase import emit_result, phase_parser
 
 MODEL_ID = "amazon.nova-lite-v1:0"
 WARMUP_PROMPTS = 3
@@ -65,24 +64,19 @@ def measure(tracking_uri: str, emulator_url: str, access_log: Path, *, prompts: 
         one(index)
     mlflow.flush_trace_async_logging()
     elapsed = time.perf_counter() - started
-    time.sleep(0.5)  # the server writes its access line just after answering
-    counts = log.since(offset)
+    counts = log.settled_since(offset)
     return {
         "name": "baseline",
         "prompts": prompts,
         "seconds": round(elapsed, 2),
         "prompts_per_s": prompts / elapsed,
         "ms_per_prompt": elapsed * 1000 / prompts,
-        "requests": {"run": counts.run, "trace": counts.trace, "errors": counts.errors},
-        "endpoints": dict(counts.endpoints.most_common(12)),
+        **counts.summary(),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tracking-uri", required=True)
-    parser.add_argument("--emulator-url", required=True)
-    parser.add_argument("--access-log", type=Path, required=True)
+    parser = phase_parser(__doc__)
     parser.add_argument("--prompts", type=int, default=40)
     args = parser.parse_args()
     emit_result(measure(args.tracking_uri, args.emulator_url, args.access_log, prompts=args.prompts))

@@ -10,7 +10,6 @@ too (``flush_trace_async_logging`` is inside the timed window).
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.access_log import AccessLog
-from bench.phase import emit_result
+from bench.phase import emit_result, phase_parser
 
 MODEL_ID = "amazon.nova-lite-v1:0"
 
@@ -116,8 +115,7 @@ def measure(
         thread.join(timeout=60)
     mlflow.flush_trace_async_logging()
     elapsed = time.perf_counter() - started
-    time.sleep(0.5)  # the server writes its access line just after answering
-    counts = log.since(offset)
+    counts = log.settled_since(offset)
     # Runs finished in the window; requests in the window also include the in-flight tail.
     return {
         "name": "ceiling",
@@ -127,16 +125,12 @@ def measure(
         "runs_per_s": runs / elapsed,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
-        "requests": {"run": counts.run, "trace": counts.trace, "errors": counts.errors},
-        "endpoints": dict(counts.endpoints.most_common(12)),
+        **counts.summary(),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tracking-uri", required=True)
-    parser.add_argument("--emulator-url", required=True)
-    parser.add_argument("--access-log", type=Path, required=True)
+    parser = phase_parser(__doc__)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=3.0)

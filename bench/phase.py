@@ -3,16 +3,27 @@ thread pools left over from the previous phase) and hands its figures back as on
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from local_stack.config import REPO_ROOT
 
 RESULT_PREFIX = "BENCH_RESULT "
+
+
+def phase_parser(description: str | None) -> argparse.ArgumentParser:
+    """The arguments every phase that talks to the MLflow server takes (run_all passes them)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--emulator-url", required=True)
+    parser.add_argument("--access-log", type=Path, required=True)
+    return parser
 
 
 def emit_result(result: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ small warm-up file goes first, so the figure is the warm pipeline (cold starts a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.access_log import AccessLog
-from bench.phase import emit_result
+from bench.phase import emit_result, phase_parser
 
 MODEL_ID = "amazon.nova-lite-v1:0"
 
@@ -121,8 +120,7 @@ def measure(
         log = AccessLog(access_log)
         offset = log.mark()
         job = run_job(f"{settings.INCOMING_PREFIX}bench/prompts-{time.time_ns()}.jsonl", prompts)
-        time.sleep(0.5)  # the server writes its access line just after answering
-        counts = log.since(offset)
+        counts = log.settled_since(offset)
     finally:
         pump.stop(timeout=60)
     return {
@@ -138,8 +136,7 @@ def measure(
         "prompts_per_s": prompts / job["all_ended_s"],
         "succeeded": job["succeeded"],
         "failed": job["failed"],
-        "requests": {"run": counts.run, "trace": counts.trace, "errors": counts.errors},
-        "endpoints": dict(counts.endpoints.most_common(15)),
+        **counts.summary(15),
         "pump": dataclasses.asdict(pump.counters),
     }
 
@@ -147,11 +144,8 @@ def measure(
 def main() -> None:
     from bedrock_pipeline import settings
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tracking-uri", required=True)
-    parser.add_argument("--emulator-url", required=True)
+    parser = phase_parser(__doc__)
     parser.add_argument("--moto-url", required=True)
-    parser.add_argument("--access-log", type=Path, required=True)
     parser.add_argument("--prompts", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=settings.WORK_MAX_CONCURRENCY)
     parser.add_argument("--timeout", type=float, default=500.0)

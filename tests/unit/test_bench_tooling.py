@@ -62,6 +62,9 @@ def test_given_an_access_log_when_counted_since_a_mark_then_only_later_requests_
     assert counts.endpoints["POST runs/create"] == 1
     assert counts.endpoints["PUT artifacts/{id}/traces/{trace}/artifacts/traces.json"] == 1
     assert counts.per(2) == {"run": 2.0, "trace": 1.5}
+    summary = counts.summary(top=1)
+    assert summary["requests"] == {"run": 4, "trace": 3, "errors": 1}
+    assert len(summary["endpoints"]) == 1
 
 
 def test_given_no_lines_when_counted_then_everything_is_zero() -> None:
