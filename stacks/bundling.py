@@ -41,6 +41,7 @@ COLD_START_MODULES = (
     "bedrock_pipeline.ledger",
     "bedrock_pipeline.pipeline",
     "bedrock_pipeline.pricing",
+    "bedrock_pipeline.trace_export",
     "bedrock_pipeline.tracking",
     "mlflow.bedrock",
 )

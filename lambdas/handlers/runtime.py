@@ -103,6 +103,7 @@ def _build_pipeline(with_model: bool):  # type: ignore[no-untyped-def]
     from bedrock_pipeline.ledger import JobLedger
     from bedrock_pipeline.pipeline import Pipeline
     from bedrock_pipeline.pricing import PriceTable
+    from bedrock_pipeline.trace_export import export_traces_at_once
     from bedrock_pipeline.tracking import RunTracker
 
     env = environment()
@@ -110,6 +111,7 @@ def _build_pipeline(with_model: bool):  # type: ignore[no-untyped-def]
     gateway = None
     if with_model:
         mlflow.bedrock.autolog()  # before the client is created: autolog patches client creation
+        export_traces_at_once()  # a record's spans in one request, not one each (trace_export.py)
         gateway = BedrockGateway(make_bedrock_client())
     # Items of a batch run concurrently and the finalizer fetches results in parallel: size the pools.
     pooled = Config(max_pool_connections=32)

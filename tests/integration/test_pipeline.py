@@ -80,6 +80,11 @@ def test_a_prompt_file_becomes_one_traced_run_per_record_and_model(stack: Stack)
     usage = trace.info.token_usage
     assert usage is not None and usage["input_tokens"] == m["input_tokens"]
     assert usage["output_tokens"] == m["output_tokens"]
+    # Whole: the record span and, under it, the model call autolog traced (posted together).
+    (record_span,) = [span for span in trace.data.spans if span.parent_id is None]
+    assert record_span.name == "record capital-france"
+    (call_span,) = [span for span in trace.data.spans if span.parent_id == record_span.span_id]
+    assert call_span.span_type == "CHAT_MODEL"
 
     # Results: one line per call in Bedrock's batch output shape; the tool-use record asked for its tool.
     lines = stack.results(job_id)
