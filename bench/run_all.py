@@ -1,6 +1,6 @@
 """`make bench`: throughput against the tracking server's ceiling, tracking requests per record, cold start.
 
-    python -m bench.run_all [--latency-ms 300] [--workers 2] [--prompts 500] [--only ceiling,baseline,...]
+    python -m bench.run_all [--latency-ms 300] [--workers N] [--prompts 500] [--only ceiling,baseline,...]
 
 One run, on one MLflow server (fresh PostgreSQL database on 127.0.0.1:5432, dropped after), one
 Bedrock emulator and one moto server, each in its own process:
@@ -11,11 +11,13 @@ Bedrock emulator and one moto server, each in its own process:
                 (bench/pipeline_e2e.py)
   cold start    runner bundle size and import times in fresh subprocesses (bench/cold_start.py)
 
-CPUs: by default the MLflow server gets half of the machine's CPUs and everything else (moto, the
-emulator, the clients, the pipeline's handlers) the other half, for (a), (b) and (c) alike, as in
-AWS, where S3, SQS, DynamoDB and Lambda do not run on the tracking server's CPUs. ``--shared-cpus``
-lets every process use every CPU (then the offline twin's moto and handlers take CPU the server
-would have had in (c) but not in (a)). PostgreSQL, a system service, is not pinned.
+CPUs: by default the tracking service (the MLflow server and the machine's PostgreSQL, pinned back
+to its own mask afterwards) gets half of the machine's CPUs and everything else (moto, the emulator,
+the clients, the pipeline's handlers) the other half, for (a), (b) and (c) alike, as in AWS, where
+S3, SQS, DynamoDB and Lambda do not run on the tracking service's CPUs. Left floating, PostgreSQL
+used the idle half in (a) but was pushed onto the server's half by the twin's load in (c).
+``--shared-cpus`` lets every process use every CPU (then the offline twin's moto and handlers take
+CPU the server would have had in (c) but not in (a)).
 
 Prints the figures and the targets of issue 8, and writes them as JSON to build/bench/last.json.
 Figures on a shared machine move by 10-20 % from run to run; compare runs of one sitting.
@@ -24,6 +26,7 @@ Figures on a shared machine move by 10-20 % from run to run; compare runs of one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -43,6 +46,7 @@ from bench.services import (
     moto,
     pin_process_group,
     postgres_cpu_seconds,
+    postgres_pinned,
     set_emulator_latency,
     split_cpus,
 )
@@ -95,7 +99,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         lines.append(
             "  CPUs: all shared"
             if cpus["mlflow_server"] == "all"
-            else f"  CPUs: MLflow server {cpus['mlflow_server']}, moto/emulator/clients/handlers {cpus['others']}"
+            else f"  CPUs: MLflow server {cpus['mlflow_server']}, PostgreSQL {cpus.get('postgres', 'all')},"
+            f" moto/emulator/clients/handlers {cpus['others']}"
         )
     ceiling = results.get("ceiling")
     baseline = results.get("baseline")
@@ -220,6 +225,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cpus = None if args.shared_cpus else split_cpus(os.sched_getaffinity(0))
     if cpus is not None:
         os.sched_setaffinity(0, cpus[1])  # inherited by every process started from here on
+    if not args.workers:
+        args.workers = len(cpus[0]) if cpus is not None else len(os.sched_getaffinity(0))
     if wanted & {"ceiling", "baseline", "pipeline"}:
         state = Path(tempfile.mkdtemp(prefix="bench-"))
         with (
@@ -233,12 +240,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 db_pool_size=args.db_pool_size or None,
                 db_max_overflow=args.db_max_overflow if args.db_pool_size else None,
             ) as server,
+            contextlib.ExitStack() as cleanup,
         ):
             moto_url = str(moto_process.url)
+            postgres_on_server_cpus = False
             if cpus is not None:
                 pin_process_group(server.process.pgid, cpus[0])
+                postgres_on_server_cpus = cleanup.enter_context(postgres_pinned(database, cpus[0]))
             results["cpus"] = {
                 "mlflow_server": sorted(cpus[0]) if cpus else "all",
+                "postgres": sorted(cpus[0]) if postgres_on_server_cpus else "all",
                 "others": sorted(cpus[1]) if cpus else "all",
             }
 
@@ -295,7 +306,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--latency-ms", type=float, default=300.0, help="model latency for (b) and (c)")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_MLFLOW_WORKERS", "2")))
+    # 0: one uvicorn worker per CPU the server runs on (as stacks.settings sizes the MLflow task).
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_MLFLOW_WORKERS", "0")))
     # Tuned on 2 shared cores (docs/PERFORMANCE.md): a pool that keeps its connections beats MLflow's
     # default 5 (+10 overflow, closed after each use) under 16 concurrent clients.
     parser.add_argument("--db-pool-size", type=int, default=20, help="0: MLflow's default")

@@ -6,6 +6,7 @@ per run, dropped at the end, as tests/conftest.py does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -175,6 +176,50 @@ def pin_process_group(pgid: int, cpus: set[int]) -> int:
     return pinned
 
 
+def _postmaster_pid(database_uri: str) -> int:
+    import psycopg
+
+    with psycopg.connect(database_uri, connect_timeout=5) as connection:
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        return int(_stat_fields(int(row[0]))[1])  # our backend's parent, while it is alive to be read
+
+
+def _postgres_pids(postmaster: int) -> list[int]:
+    pids = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                pids.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return pids
+
+
+@contextmanager
+def postgres_pinned(database_uri: str, cpus: set[int]) -> Iterator[bool]:
+    """The machine's PostgreSQL (postmaster and backends) on ``cpus`` while inside; its own mask after.
+
+    New backends fork from the postmaster and so inherit the mask. Yields False (and pins nothing)
+    when the server's processes may not be re-pinned by this user."""
+    postmaster = _postmaster_pid(database_uri)
+    try:
+        original = os.sched_getaffinity(postmaster)
+        os.sched_setaffinity(postmaster, cpus)
+    except PermissionError:
+        yield False
+        return
+    try:
+        for pid in _postgres_pids(postmaster)[1:]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.sched_setaffinity(pid, cpus)
+        yield True
+    finally:
+        for pid in _postgres_pids(postmaster):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.sched_setaffinity(pid, original)
+
+
 def _stat_fields(pid: int) -> list[str]:
     # After the command: state, ppid, pgrp, ... (man proc; here 0-based from the state).
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -186,19 +231,12 @@ def postgres_cpu_seconds(database_uri: str) -> float:
 
     Counting only the live backends of one database went negative when pooled connections closed
     between two readings. The machine's PostgreSQL serves nothing else while a phase runs."""
-    import psycopg
-
-    with psycopg.connect(database_uri, connect_timeout=5) as connection:
-        row = connection.execute("SELECT pg_backend_pid()").fetchone()
-        assert row is not None
-        postmaster = int(_stat_fields(int(row[0]))[1])  # while our backend is alive to be read
+    postmaster = _postmaster_pid(database_uri)
+    pids = _postgres_pids(postmaster)
     fields = _stat_fields(postmaster)
     total = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            child = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if int(child[1]) == postmaster:
+    for pid in pids[1:]:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError):
+            child = _stat_fields(pid)
             total += int(child[11]) + int(child[12])
     return total / _TICKS
