@@ -107,8 +107,10 @@ class PlatformSettings(BaseModel):
 
     @property
     def mlflow_workers(self) -> int:
-        """Uvicorn workers per MLflow task: two per vCPU (~0.5 GB each, measured), at least one."""
-        return max(1, 2 * self.mlflow_cpu // 1024)
+        """Uvicorn workers per MLflow task: one per vCPU, at least one. Each worker runs up to 40 requests
+        at once in threads; a second worker per CPU only competes for it (make bench, server pinned to
+        one CPU: 92-93 against 81-84 ms of server CPU per pipeline record; docs/PERFORMANCE.md)."""
+        return max(1, self.mlflow_cpu // 1024)
 
     @property
     def mlflow_host(self) -> str:

@@ -123,7 +123,7 @@ def test_given_the_containers_when_synthesized_then_secrets_come_from_secrets_ma
 
 def test_given_mlflow_when_synthesized_then_the_server_contract_is_set(synthesized: Synthesized) -> None:
     env = {e["Name"]: e["Value"] for e in _container(synthesized, "mlflow")["Environment"]}
-    assert env["MLFLOW_WORKERS"] == "2"
+    assert env["MLFLOW_WORKERS"] == "1"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert env["DB_HOST"] == "postgres.bedrock-mlflow.internal"

@@ -29,10 +29,10 @@ def test_given_a_bad_setting_when_settings_are_read_then_validation_fails(overri
         PlatformSettings.from_context(override)
 
 
-def test_given_task_cpus_when_workers_are_sized_then_two_per_vcpu() -> None:
+def test_given_task_cpus_when_workers_are_sized_then_one_per_vcpu() -> None:
     assert PlatformSettings(mlflow_cpu=512).mlflow_workers == 1
-    assert PlatformSettings(mlflow_cpu=1024).mlflow_workers == 2
-    assert PlatformSettings(mlflow_cpu=4096).mlflow_workers == 8
+    assert PlatformSettings(mlflow_cpu=1024).mlflow_workers == 1
+    assert PlatformSettings(mlflow_cpu=4096).mlflow_workers == 4
 
 
 def test_given_models_and_profiles_when_arns_are_built_then_profiles_cover_every_region_of_their_model() -> (
