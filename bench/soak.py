@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         backend = args.postgres.rsplit("/", 1)[0] + f"/{database}"
     print(f"soak: starting moto, MLflow and the emulator (state in {state}) ...", flush=True)
     moto = start_moto(free_port(), state / "moto.log")
-    # Two workers on PostgreSQL (the deployed shape); SQLite serializes writes, one worker is enough.
+    # Two workers on PostgreSQL (one per CPU of these 2-core machines, as the deployment gives one per
+    # vCPU); SQLite serializes writes, one worker is enough.
     options = MlflowServerOptions(
         port=free_port(), state_dir=state / "mlflow", backend_store_uri=backend, workers=2 if backend else 1
     )
