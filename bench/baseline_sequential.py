@@ -71,6 +71,7 @@ def measure(tracking_uri: str, emulator_url: str, access_log: Path, *, prompts: 
         "seconds": round(elapsed, 2),
         "prompts_per_s": prompts / elapsed,
         "ms_per_prompt": elapsed * 1000 / prompts,
+        "records_in_phase": WARMUP_PROMPTS + prompts,
         **counts.summary(),
     }
 

@@ -76,13 +76,14 @@ def measure(
     experiment_id = client.create_experiment(f"bench-ceiling-{time.time_ns()}")
 
     done = 0
+    completed = 0  # every run, warm-up and the tail after the window included: the CPU figures' divisor
     lock = threading.Lock()
     phase = {"counting": False}
     stop = threading.Event()
     errors: list[str] = []
 
     def worker(worker_index: int) -> None:
-        nonlocal done
+        nonlocal done, completed
         index = 0
         while not stop.is_set():
             try:
@@ -93,6 +94,7 @@ def measure(
             finally:
                 index += 1
             with lock:
+                completed += 1
                 if phase["counting"]:
                     done += 1
 
@@ -123,6 +125,7 @@ def measure(
         "runs": runs,
         "seconds": round(elapsed, 2),
         "runs_per_s": runs / elapsed,
+        "records_in_phase": completed,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
         **counts.summary(),

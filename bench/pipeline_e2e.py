@@ -116,7 +116,8 @@ def measure(
     pump = EventPump(routes, endpoint_url=moto_url)
     pump.start()
     try:
-        warm = run_job(f"{settings.INCOMING_PREFIX}bench/warmup-{time.time_ns()}.jsonl", 2 * concurrency)
+        warmup_prompts = 2 * concurrency
+        warm = run_job(f"{settings.INCOMING_PREFIX}bench/warmup-{time.time_ns()}.jsonl", warmup_prompts)
         log = AccessLog(access_log)
         offset = log.mark()
         job = run_job(f"{settings.INCOMING_PREFIX}bench/prompts-{time.time_ns()}.jsonl", prompts)
@@ -134,6 +135,7 @@ def measure(
         "seconds_to_last_run": round(job["all_ended_s"], 2),
         "seconds_to_finalized": round(job["finalized_s"], 2),
         "prompts_per_s": prompts / job["all_ended_s"],
+        "records_in_phase": warmup_prompts + prompts,
         "succeeded": job["succeeded"],
         "failed": job["failed"],
         **counts.summary(15),

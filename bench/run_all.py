@@ -81,6 +81,9 @@ def _line(label: str, value: str, target: str = "", ok: bool | None = None) -> s
 
 
 def _cpu_line(result: dict[str, Any], records: int) -> str:
+    # CPU is read over the whole phase, so it is divided by every record of the phase (warm-up, and for
+    # the ceiling the runs before and after its window), not only by the ones the rate counts.
+    records = result.get("records_in_phase") or records
     cpu = result.get("cpu_seconds") or {}
     parts = " / ".join(
         f"{cpu.get(key, 0) * 1000 / records:.0f}" for key in ("mlflow_server", "postgres", "moto", "client")

@@ -12,7 +12,7 @@ import pytest
 
 from bench.access_log import AccessLog, classify, count_lines
 from bench.phase import emit_result, parse_result
-from bench.run_all import split_per_record
+from bench.run_all import _cpu_line, split_per_record
 from bench.services import pin_process_group, split_cpus
 
 # Lines as MLflow 3.17's uvicorn writes them (copied from a real server's log).
@@ -139,3 +139,10 @@ def _pgid(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
     except (FileNotFoundError, ProcessLookupError):
         return None  # ended meanwhile
+
+
+def test_given_a_phase_with_warm_up_when_cpu_is_reported_then_every_record_of_the_phase_divides_it() -> None:
+    # CPU is read over the whole phase: 50 warm-up and tail records beside the 100 the rate counts.
+    result = {"cpu_seconds": {"mlflow_server": 15.0, "postgres": 3.0, "moto": 0.0, "client": 1.5}}
+    assert _cpu_line({**result, "records_in_phase": 150}, 100).endswith("  100 / 20 / 0 / 10   ")
+    assert _cpu_line(result, 100).endswith("  150 / 30 / 0 / 15   ")
