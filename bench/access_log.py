@@ -86,10 +86,14 @@ class AccessLog:
         return self.path.stat().st_size if self.path.exists() else 0
 
     def since(self, offset: int) -> RequestCounts:
+        return self.between(offset, None)
+
+    def between(self, start: int, end: int | None) -> RequestCounts:
+        """The requests logged from mark ``start`` up to mark ``end`` (None: up to now)."""
         with self.path.open("rb") as log:
-            log.seek(offset)
-            text = log.read().decode("utf-8", errors="replace")
-        return count_lines(text.splitlines())
+            log.seek(start)
+            data = log.read() if end is None else log.read(end - start)
+        return count_lines(data.decode("utf-8", errors="replace").splitlines())
 
     def settled_since(self, offset: int) -> RequestCounts:
         """``since``, after a moment: the server writes its access line just after answering."""

@@ -4,8 +4,11 @@
 
 Each client thread loops: ``create_run``, one Converse call to the emulator (zero latency) traced by
 ``mlflow.bedrock.autolog`` inside a span linked to the run (as the runner does), ``log_batch``
-(params, metrics, tags), ``set_terminated``. Throughput counts runs whose trace export has finished
-too (``flush_trace_async_logging`` is inside the timed window).
+(params, metrics, tags), ``set_terminated``. After a warm-up, the rate is read from the server's
+access log over a fixed window: traced runs the server completed in it, i.e. the fewer of its
+``runs/update`` (a run finished) and its StartTrace (a trace exported) answers. Clients' own counts
+would overstate it when MLflow's async trace queue falls behind (runs finish, their traces wait) and
+the queue's drain after the window would understate it (the window's runs and the in-flight ones).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.access_log import AccessLog
+from bench.access_log import AccessLog, RequestCounts
 from bench.phase import emit_result, phase_parser
 
 MODEL_ID = "amazon.nova-lite-v1:0"
@@ -49,6 +52,11 @@ def traced_run(client: Any, bedrock: Any, experiment_id: str, index: int) -> Non
         tags=[RunTag("pipeline.trace_id", trace_id)],
     )
     client.set_terminated(run_id, "FINISHED")
+
+
+def traced_runs_completed(counts: RequestCounts) -> int:
+    """Runs the server finished whose trace it also received: each has one update and one StartTrace."""
+    return min(counts.endpoints["POST runs/update"], counts.endpoints["POST traces"])
 
 
 def measure(
@@ -109,22 +117,24 @@ def measure(
         phase["counting"] = True
     started = time.perf_counter()
     stop.wait(seconds)
+    end = log.mark()  # access lines trail their answers by as much here as at the start: no bias
+    elapsed = time.perf_counter() - started
     with lock:
         phase["counting"] = False
-        runs = done
+        client_runs = done
     stop.set()
     for thread in pool:
         thread.join(timeout=60)
-    mlflow.flush_trace_async_logging()
-    elapsed = time.perf_counter() - started
-    counts = log.settled_since(offset)
-    # Runs finished in the window; requests in the window also include the in-flight tail.
+    mlflow.flush_trace_async_logging()  # not timed: the window's traces were counted at the server
+    counts = log.between(offset, end)
+    runs = traced_runs_completed(counts)
     return {
         "name": "ceiling",
         "threads": threads,
         "runs": runs,
         "seconds": round(elapsed, 2),
         "runs_per_s": runs / elapsed,
+        "client_runs_in_window": client_runs,
         "records_in_phase": completed,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,

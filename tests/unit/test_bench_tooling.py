@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.access_log import AccessLog, classify, count_lines
+from bench.ceiling import traced_runs_completed
 from bench.phase import emit_result, parse_result
 from bench.run_all import _cpu_line, split_per_record
 from bench.services import pin_process_group, split_cpus
@@ -65,6 +66,28 @@ def test_given_an_access_log_when_counted_since_a_mark_then_only_later_requests_
     summary = counts.summary(top=1)
     assert summary["requests"] == {"run": 4, "trace": 3, "errors": 1}
     assert len(summary["endpoints"]) == 1
+
+
+def test_given_a_window_between_two_marks_when_counted_then_only_its_traced_runs_count(
+    tmp_path: Path,
+) -> None:
+    """Given runs before, inside and after a window, and inside it one run whose trace is still queued,
+    When the window is counted, Then only runs finished and traced inside it count."""
+    log_file = tmp_path / "mlflow.log"
+    log_file.write_text("\n".join(RUN_LINES + TRACE_LINES) + "\n")
+    log = AccessLog(log_file)
+    start = log.mark()
+    with log_file.open("a") as handle:
+        handle.write("\n".join(RUN_LINES * 3 + TRACE_LINES * 2) + "\n")  # 3 runs ended, 2 traces in
+    end = log.mark()
+    with log_file.open("a") as handle:
+        handle.write("\n".join(TRACE_LINES + RUN_LINES) + "\n")
+
+    window = log.between(start, end)
+
+    assert (window.run, window.trace) == (9, 6)
+    assert traced_runs_completed(window) == 2
+    assert traced_runs_completed(log.since(start)) == 3  # 4 runs ended, 3 traces in
 
 
 def test_given_no_lines_when_counted_then_everything_is_zero() -> None:
