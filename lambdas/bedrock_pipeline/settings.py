@@ -52,6 +52,9 @@ WORK_MAX_CONCURRENCY: Final = 10  # Lambda instances on the work queue (protects
 # Every item of a batch at once: a batch ends with its slowest item, so fewer threads than items
 # (8 for 10) made each batch two rounds long (docs/PERFORMANCE.md).
 RUNNER_ITEM_CONCURRENCY: Final = WORK_BATCH_SIZE
+# A batch's finished traces are exported together when it ends (one span post for all of them);
+# at most this many wait, so a batch shared with other invocations still exports in sets of one batch.
+TRACE_EXPORT_MAX_HELD_TRACES: Final = WORK_BATCH_SIZE
 LOG_RETENTION_DAYS: Final = 30
 RETRY_BASE_SECONDS: Final = 20  # a failed work item's first back-off; doubles per receive, with jitter
 RETRY_MAX_SECONDS: Final = 900

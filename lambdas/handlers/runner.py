@@ -2,7 +2,8 @@
 
 Items of a batch run concurrently (bounded by settings.RUNNER_ITEM_CONCURRENCY) on one shared boto3
 client and MLflow client; failures are reported per item so only they return to the queue, each with
-a growing visibility timeout and its reason recorded for `dlq inspect` (docs/RELIABILITY.md).
+a growing visibility timeout and its reason recorded for `dlq inspect` (docs/RELIABILITY.md). The
+batch's traces are exported together when it ends (bedrock_pipeline/trace_export.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.jobs import WorkMessage
+from bedrock_pipeline.trace_export import holding_finished_traces
 from handlers.runtime import describe_failure, logger, metrics, pipeline, queue_retries
 
 _pool = ThreadPoolExecutor(max_workers=settings.RUNNER_ITEM_CONCURRENCY, thread_name_prefix="item")
@@ -93,13 +95,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         await invocation.record_handler(record)
 
     try:
-        response = async_process_partial_response(
-            event=event,
-            record_handler=record_handler,
-            # Every item failing is still a partial response: back-off and bookkeeping below must run.
-            processor=AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False),
-            context=context,
-        )
+        # The batch's traces go out together when it ends: one span post, not one per item.
+        with holding_finished_traces():
+            response = async_process_partial_response(
+                event=event,
+                record_handler=record_handler,
+                # Every item failing is still a partial response: back-off and bookkeeping below must run.
+                processor=AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False),
+                context=context,
+            )
     finally:
         # Traces are exported inline (runtime.environment), so this returns at once; it matters only
         # if MLFLOW_ENABLE_ASYNC_TRACE_LOGGING is turned back on: nothing may wait in a frozen process.

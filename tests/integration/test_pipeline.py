@@ -76,6 +76,9 @@ def test_a_prompt_file_becomes_one_traced_run_per_record_and_model(stack: Stack)
     trace_id = haiku.data.tags["pipeline.trace_id"]
     trace = stack.mlflow.get_trace(trace_id)
     assert trace.info.request_metadata.get("mlflow.sourceRun") == haiku.info.run_id
+    # Stored trace info first, spans after (trace_export.py): tags, state and previews all kept.
+    assert trace.info.tags["pipeline.job_id"] == job_id and trace.info.state.value == "OK"
+    assert trace.info.request_preview and trace.info.response_preview
     assert trace.info.trace_location.mlflow_experiment.experiment_id == parent.info.experiment_id
     usage = trace.info.token_usage
     assert usage is not None and usage["input_tokens"] == m["input_tokens"]

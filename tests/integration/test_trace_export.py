@@ -66,3 +66,95 @@ def test_a_record_span_and_its_model_span_are_posted_together_and_stored_whole(
     assert spans["Converse"].parent_id == spans["record q1"].span_id
     assert spans["Converse"].outputs == {"text": "hello"}
     assert trace.info.state.value == "OK"
+
+
+def test_a_batch_of_traces_held_together_is_posted_once_and_each_trace_is_stored_whole(
+    mlflow_server: str, inline_export: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MlflowClient(mlflow_server)
+    experiment_id = client.create_experiment(f"trace-batch-{time.time_ns()}")
+    uploads = _count_artifact_uploads(monkeypatch)
+    calls: list[str] = []
+    for name in ("start_trace", "log_spans"):
+        monkeypatch.setattr(TracingClient, name, _recording(getattr(TracingClient, name), name, calls))
+    trace_ids = _three_traces(experiment_id, inline_export)
+    assert inline_export == [6]  # then one post with the six spans of three traces
+    # Trace info first: StartTrace inserts each trace, and the span post completes them (one INSERT
+    # each instead of the server's merge path; trace_export.py).
+    assert calls == ["start_trace"] * 3 + ["log_spans"]
+    assert uploads == []  # the spans are stored in the database, not as artifacts
+
+    for index, trace_id in enumerate(trace_ids):
+        _assert_whole(client.get_trace(trace_id), index)
+
+
+def test_when_the_span_post_of_a_held_batch_fails_each_trace_keeps_its_spans_as_an_artifact(
+    mlflow_server: str, inline_export: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MlflowClient(mlflow_server)
+    experiment_id = client.create_experiment(f"trace-batch-fail-{time.time_ns()}")
+    uploads = _count_artifact_uploads(monkeypatch)
+
+    def refused(self: TracingClient, experiment_id: str, spans: list[Any]) -> Any:
+        raise ConnectionError("span post refused")  # the server is reachable: StartTrace went through
+
+    monkeypatch.setattr(TracingClient, "log_spans", refused)
+    trace_ids = _three_traces(experiment_id, [])
+    assert len(uploads) == 3
+    for index, trace_id in enumerate(trace_ids):
+        _assert_whole(client.get_trace(trace_id), index)
+
+
+TAGS = {"pipeline.job_id": "job-1", "pipeline.record_id": "q"}
+
+
+def _three_traces(experiment_id: str, posts_so_far: list[int]) -> list[str]:
+    from bedrock_pipeline.trace_export import holding_finished_traces
+
+    trace_ids = []
+    with holding_finished_traces():
+        for index in range(3):
+            with mlflow.start_span(
+                name=f"record q{index}",
+                span_type=SpanType.CHAIN,
+                trace_destination=MlflowExperimentLocation(experiment_id=experiment_id),
+            ) as record:
+                mlflow.update_current_trace(tags={**TAGS, "index": str(index)})
+                record.set_inputs({"question": f"q{index}"})
+                with mlflow.start_span(name="Converse", span_type=SpanType.CHAT_MODEL) as call:
+                    call.set_outputs({"text": f"answer {index}"})
+                record.set_outputs({"text": f"answer {index}"})
+            trace_ids.append(record.trace_id)
+        assert posts_so_far == []  # nothing leaves before the batch ends
+    return trace_ids
+
+
+def _assert_whole(trace: Any, index: int) -> None:
+    spans = {span.name: span for span in trace.data.spans}
+    assert set(spans) == {f"record q{index}", "Converse"}
+    assert spans["Converse"].parent_id == spans[f"record q{index}"].span_id
+    assert spans["Converse"].outputs == {"text": f"answer {index}"}
+    assert trace.info.state.value == "OK"
+    assert trace.info.tags["pipeline.job_id"] == "job-1" and trace.info.tags["index"] == str(index)
+    assert f"answer {index}" in (trace.info.response_preview or "")
+    assert trace.info.execution_duration is not None
+
+
+def _recording(method: Any, name: str, calls: list[str]) -> Any:
+    def recorded(self: TracingClient, *args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return method(self, *args, **kwargs)
+
+    return recorded
+
+
+def _count_artifact_uploads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    uploads: list[str] = []
+    real_upload = TracingClient._upload_trace_data
+
+    def counting_upload(self: TracingClient, trace_info: Any, trace_data: Any) -> Any:
+        uploads.append(trace_info.trace_id)
+        return real_upload(self, trace_info, trace_data)
+
+    monkeypatch.setattr(TracingClient, "_upload_trace_data", counting_upload)
+    return uploads
