@@ -9,10 +9,16 @@ access log over a fixed window: traced runs the server completed in it, i.e. the
 ``runs/update`` (a run finished) and its StartTrace (a trace exported) answers. Clients' own counts
 would overstate it when MLflow's async trace queue falls behind (runs finish, their traces wait) and
 the queue's drain after the window would understate it (the window's runs and the in-flight ones).
+
+``--trace-export mlflow`` (the default, issue 8's (a)) exports traces as MLflow's client does out of
+the box: its async queue, spans first, then StartTrace. ``--trace-export runner`` writes them as the
+runner does (bedrock_pipeline/trace_export.py): inline, each thread's traces held for sets of a work
+batch's size and posted trace info first. The same server, the same runs; only the trace writes differ.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -60,18 +66,33 @@ def traced_runs_completed(counts: RequestCounts) -> int:
 
 
 def measure(
-    tracking_uri: str, emulator_url: str, access_log: Path, *, threads: int, seconds: float, warmup: float
+    tracking_uri: str,
+    emulator_url: str,
+    access_log: Path,
+    *,
+    threads: int,
+    seconds: float,
+    warmup: float,
+    trace_export: str = "mlflow",
 ) -> dict[str, Any]:
     # The runner's client settings: no URL-printing get_run, a pool as large as the thread count.
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     os.environ["MLFLOW_HTTP_POOL_MAXSIZE"] = str(max(32, threads * 2))
+    if trace_export == "runner":
+        os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"  # as handlers/runtime.py sets it
     import boto3
     import mlflow
     from botocore.config import Config
     from mlflow.tracking import MlflowClient
 
+    from bedrock_pipeline import settings
+    from bedrock_pipeline.trace_export import export_traces_at_once, holding_finished_traces
+
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.bedrock.autolog()  # before the client exists: autolog patches client creation
+    if trace_export == "runner" and not export_traces_at_once():
+        raise RuntimeError("the runner's trace export could not be installed")
+    batch = settings.WORK_BATCH_SIZE if trace_export == "runner" else 1
     bedrock = boto3.client(
         "bedrock-runtime",
         endpoint_url=emulator_url,
@@ -94,17 +115,21 @@ def measure(
         nonlocal done, completed
         index = 0
         while not stop.is_set():
-            try:
-                traced_run(client, bedrock, experiment_id, worker_index * 1_000_000 + index)
-            except Exception as error:  # counted, not fatal: the figure says how many failed
-                errors.append(f"{type(error).__name__}: {error}"[:300])
-                continue
-            finally:
-                index += 1
-            with lock:
-                completed += 1
-                if phase["counting"]:
-                    done += 1
+            # One hold per work batch's worth of runs, as a runner invocation holds its batch's traces
+            # (a no-op scope when MLflow exports).
+            with holding_finished_traces() if batch > 1 else contextlib.nullcontext():
+                for _ in range(batch):
+                    try:
+                        traced_run(client, bedrock, experiment_id, worker_index * 1_000_000 + index)
+                    except Exception as error:  # counted, not fatal: the figure says how many failed
+                        errors.append(f"{type(error).__name__}: {error}"[:300])
+                        continue
+                    finally:
+                        index += 1
+                    with lock:
+                        completed += 1
+                        if phase["counting"]:
+                            done += 1
 
     pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
     for thread in pool:
@@ -130,6 +155,7 @@ def measure(
     runs = traced_runs_completed(counts)
     return {
         "name": "ceiling",
+        "trace_export": trace_export,
         "threads": threads,
         "runs": runs,
         "seconds": round(elapsed, 2),
@@ -147,6 +173,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--trace-export", choices=("mlflow", "runner"), default="mlflow")
     args = parser.parse_args()
     emit_result(
         measure(
@@ -156,6 +183,7 @@ def main() -> None:
             threads=args.threads,
             seconds=args.seconds,
             warmup=args.warmup,
+            trace_export=args.trace_export,
         )
     )
 

@@ -31,6 +31,7 @@ HANDLERS = {
     "start_trace (trace info)": "start_trace",
     "log_spans (OTLP /v1/traces)": "log_spans",
     "trace artifact upload": "_upload_artifact",
+    "search_runs (the pipeline's per-job reads)": "_search_runs",
 }
 LAYERS = {
     "psycopg (database round trips)": "psycopg/",

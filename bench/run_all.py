@@ -1,6 +1,7 @@
 """`make bench`: throughput against the tracking server's ceiling, tracking requests per record, cold start.
 
     python -m bench.run_all [--latency-ms 300] [--workers N] [--prompts 500] [--only ceiling,baseline,...]
+    python -m bench.run_all --py-spy PATH   # also: where each phase's server time goes, per record
 
 One run, on one MLflow server (fresh PostgreSQL database on 127.0.0.1:5432, dropped after), one
 Bedrock emulator and one moto server, each in its own process:
@@ -31,13 +32,16 @@ import json
 import os
 import resource
 import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bench.phase import run_phase
+from bench.profile_server import summarize
 from bench.services import (
     emulator,
     fresh_database,
@@ -80,6 +84,37 @@ def _line(label: str, value: str, target: str = "", ok: bool | None = None) -> s
     return f"  {label:<58} {value:>14}   {target}{mark}"
 
 
+@contextlib.contextmanager
+def sampled(py_spy: str | None, pid: int, raw: Path, rate: int) -> Iterator[Path | None]:
+    """py-spy samples the server's processes while the block runs (nothing without --py-spy)."""
+    if not py_spy:
+        yield None
+        return
+    # --gil: only the thread holding the GIL, i.e. the server's Python CPU time, not threads waiting.
+    command = [py_spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", str(rate)]
+    command += ["--format", "raw", "--output", str(raw), "--nonblocking"]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield raw
+    finally:
+        recorder.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
+        recorder.wait(timeout=60)
+
+
+def _profile_lines(result: dict[str, Any], records: int) -> list[str]:
+    """Server milliseconds per record holding the GIL, under each request handler (py-spy samples)."""
+    profile = result.get("server_profile")
+    if not profile:
+        return []
+    records = result.get("records_in_phase") or records
+    samples = profile["samples"]
+    busy_ms = samples["total"] * samples["busy_share"] * 1000 / profile["rate"] / records
+    lines = [_line("    server ms per record holding the GIL (py-spy), by handler", f"{busy_ms:.0f}")]
+    for name, share in profile["handlers"].items():
+        lines.append(_line(f"      {name}", f"{share * busy_ms:.0f}"))
+    return lines
+
+
 def _cpu_line(result: dict[str, Any], records: int) -> str:
     # CPU is read over the whole phase, so it is divided by every record of the phase (warm-up, and for
     # the ceiling the runs before and after its window), not only by the ones the rate counts.
@@ -106,22 +141,24 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
             f" moto/emulator/clients/handlers {cpus['others']}"
         )
     ceiling = results.get("ceiling")
+    ceiling_runner = results.get("ceiling_runner_export")
     baseline = results.get("baseline")
     pipeline = results.get("pipeline")
-    if ceiling:
-        lines.append(
-            _line(
-                f"(a) ceiling, {ceiling['threads']} clients, 0 ms model",
-                f"{ceiling['runs_per_s']:.2f} runs/s",
-            )
-        )
+    for label, result in (
+        ("(a) ceiling, {} clients, 0 ms model, MLflow's trace export", ceiling),
+        ("(a2) the same, traces written as the runner writes them", ceiling_runner),
+    ):
+        if not result:
+            continue
+        lines.append(_line(label.format(result["threads"]), f"{result['runs_per_s']:.2f} runs/s"))
         lines.append(
             _line(
                 "    tracking requests per run (run / trace export)",
-                f"{ceiling['requests']['run'] / ceiling['runs']:.2f} / {ceiling['requests']['trace'] / ceiling['runs']:.2f}",
+                f"{result['requests']['run'] / result['runs']:.2f} / {result['requests']['trace'] / result['runs']:.2f}",
             )
         )
-        lines.append(_cpu_line(ceiling, ceiling["runs"]))
+        lines.append(_cpu_line(result, result["runs"]))
+        lines += _profile_lines(result, result["runs"])
     if baseline:
         lines.append(
             _line(
@@ -131,6 +168,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         )
         lines.append(_line("    per prompt", f"{baseline['ms_per_prompt']:.0f} ms"))
         lines.append(_cpu_line(baseline, baseline["prompts"]))
+        lines += _profile_lines(baseline, baseline["prompts"])
         lines.append(
             _line(
                 "    tracking requests per prompt (run / trace export)",
@@ -159,11 +197,15 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
             )
         )
         lines.append(_cpu_line(pipeline, prompts))
+        lines += _profile_lines(pipeline, prompts)
         if ceiling:
             ratio = pipeline["prompts_per_s"] / ceiling["runs_per_s"]
             lines.append(
                 _line("    pipeline / ceiling (a)", f"{ratio:.2f}", ">= 0.80", ratio >= TARGET_VS_CEILING)
             )
+        if ceiling_runner:
+            ratio = pipeline["prompts_per_s"] / ceiling_runner["runs_per_s"]
+            lines.append(_line("    pipeline / (a2), for reference", f"{ratio:.2f}", "(no target)"))
         if baseline:
             ratio = pipeline["prompts_per_s"] / baseline["prompts_per_s"]
             lines.append(
@@ -266,9 +308,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             def phase(name: str, module: str, phase_args: list[str], timeout: float) -> None:
                 before = cpu()
-                results[name] = run_phase(module, phase_args, timeout=timeout)
+                with sampled(
+                    args.py_spy, server.process.pid, state / f"{name}.pyspy", args.py_spy_rate
+                ) as raw:
+                    results[name] = run_phase(module, phase_args, timeout=timeout)
                 after = cpu()
                 results[name]["cpu_seconds"] = {key: round(after[key] - before[key], 2) for key in after}
+                if raw is not None:
+                    results[name]["server_profile"] = {**summarize(raw), "rate": args.py_spy_rate}
 
             common = ["--tracking-uri", server.url, "--emulator-url", emulator_url]
             common += ["--access-log", str(server.log_path)]
@@ -278,6 +325,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "ceiling",
                     "bench.ceiling",
                     [*common, "--threads", str(args.threads), "--seconds", str(args.seconds)],
+                    timeout=args.seconds + 240,
+                )
+                print("(a2) ceiling, traces written as the runner writes them ...", file=sys.stderr)
+                phase(
+                    "ceiling_runner_export",
+                    "bench.ceiling",
+                    [
+                        *common,
+                        "--threads",
+                        str(args.threads),
+                        "--seconds",
+                        str(args.seconds),
+                        "--trace-export",
+                        "runner",
+                    ],
                     timeout=args.seconds + 240,
                 )
             set_emulator_latency(emulator_url, args.latency_ms)
@@ -323,6 +385,8 @@ def main() -> None:
     parser.add_argument(
         "--shared-cpus", action="store_true", help="do not give the MLflow server CPUs of its own"
     )
+    parser.add_argument("--py-spy", help="py-spy binary: sample the server in each phase (not a dependency)")
+    parser.add_argument("--py-spy-rate", type=int, default=50, help="py-spy samples per second")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "build" / "bench" / "last.json")
     args = parser.parse_args()

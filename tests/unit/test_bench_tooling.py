@@ -169,3 +169,22 @@ def test_given_a_phase_with_warm_up_when_cpu_is_reported_then_every_record_of_th
     result = {"cpu_seconds": {"mlflow_server": 15.0, "postgres": 3.0, "moto": 0.0, "client": 1.5}}
     assert _cpu_line({**result, "records_in_phase": 150}, 100).endswith("  100 / 20 / 0 / 10   ")
     assert _cpu_line(result, 100).endswith("  150 / 30 / 0 / 15   ")
+
+
+def test_given_py_spy_samples_when_reported_then_each_handler_gets_its_ms_per_record(tmp_path: Path) -> None:
+    from bench.profile_server import summarize
+    from bench.run_all import _profile_lines
+
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        "process 1;serve (uvicorn.py:1);select (selectors.py:469) 100\n"  # idle: not counted
+        "process 1;handle (server.py:9);_log_batch (handlers.py:20);execute (psycopg/cursor.py:7) 30\n"
+        "process 1;handle (server.py:9);start_trace (handlers.py:40) 20\n"
+    )
+    # 50 busy samples at 50 Hz over 2 records: 500 ms each, 60 % under log_batch, 40 % under StartTrace.
+    result = {"records_in_phase": 2, "server_profile": {**summarize(raw), "rate": 50}}
+    lines = _profile_lines(result, 99)
+    assert lines[0].split()[-1] == "500"
+    by_handler = {line.strip().rsplit(maxsplit=1)[0]: line.split()[-1] for line in lines[1:]}
+    assert by_handler == {"log_batch": "300", "start_trace (trace info)": "200"}
+    assert _profile_lines({"records_in_phase": 2}, 2) == []  # no --py-spy: no lines
