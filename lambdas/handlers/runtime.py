@@ -104,10 +104,11 @@ def _build_pipeline(with_model: bool):  # type: ignore[no-untyped-def]
     from bedrock_pipeline.pipeline import Pipeline
     from bedrock_pipeline.pricing import PriceTable
     from bedrock_pipeline.trace_export import export_traces_at_once
-    from bedrock_pipeline.tracking import RunTracker
+    from bedrock_pipeline.tracking import RunTracker, ask_databricks_context_once
 
     env = environment()
     mlflow.set_tracking_uri(env.mlflow_tracking_uri)
+    ask_databricks_context_once()  # not once per tracking request (tracking.py)
     gateway = None
     if with_model:
         mlflow.bedrock.autolog()  # before the client is created: autolog patches client creation
