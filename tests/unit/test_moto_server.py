@@ -37,3 +37,65 @@ def test_only_dynamodb_requests_are_serialized() -> None:
     assert is_dynamodb_request({"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.UpdateItem"})
     assert not is_dynamodb_request({"HTTP_X_AMZ_TARGET": "AmazonSQS.ReceiveMessage"})
     assert not is_dynamodb_request({"PATH_INFO": "/bucket/key"})
+
+
+@pytest.fixture
+def sqs_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher's SQS cuts installed on moto's classes, taken off again after the test."""
+    from moto.sqs.models import Queue
+
+    from local_stack.moto_server import install_sqs_shortcuts
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # in-process moto, as above
+    monkeypatch.setattr(Queue, "attributes", Queue.__dict__["attributes"])
+    monkeypatch.setattr(SQSBackend, "send_message", SQSBackend.send_message)
+    monkeypatch.setattr(
+        SQSBackend,
+        "is_message_valid_based_on_retention_period",
+        SQSBackend.is_message_valid_based_on_retention_period,
+    )
+    install_sqs_shortcuts()
+    install_sqs_shortcuts()  # idempotent
+
+
+def test_sending_no_longer_counts_the_queue_but_every_answer_is_motos(
+    sqs_shortcuts: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.sqs.models import Queue
+
+    counted: list[str] = []
+    real_count = Queue.__dict__["approximate_number_of_messages"]
+    monkeypatch.setattr(
+        Queue,
+        "approximate_number_of_messages",
+        property(lambda queue: counted.append(queue.name) or real_count.fget(queue)),
+    )
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = sqs.create_queue(QueueName="work")["QueueUrl"]
+        for n in range(5):
+            sqs.send_message(QueueUrl=url, MessageBody=f"m{n}")
+        sqs.send_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": f"b{n}"} for n in range(5)]
+        )
+        assert counted == []  # moto as shipped counts the whole queue for each message sent
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert (
+            attributes["ApproximateNumberOfMessages"] == "10"
+            and "ContentBasedDeduplication" not in attributes
+        )
+
+        fifo = sqs.create_queue(
+            QueueName="jobs.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+        )["QueueUrl"]
+        for _ in range(2):  # the same body twice: deduplicated by content
+            sqs.send_message(QueueUrl=fifo, MessageBody="same", MessageGroupId="g")
+        attributes = sqs.get_queue_attributes(QueueUrl=fifo, AttributeNames=["All"])["Attributes"]
+        assert (
+            attributes["ApproximateNumberOfMessages"] == "1"
+            and attributes["ContentBasedDeduplication"] == "true"
+        )
+
+        strict = sqs.create_queue(QueueName="strict.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        with pytest.raises(sqs.exceptions.ClientError, match="ContentBasedDeduplication"):
+            sqs.send_message(QueueUrl=strict, MessageBody="x", MessageGroupId="g")
