@@ -105,8 +105,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 context=context,
             )
     finally:
-        # Traces are exported inline (runtime.environment), so this returns at once; it matters only
-        # if MLFLOW_ENABLE_ASYNC_TRACE_LOGGING is turned back on: nothing may wait in a frozen process.
+        # The batch's traces went out as its hold ended (above), so this returns at once; it matters
+        # only if MLFLOW_ENABLE_ASYNC_TRACE_LOGGING is turned back on: nothing may wait in a frozen process.
         mlflow.flush_trace_async_logging()
     queue_retries().back_off(event, response, immediate=invocation.poison)
     for job_id in sorted(invocation.jobs_touched):

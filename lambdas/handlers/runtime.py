@@ -70,11 +70,11 @@ def environment() -> HandlerEnvironment:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    # Export each trace in the item's own thread as its span ends, not through MLflow's process-wide
-    # async queue: that queue's flush (needed before Lambda freezes the process) stops and restarts
-    # its consumer under one lock, costing up to a second per batch, and batches that share a
-    # process (the local pump) queue behind each other's flushes (docs/PERFORMANCE.md). Items run
-    # concurrently, so exporting inline costs a batch one export, and nothing is left to flush.
+    # Export traces inline, not through MLflow's process-wide async queue: that queue's flush (needed
+    # before Lambda freezes the process) stops and restarts its consumer under one lock, costing up to
+    # a second per batch, and batches that share a process (the local pump) queue behind each other's
+    # flushes (docs/PERFORMANCE.md). The runner holds a batch's traces and exports them together when
+    # the batch ends (bedrock_pipeline/trace_export.py), so nothing is left to flush after it.
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
     return env
 

@@ -14,8 +14,14 @@ from bedrock_pipeline.tracking import ask_databricks_context_once
 
 @pytest.fixture
 def own_registry(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """MLflow's provider list as it ships, restored after the test."""
-    providers = list(registry._request_header_provider_registry._registry)
+    """MLflow's provider list as it ships (a handler built earlier in this process may have replaced its
+    Databricks provider), restored after the test."""
+    providers = [
+        DatabricksRequestHeaderProvider()
+        if isinstance(provider, DatabricksRequestHeaderProvider)
+        else provider
+        for provider in registry._request_header_provider_registry._registry
+    ]
     monkeypatch.setattr(registry._request_header_provider_registry, "_registry", providers)
     return providers
 
