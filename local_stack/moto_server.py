@@ -85,26 +85,28 @@ def queue_attributes(queue: Queue) -> Any:
     return _ALL_QUEUE_ATTRIBUTES.fget(queue)
 
 
-def send_message_without_counting(send_message: Callable[..., Message]) -> Callable[..., Message]:
-    """Wrap moto's SQSBackend.send_message (also what SendMessageBatch calls for each entry)."""
+def send_without_counting(send: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap moto's SQSBackend.send_message or send_message_batch (the batch validates each entry first,
+    then calls send_message for it: nested, so the flag is restored, not cleared)."""
 
-    def wrapped(self: SQSBackend, *args: Any, **kwargs: Any) -> Message:
+    def wrapped(self: SQSBackend, *args: Any, **kwargs: Any) -> Any:
+        outer = getattr(_sending, "active", False)
         _sending.active = True
         try:
-            return send_message(self, *args, **kwargs)
+            return send(self, *args, **kwargs)
         finally:
-            _sending.active = False
+            _sending.active = outer
 
+    wrapped._without_counting = True  # type: ignore[attr-defined]
     return wrapped
 
 
 def install_sqs_shortcuts() -> None:
     """Apply the two SQS cuts above to moto's classes (idempotent)."""
     SQSBackend.is_message_valid_based_on_retention_period = message_within_retention  # type: ignore[method-assign]
-    if not getattr(SQSBackend.send_message, "_without_counting", False):
-        wrapped = send_message_without_counting(SQSBackend.send_message)
-        wrapped._without_counting = True  # type: ignore[attr-defined]
-        SQSBackend.send_message = wrapped  # type: ignore[method-assign]
+    for name in ("send_message", "send_message_batch"):
+        if not getattr(getattr(SQSBackend, name), "_without_counting", False):
+            setattr(SQSBackend, name, send_without_counting(getattr(SQSBackend, name)))
     Queue.attributes = property(queue_attributes)  # type: ignore[assignment,method-assign]
 
 

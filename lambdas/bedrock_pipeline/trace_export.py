@@ -38,6 +38,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bedrock_pipeline import settings
@@ -162,45 +163,93 @@ def _export_info_first(inner: Any, spans: Sequence[Any]) -> None:
         plain, other = [], list(spans)
     if other:
         inner.export(other)
-    if not plain:
-        return
-    from mlflow.tracing.trace_manager import InMemoryTraceManager
-    from mlflow.tracing.utils import add_size_stats_to_trace_metadata
+    if plain:
+        _export_plain(inner, plain)
+        # MLflow flushes the roots it deferred (background spans still open) only inside its export:
+        # give it that chance, since plain traces do not pass through it.
+        inner.export([])
 
-    manager = InMemoryTraceManager.get_instance()
-    by_experiment = inner._collect_mlflow_spans_for_export(plain)  # needs the traces: before pop_trace
-    stored: dict[str, tuple[Any, Any]] = {}  # MLflow trace id -> (trace info as stored, trace)
-    for root in (span for span in plain if span.parent is None):
+
+def _export_plain(inner: Any, plain: list[Any]) -> None:
+    try:
+        from mlflow.tracing.trace_manager import InMemoryTraceManager
+        from mlflow.tracing.utils import add_size_stats_to_trace_metadata
+
+        manager = InMemoryTraceManager.get_instance()
+        by_experiment = inner._collect_mlflow_spans_for_export(plain)  # needs the traces: before pop
+        roots = [span for span in plain if span.parent is None]
+    except Exception:  # nothing popped yet: MLflow's own export still has every trace
+        logger.warning("traces are exported in MLflow's order", exc_info=True)
+        inner.export(plain)
+        return
+
+    def start_trace(root: Any) -> tuple[str, Any, Any] | None:
         manager_trace = manager.pop_trace(root.context.trace_id)
         if manager_trace is None:
-            continue
+            return None
         trace = manager_trace.trace
         try:
             add_size_stats_to_trace_metadata(trace)
-            stored[trace.info.trace_id] = (inner._client.start_trace(trace.info), trace)
+            return trace.info.trace_id, inner._client.start_trace(trace.info), trace
         except Exception as exc:  # as MLflow does: warn; the span post below still stores the spans
             logger.warning("Failed to send trace %s to MLflow: %s", trace.info.trace_id, exc)
+            return None
+
+    # Concurrently, as each item exported its own trace before: a slow or unreachable server costs
+    # the batch one request's timeout, not one per trace.
+    stored = {found[0]: found[1:] for found in _export_pool().map(start_trace, roots) if found is not None}
     for (experiment_id, _workspace), mlflow_spans in by_experiment.items():
         try:
             inner._client.log_spans(experiment_id, mlflow_spans)
         except Exception as exc:
+            if _no_span_storage(exc):  # as MLflow does: stop posting spans to this server
+                inner._store_supports_log_spans = False
             logger.warning("Span post failed (%s): each trace's spans are stored as its artifact", exc)
-            for trace_id in dict.fromkeys(span.trace_id for span in mlflow_spans):
-                if trace_id not in stored:
-                    continue
-                info, trace = stored[trace_id]
-                try:
-                    inner._client._upload_trace_data(info, trace.data)
-                except Exception:
-                    logger.warning("trace %s lost its spans", trace_id, exc_info=True)
+            kept = [
+                stored[trace_id]
+                for trace_id in dict.fromkeys(s.trace_id for s in mlflow_spans)
+                if trace_id in stored
+            ]
+            list(_export_pool().map(lambda pair: _upload_spans(inner, *pair), kept))
+
+
+def _upload_spans(inner: Any, info: Any, trace: Any) -> None:
+    try:
+        inner._client._upload_trace_data(info, trace.data)
+    except Exception:
+        logger.warning("trace %s lost its spans", info.trace_id, exc_info=True)
+
+
+def _no_span_storage(exc: Exception) -> bool:
+    """MLflow's own test for a server that does not store spans (then it keeps them as artifacts)."""
+    return isinstance(exc, NotImplementedError) or "REST OTLP span logging is not supported" in str(exc)
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _export_pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(
+                max_workers=settings.TRACE_EXPORT_MAX_HELD_TRACES, thread_name_prefix="trace"
+            )
+        return _POOL
 
 
 def _split_plain(inner: Any, spans: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     """The spans of whole, plain traces (handled here), and the rest (MLflow's own export)."""
     from mlflow.tracing.constant import TraceTagKey
     from mlflow.tracing.trace_manager import InMemoryTraceManager
+    from mlflow.utils.uri import is_databricks_uri
 
-    if not inner._store_supports_log_spans or inner._should_log_async():
+    if (
+        not inner._store_supports_log_spans
+        or inner._should_log_async()
+        or is_databricks_uri(inner._client.tracking_uri)
+    ):
         return [], list(spans)
     manager = InMemoryTraceManager.get_instance()
     by_trace: dict[int, list[Any]] = {}

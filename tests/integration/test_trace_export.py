@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -95,12 +96,59 @@ def test_when_the_span_post_of_a_held_batch_fails_each_trace_keeps_its_spans_as_
     experiment_id = client.create_experiment(f"trace-batch-fail-{time.time_ns()}")
     uploads = _count_artifact_uploads(monkeypatch)
 
+    refused_posts: list[int] = []
+
     def refused(self: TracingClient, experiment_id: str, spans: list[Any]) -> Any:
+        refused_posts.append(len(spans))
         raise ConnectionError("span post refused")  # the server is reachable: StartTrace went through
 
     monkeypatch.setattr(TracingClient, "log_spans", refused)
-    trace_ids = _three_traces(experiment_id, [])
-    assert len(uploads) == 3
+    trace_ids = _three_traces(experiment_id, refused_posts)
+    assert refused_posts == [6] and len(uploads) == 3
+    for index, trace_id in enumerate(trace_ids):
+        _assert_whole(client.get_trace(trace_id), index)
+
+
+def test_the_start_traces_of_a_held_set_run_concurrently_not_one_after_another(
+    mlflow_server: str, inline_export: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow or unreachable server must cost a batch one request's wait, not one per trace: the three
+    StartTrace calls meet at a barrier, which only opens if all three are in flight at once."""
+    client = MlflowClient(mlflow_server)
+    experiment_id = client.create_experiment(f"trace-batch-concurrent-{time.time_ns()}")
+    barrier = threading.Barrier(3, timeout=30)
+    real_start_trace = TracingClient.start_trace
+
+    def meeting_start_trace(self: TracingClient, trace_info: Any) -> Any:
+        barrier.wait()  # BrokenBarrierError (and an incomplete trace) if the calls were serial
+        return real_start_trace(self, trace_info)
+
+    monkeypatch.setattr(TracingClient, "start_trace", meeting_start_trace)
+    trace_ids = _three_traces(experiment_id, inline_export)
+    assert inline_export == [6] and not barrier.broken
+    for index, trace_id in enumerate(trace_ids):
+        _assert_whole(client.get_trace(trace_id), index)
+
+
+def test_if_mlflows_internals_change_a_held_set_goes_out_in_mlflows_order_whole(
+    mlflow_server: str, inline_export: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
+
+    client = MlflowClient(mlflow_server)
+    experiment_id = client.create_experiment(f"trace-batch-fallback-{time.time_ns()}")
+    real_collect = MlflowV3SpanExporter._collect_mlflow_spans_for_export
+    calls = {"collect": 0}
+
+    def changed_once(self: MlflowV3SpanExporter, spans: Any) -> Any:
+        calls["collect"] += 1
+        if calls["collect"] == 1:  # the runner's path asks first: it finds a changed MLflow
+            raise AttributeError("no longer there")
+        return real_collect(self, spans)
+
+    monkeypatch.setattr(MlflowV3SpanExporter, "_collect_mlflow_spans_for_export", changed_once)
+    trace_ids = _three_traces(experiment_id, inline_export)
+    assert calls["collect"] >= 2  # then MLflow's own export ran
     for index, trace_id in enumerate(trace_ids):
         _assert_whole(client.get_trace(trace_id), index)
 

@@ -49,6 +49,7 @@ def sqs_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # in-process moto, as above
     monkeypatch.setattr(Queue, "attributes", Queue.__dict__["attributes"])
     monkeypatch.setattr(SQSBackend, "send_message", SQSBackend.send_message)
+    monkeypatch.setattr(SQSBackend, "send_message_batch", SQSBackend.send_message_batch)
     monkeypatch.setattr(
         SQSBackend,
         "is_message_valid_based_on_retention_period",
@@ -88,8 +89,13 @@ def test_sending_no_longer_counts_the_queue_but_every_answer_is_motos(
         fifo = sqs.create_queue(
             QueueName="jobs.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
         )["QueueUrl"]
+        counted.clear()  # GetQueueAttributes counts, as it should
         for _ in range(2):  # the same body twice: deduplicated by content
             sqs.send_message(QueueUrl=fifo, MessageBody="same", MessageGroupId="g")
+        sqs.send_message_batch(
+            QueueUrl=fifo, Entries=[{"Id": "1", "MessageBody": "same", "MessageGroupId": "g"}]
+        )
+        assert counted == []  # FIFO sends, single and batched, count nothing either
         attributes = sqs.get_queue_attributes(QueueUrl=fifo, AttributeNames=["All"])["Attributes"]
         assert (
             attributes["ApproximateNumberOfMessages"] == "1"
