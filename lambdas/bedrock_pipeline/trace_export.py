@@ -9,11 +9,12 @@ one StartTrace, the same data (docs/PERFORMANCE.md: 3.00 -> 2.00 trace requests 
 server CPU per record).
 
 Inside ``holding_finished_traces()`` (the runner wraps each SQS batch in it) finished traces are not
-exported when their root ends but together when the scope ends: one StartTrace per trace, then one
-span post for the whole set (about 1.1 trace requests per record for a batch of 10, against 2). The
-scope is process-wide and counted, so invocations sharing a process (the local event pump) keep
-holding until the last one ends, and each exit exports everything finished so far. At most
-``max_held_traces`` finished traces wait: the one that completes the set exports them all.
+exported when their root ends but together when the scope ends: one StartTrace per trace (all at
+once, on a small pool), then one span post for the whole set (about 1.1 trace requests per record
+for a batch of 10, against 2). The scope is process-wide and counted, so invocations sharing a
+process (the local event pump) keep holding until the last one ends, and each exit exports
+everything finished so far. At most ``max_held_traces`` finished traces wait: the one that completes
+the set exports them all.
 
 A held set goes out **trace info first** (``export_info_first``), the reverse of MLflow's order.
 Posted after its spans, StartTrace finds the row the span post created and takes the server's merge
