@@ -91,8 +91,14 @@ def pipeline(with_model: bool = False):  # type: ignore[no-untyped-def]
 
 
 def reset_pipeline() -> None:
-    """Forget the pipeline built so far: the next call builds one from the current environment (tests)."""
-    _build_pipeline.cache_clear()
+    """Forget the pipeline built so far: the next call builds one from the current environment (tests).
+
+    Under the build lock, and the environment forgotten with it: a poller of the local pump may be
+    building right now from the environment as it was, and would otherwise store that pipeline (and
+    that environment) after this reset."""
+    with _BUILD_LOCK:
+        environment.cache_clear()
+        _build_pipeline.cache_clear()
 
 
 @functools.cache
