@@ -84,9 +84,7 @@ def test_a_batch_of_traces_held_together_is_posted_once_and_each_trace_is_stored
     # each instead of the server's merge path; trace_export.py).
     assert calls == ["start_trace"] * 3 + ["log_spans"]
     assert uploads == []  # the spans are stored in the database, not as artifacts
-
-    for index, trace_id in enumerate(trace_ids):
-        _assert_whole(client.get_trace(trace_id), index)
+    _assert_all_whole(client, trace_ids)
 
 
 def test_when_the_span_post_of_a_held_batch_fails_each_trace_keeps_its_spans_as_an_artifact(
@@ -105,8 +103,7 @@ def test_when_the_span_post_of_a_held_batch_fails_each_trace_keeps_its_spans_as_
     monkeypatch.setattr(TracingClient, "log_spans", refused)
     trace_ids = _three_traces(experiment_id, refused_posts)
     assert refused_posts == [6] and len(uploads) == 3
-    for index, trace_id in enumerate(trace_ids):
-        _assert_whole(client.get_trace(trace_id), index)
+    _assert_all_whole(client, trace_ids)
 
 
 def test_the_start_traces_of_a_held_set_run_concurrently_not_one_after_another(
@@ -126,8 +123,7 @@ def test_the_start_traces_of_a_held_set_run_concurrently_not_one_after_another(
     monkeypatch.setattr(TracingClient, "start_trace", meeting_start_trace)
     trace_ids = _three_traces(experiment_id, inline_export)
     assert inline_export == [6] and not barrier.broken
-    for index, trace_id in enumerate(trace_ids):
-        _assert_whole(client.get_trace(trace_id), index)
+    _assert_all_whole(client, trace_ids)
 
 
 def test_if_mlflows_internals_change_a_held_set_goes_out_in_mlflows_order_whole(
@@ -149,8 +145,7 @@ def test_if_mlflows_internals_change_a_held_set_goes_out_in_mlflows_order_whole(
     monkeypatch.setattr(MlflowV3SpanExporter, "_collect_mlflow_spans_for_export", changed_once)
     trace_ids = _three_traces(experiment_id, inline_export)
     assert calls["collect"] >= 2  # then MLflow's own export ran
-    for index, trace_id in enumerate(trace_ids):
-        _assert_whole(client.get_trace(trace_id), index)
+    _assert_all_whole(client, trace_ids)
 
 
 TAGS = {"pipeline.job_id": "job-1", "pipeline.record_id": "q"}
@@ -175,6 +170,11 @@ def _three_traces(experiment_id: str, posts_so_far: list[int]) -> list[str]:
             trace_ids.append(record.trace_id)
         assert posts_so_far == []  # nothing leaves before the batch ends
     return trace_ids
+
+
+def _assert_all_whole(client: MlflowClient, trace_ids: list[str]) -> None:
+    for index, trace_id in enumerate(trace_ids):
+        _assert_whole(client.get_trace(trace_id), index)
 
 
 def _assert_whole(trace: Any, index: int) -> None:
