@@ -70,10 +70,9 @@ def test_a_record_span_and_its_model_span_are_posted_together_and_stored_whole(
 
 
 def test_a_batch_of_traces_held_together_is_posted_once_and_each_trace_is_stored_whole(
-    mlflow_server: str, inline_export: list[int], monkeypatch: pytest.MonkeyPatch
+    held_set_experiment: tuple[MlflowClient, str], inline_export: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = MlflowClient(mlflow_server)
-    experiment_id = client.create_experiment(f"trace-batch-{time.time_ns()}")
+    client, experiment_id = held_set_experiment
     uploads = _count_artifact_uploads(monkeypatch)
     calls: list[str] = []
     for name in ("start_trace", "log_spans"):
@@ -88,10 +87,9 @@ def test_a_batch_of_traces_held_together_is_posted_once_and_each_trace_is_stored
 
 
 def test_when_the_span_post_of_a_held_batch_fails_each_trace_keeps_its_spans_as_an_artifact(
-    mlflow_server: str, inline_export: list[int], monkeypatch: pytest.MonkeyPatch
+    held_set_experiment: tuple[MlflowClient, str], inline_export: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = MlflowClient(mlflow_server)
-    experiment_id = client.create_experiment(f"trace-batch-fail-{time.time_ns()}")
+    client, experiment_id = held_set_experiment
     uploads = _count_artifact_uploads(monkeypatch)
 
     refused_posts: list[int] = []
@@ -107,12 +105,11 @@ def test_when_the_span_post_of_a_held_batch_fails_each_trace_keeps_its_spans_as_
 
 
 def test_the_start_traces_of_a_held_set_run_concurrently_not_one_after_another(
-    mlflow_server: str, inline_export: list[int], monkeypatch: pytest.MonkeyPatch
+    held_set_experiment: tuple[MlflowClient, str], inline_export: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A slow or unreachable server must cost a batch one request's wait, not one per trace: the three
     StartTrace calls meet at a barrier, which only opens if all three are in flight at once."""
-    client = MlflowClient(mlflow_server)
-    experiment_id = client.create_experiment(f"trace-batch-concurrent-{time.time_ns()}")
+    client, experiment_id = held_set_experiment
     barrier = threading.Barrier(3, timeout=30)
     real_start_trace = TracingClient.start_trace
 
@@ -127,12 +124,11 @@ def test_the_start_traces_of_a_held_set_run_concurrently_not_one_after_another(
 
 
 def test_if_mlflows_internals_change_a_held_set_goes_out_in_mlflows_order_whole(
-    mlflow_server: str, inline_export: list[int], monkeypatch: pytest.MonkeyPatch
+    held_set_experiment: tuple[MlflowClient, str], inline_export: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
 
-    client = MlflowClient(mlflow_server)
-    experiment_id = client.create_experiment(f"trace-batch-fallback-{time.time_ns()}")
+    client, experiment_id = held_set_experiment
     real_collect = MlflowV3SpanExporter._collect_mlflow_spans_for_export
     calls = {"collect": 0}
 
@@ -146,6 +142,13 @@ def test_if_mlflows_internals_change_a_held_set_goes_out_in_mlflows_order_whole(
     trace_ids = _three_traces(experiment_id, inline_export)
     assert calls["collect"] >= 2  # then MLflow's own export ran
     _assert_all_whole(client, trace_ids)
+
+
+@pytest.fixture
+def held_set_experiment(mlflow_server: str) -> tuple[MlflowClient, str]:
+    """A client of the test server and a fresh experiment for one test's held set of traces."""
+    client = MlflowClient(mlflow_server)
+    return client, client.create_experiment(f"trace-batch-{time.time_ns()}")
 
 
 TAGS = {"pipeline.job_id": "job-1", "pipeline.record_id": "q"}
