@@ -7,15 +7,18 @@ recorded for `dlq inspect`; a body that is not an S3 notification at all goes to
 
 from __future__ import annotations
 
-from typing import Any
+from handlers.cold_start import lean_imports
 
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
+with lean_imports():  # what the cold start imports, without GC passes or MLflow's AI gateway
+    from typing import Any
 
-from handlers.runtime import describe_failure, logger, metrics, pipeline, queue_retries
-from handlers.s3_events import MalformedEvent, object_refs_in_message
+    from aws_lambda_powertools.metrics import MetricUnit
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from handlers.runtime import describe_failure, logger, metrics, pipeline, queue_retries
+    from handlers.s3_events import MalformedEvent, object_refs_in_message
 
 
 def _note(record: SQSRecord, reason: str) -> None:

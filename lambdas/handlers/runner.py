@@ -8,25 +8,28 @@ batch's traces are exported together when it ends (bedrock_pipeline/trace_export
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from handlers.cold_start import lean_imports
 
-import mlflow
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    AsyncBatchProcessor,
-    EventType,
-    async_process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import ValidationError
+with lean_imports():  # what the cold start imports, without GC passes or MLflow's AI gateway
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import Any
 
-from bedrock_pipeline import settings
-from bedrock_pipeline.jobs import WorkMessage
-from bedrock_pipeline.trace_export import holding_finished_traces
-from handlers.runtime import describe_failure, logger, metrics, pipeline, queue_retries
+    import mlflow
+    from aws_lambda_powertools.metrics import MetricUnit
+    from aws_lambda_powertools.utilities.batch import (
+        AsyncBatchProcessor,
+        EventType,
+        async_process_partial_response,
+    )
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from pydantic import ValidationError
+
+    from bedrock_pipeline import settings
+    from bedrock_pipeline.jobs import WorkMessage
+    from bedrock_pipeline.trace_export import holding_finished_traces
+    from handlers.runtime import describe_failure, logger, metrics, pipeline, queue_retries
 
 _pool = ThreadPoolExecutor(max_workers=settings.RUNNER_ITEM_CONCURRENCY, thread_name_prefix="item")
 

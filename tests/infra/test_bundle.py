@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 from stacks.bundling import target_python, tree_size_bytes
@@ -41,3 +43,28 @@ def test_given_the_pipeline_stack_when_bundled_then_the_asset_holds_code_and_dep
         assert "botocore/__pycache__/client.cpython-312.pyc" in shipped
         assert "mlflow/sklearn/__pycache__/__init__.cpython-312.pyc" not in shipped
         assert {Path(p).name.split(".")[1] for p in shipped} == {"cpython-312"}
+        assert not any(p.startswith("fastapi/") for p in shipped)  # the cold start does not import it
+        _assert_handlers_import_as_on_lambda(bundle, target_python())
+
+
+# As on Lambda: Python 3.12, only the bundle on the path (-S), /var/task read-only (no bytecode written).
+_COLD_START = """
+import gc, json, sys
+import handlers.ingest, handlers.runner
+loaded = {"fastapi": "fastapi" in sys.modules, "gc": gc.isenabled(), "frozen": gc.get_freeze_count()}
+import mlflow
+print(json.dumps({**loaded, "gateway": mlflow.gateway.get_gateway_uri.__name__}))
+"""
+
+
+def _assert_handlers_import_as_on_lambda(bundle: Path, python: str | None) -> None:
+    assert python is not None
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(bundle), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [python, "-S", "-c", _COLD_START], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    frozen = seen.pop("frozen")
+    assert seen == {"fastapi": False, "gc": True, "gateway": "get_gateway_uri"}
+    assert frozen > 10_000  # the cold start's objects, frozen after its imports

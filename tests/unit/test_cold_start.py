@@ -1,0 +1,180 @@
+"""handlers.cold_start: imports without GC passes, and a package's __init__ deferred to its first use.
+
+The deferral is checked on a small package written here (it counts its __init__ runs), then on the
+real one: a fresh interpreter imports the runner handler as Lambda does, without fastapi, and MLflow's
+gateway still answers afterwards. The deployed bundle's import is checked in tests/infra/test_bundle.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import gc
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from handlers.cold_start import DEFERRED_PACKAGE_INITS, lean_imports
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOY = "toy_deferred"
+
+
+@pytest.fixture
+def toy_package(tmp_path: Path) -> Iterator[Path]:
+    """toy_deferred/__init__.py counts its runs (in toy_counter) and re-exports toy_deferred.sub.VALUE."""
+    package = tmp_path / TOY
+    package.mkdir()
+    (tmp_path / "toy_counter.py").write_text("runs = 0\n")
+    (package / "sub.py").write_text("VALUE = 7\n")
+    (package / "__init__.py").write_text(
+        "import os, time\nimport toy_counter\n"
+        "toy_counter.runs += 1\n"
+        "time.sleep(float(os.environ.get('TOY_INIT_SECONDS', '0')))\n"
+        "if os.environ.get('TOY_INIT_FAILS'):\n    raise ImportError('toy init failed')\n"
+        "from toy_deferred.sub import VALUE as EXPORTED\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    yield package
+    sys.path.remove(str(tmp_path))
+    for name in [n for n in sys.modules if n in ("toy_counter", TOY) or n.startswith(f"{TOY}.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def restore_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    yield
+    gc.unfreeze()  # what a block froze here is this test process's, not a handler's
+    (gc.enable if enabled else gc.disable)()
+
+
+def test_a_deferred_package_imports_its_submodules_and_runs_its_init_once_on_first_use(
+    toy_package: Path, restore_gc: None
+) -> None:
+    with lean_imports((TOY,)):
+        import toy_deferred.sub
+
+    import toy_counter
+
+    assert toy_deferred.sub.VALUE == 7
+    assert toy_counter.runs == 0  # the submodule imported without the package's __init__
+    assert toy_deferred.EXPORTED == 7  # first use of a name the __init__ binds: it runs now
+    assert toy_deferred.EXPORTED == 7
+    assert toy_counter.runs == 1
+    assert "__getattr__" not in vars(toy_deferred)  # after the run the package is a plain module
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        _ = toy_deferred.missing
+
+
+def test_a_deferred_init_that_fails_raises_its_own_error_on_each_use(
+    toy_package: Path, restore_gc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOY_INIT_FAILS", "1")
+    with lean_imports((TOY,)):
+        import toy_deferred
+
+    for _ in range(2):  # not an AttributeError the second time: the import's error, as Python would
+        with pytest.raises(ImportError, match="toy init failed"):
+            _ = toy_deferred.EXPORTED
+
+
+def test_threads_that_first_use_a_deferred_package_together_all_wait_for_its_one_init(
+    toy_package: Path, restore_gc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOY_INIT_SECONDS", "0.3")  # long enough for every thread to arrive mid-init
+    with lean_imports((TOY,)):
+        import toy_deferred
+
+    start = threading.Barrier(8)
+    answers: list[object] = []
+
+    def use() -> None:
+        start.wait()
+        try:
+            answers.append(toy_deferred.EXPORTED)
+        except Exception as exc:
+            answers.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    import toy_counter
+
+    assert answers == [7] * 8
+    assert toy_counter.runs == 1
+
+
+def test_imports_run_without_gc_and_are_frozen_after_unless_the_caller_had_gc_off(restore_gc: None) -> None:
+    gc.enable()
+    gc.unfreeze()
+    with lean_imports(()):
+        assert not gc.isenabled()
+        with lean_imports(()):  # nested: the outer block owns the collector
+            pass
+        assert not gc.isenabled()
+        held = [object() for _ in range(10)]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= len(held)
+
+    gc.unfreeze()
+    with pytest.raises(RuntimeError), lean_imports(()):
+        raise RuntimeError("an import failed")
+    assert gc.isenabled()  # restored whatever happens
+
+    gc.unfreeze()
+    gc.disable()
+    with lean_imports(()):
+        pass
+    assert not gc.isenabled() and gc.get_freeze_count() == 0  # the caller's choice is left alone
+
+
+def test_the_runner_handler_imports_without_fastapi_and_mlflow_gateway_still_answers() -> None:
+    """A fresh interpreter, as a cold start: the handler's import leaves out fastapi, and MLflow's gateway
+    and genai (which imports it) work when asked for afterwards."""
+    script = (
+        "import gc, json, sys\n"
+        "import handlers.runner\n"
+        "after_import = {'fastapi': 'fastapi' in sys.modules, 'gc': gc.isenabled(), 'frozen': gc.get_freeze_count()}\n"
+        "import mlflow\n"
+        "uri = mlflow.gateway.get_gateway_uri.__name__\n"
+        "from mlflow.genai.judges.adapters import litellm_adapter\n"
+        "print(json.dumps({**after_import, 'uri': uri, 'evaluate': callable(mlflow.genai.evaluate),"
+        " 'fastapi_after_use': 'fastapi' in sys.modules}))\n"
+    )
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["fastapi"] is False
+    assert seen["gc"] is True and seen["frozen"] > 10_000
+    assert seen["uri"] == "get_gateway_uri" and seen["evaluate"] is True
+    assert seen["fastapi_after_use"] is True
+
+
+def test_the_deferred_mlflow_packages_still_only_bind_names_in_their_init() -> None:
+    """The deferral is safe only while the package's __init__ has no effect beyond binding names (imports,
+    __all__): an MLflow upgrade that adds one makes this fail, to be looked at before upgrading."""
+    import importlib.util
+
+    for name in DEFERRED_PACKAGE_INITS:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, name
+        tree = ast.parse(Path(spec.origin).read_text())
+        for statement in tree.body:
+            is_docstring = isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+            binds_all = isinstance(statement, ast.Assign) and [
+                getattr(t, "id", None) for t in statement.targets
+            ] == ["__all__"]
+            assert isinstance(statement, ast.Import | ast.ImportFrom) or is_docstring or binds_all, (
+                f"{name}/__init__.py line {statement.lineno}: {ast.unparse(statement)[:80]}"
+            )
