@@ -237,29 +237,34 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
             _line("runner bundle, unzipped", f"{size:.1f} MB", "<= 130 MB", size <= TARGET_BUNDLE_MB)
         )
         lines.append(_line("  of which shipped bytecode", f"{cold['bundle'].get('bytecode_mb', 0):.1f} MB"))
-        medians = cold["imports"]["median_s"]
-        for name, value in medians.items():
-            lines.append(_line(f"  {name}", f"{value:.2f} s"))
-        full = medians["import mlflow (full, .venv)"]
-        for name in (
-            "import handlers.runner (deployed bundle, Python 3.12, with its bytecode)",
-            "import handlers.runner (deployed bundle, Python 3.12, no bytecode)",
-            "import handlers.runner (skinny bundle, bytecode compiled)",
-            "import handlers.runner (skinny bundle, no bytecode)",
-            "import handlers.runner (.venv)",
-        ):
-            if name not in medians:
-                continue  # no Python 3.12 on this machine: the deployed bundle cannot be imported here
-            ratio = medians[name] / full
-            short = name.removeprefix("import handlers.runner ")
-            lines.append(
-                _line(
-                    f"    handler / full mlflow, {short}",
-                    f"{ratio:.2f}",
-                    "<= 0.6",
-                    ratio <= TARGET_IMPORT_RATIO,
-                )
-            )
+        lines += _import_lines(cold["imports"]["median_s"])
+    return lines
+
+
+_IMPORT_CASES = (
+    "import handlers.runner (deployed bundle, Python 3.12, with its bytecode)",
+    "import handlers.runner (deployed bundle, Python 3.12, no bytecode)",
+    "import handlers.runner (skinny bundle, bytecode compiled)",
+    "import handlers.runner (skinny bundle, no bytecode)",
+    "import handlers.runner (.venv)",
+)
+
+
+def _import_lines(medians: dict[str, float]) -> list[str]:
+    """Each import time, then each handler import against full MLflow's. The target is checked on the
+    import as deployed (or, without Python 3.12 here, the skinny bundle with bytecode); the others are
+    printed for reference."""
+    lines = [_line(f"  {name}", f"{value:.2f} s") for name, value in medians.items()]
+    full = medians["import mlflow (full, .venv)"]
+    present = [name for name in _IMPORT_CASES if name in medians]  # no 3.12 here: no deployed import
+    targeted = next(name for name in present if "with its bytecode" in name or "bytecode compiled" in name)
+    for name in present:
+        ratio = medians[name] / full
+        label = f"    handler / full mlflow, {name.removeprefix('import handlers.runner ')}"
+        if name == targeted:
+            lines.append(_line(label, f"{ratio:.2f}", "<= 0.6", ratio <= TARGET_IMPORT_RATIO))
+        else:
+            lines.append(_line(label, f"{ratio:.2f}", "(for reference)"))
     return lines
 
 

@@ -13,7 +13,7 @@ import pytest
 from bench.access_log import AccessLog, classify, count_lines
 from bench.ceiling import traced_runs_completed
 from bench.phase import emit_result, parse_result
-from bench.run_all import _cpu_line, split_per_record
+from bench.run_all import _cpu_line, _import_lines, split_per_record
 from bench.services import pin_process_group, split_cpus
 
 # Lines as MLflow 3.17's uvicorn writes them (copied from a real server's log).
@@ -188,3 +188,20 @@ def test_given_py_spy_samples_when_reported_then_each_handler_gets_its_ms_per_re
     by_handler = {line.strip().rsplit(maxsplit=1)[0]: line.split()[-1] for line in lines[1:]}
     assert by_handler == {"log_batch": "300", "start_trace (trace info)": "200"}
     assert _profile_lines({"records_in_phase": 2}, 2) == []  # no --py-spy: no lines
+
+
+def test_given_import_times_when_reported_then_only_the_import_as_deployed_is_held_to_the_target() -> None:
+    full = "import mlflow (full, .venv)"
+    deployed = "import handlers.runner (deployed bundle, Python 3.12, with its bytecode)"
+    compiled = "import handlers.runner (skinny bundle, bytecode compiled)"
+    venv = "import handlers.runner (.venv)"
+    lines = _import_lines({full: 2.0, deployed: 1.0, compiled: 1.4, venv: 2.2})
+    ratios = [line for line in lines if "handler / full mlflow" in line]
+    assert len(ratios) == 3
+    assert ratios[0].split()[-4:] == ["0.50", "<=", "0.6", "ok"] and "with its bytecode" in ratios[0]
+    assert all(line.endswith("(for reference)") for line in ratios[1:])
+    # Without Python 3.12 here the skinny bundle with bytecode carries the target, and can miss it.
+    (targeted, _) = [
+        line for line in _import_lines({full: 2.0, compiled: 1.4, venv: 2.2}) if "handler /" in line
+    ]
+    assert "bytecode compiled" in targeted and targeted.endswith("MISSED")
