@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from handlers.cold_start import lean_imports
 
-with lean_imports():  # what the cold start imports, without GC passes or MLflow's AI gateway
+with lean_imports():  # what the cold start imports, without GC passes (this handler imports no MLflow)
     from typing import Any
 
     from aws_lambda_powertools.metrics import MetricUnit

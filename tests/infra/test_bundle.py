@@ -44,6 +44,7 @@ def test_given_the_pipeline_stack_when_bundled_then_the_asset_holds_code_and_dep
         assert "mlflow/sklearn/__pycache__/__init__.cpython-312.pyc" not in shipped
         assert {Path(p).name.split(".")[1] for p in shipped} == {"cpython-312"}
         assert not any(p.startswith("fastapi/") for p in shipped)  # the cold start does not import it
+        assert (bundle / "fastapi").is_dir()  # but mlflow.gateway's deferred __init__ does, on first use
         _assert_handlers_import_as_on_lambda(bundle, target_python())
 
 
