@@ -59,7 +59,7 @@ def measure(
     lambda_like_pool: bool = True,
 ) -> dict[str, Any]:
     from bedrock_pipeline import settings
-    from bedrock_pipeline.jobs import job_id_for
+    from bedrock_pipeline.domain import job_id_for
     from bedrock_pipeline.ledger import JobLedger
     from local_stack.event_pump import EventPump, default_routes
     from local_stack.resources import ResourceNames, aws_client, ensure_resources, handler_environment

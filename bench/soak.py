@@ -134,7 +134,7 @@ def _soak(args: Any, resources: Any, emulator: Any, mlflow_server: Any, options:
     import boto3
     from mlflow.tracking import MlflowClient
 
-    from bedrock_pipeline.jobs import job_id_for
+    from bedrock_pipeline.domain import job_id_for
     from bedrock_pipeline.ledger import JobLedger
     from local_stack.event_pump import EventPump, QueueRoute
     from pipeline_cli import dlq

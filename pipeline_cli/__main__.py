@@ -13,8 +13,9 @@ from bedrock_pipeline.estimate import estimate_items
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.prompt_file import parse_prompt_file
-from bedrock_pipeline.results import ResultStore, format_table, summarize
+from bedrock_pipeline.results import format_table, summarize
 from bedrock_pipeline.settings import DEFAULT_MODELS
+from bedrock_pipeline.storage import S3ResultStore
 from pipeline_cli import benchmark, dlq, evaluate
 from pipeline_cli.follow import submit, wait_for_jobs
 from pipeline_cli.target import DEPLOYED_STACK_NAME, Target, deployed_target, local_target
@@ -100,7 +101,7 @@ def _print_status(target: Target, job_id: str) -> int:
         f"job {job_id}: {state}; {counts.ended}/{counts.expected} items ended "
         f"({counts.succeeded} succeeded, {counts.failed} failed); {counts.rejected_lines} rejected lines"
     )
-    store = ResultStore(target.client("s3"), target.bucket)
+    store = S3ResultStore(target.client("s3"), target.bucket)
     summary = store.get_summary(job_id)
     if summary is not None:
         print(format_table(summarize(store.item_results(job_id))))

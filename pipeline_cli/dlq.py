@@ -15,10 +15,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from bedrock_pipeline import settings
-from bedrock_pipeline.jobs import WorkMessage
+from bedrock_pipeline.domain import WorkItem
 from bedrock_pipeline.ledger import JobLedger
 from pipeline_cli.target import Target, deployed_target, local_target
 
@@ -116,9 +114,9 @@ def describe(message: dict[str, Any], ledger: JobLedger) -> DeadLetter:
     body = message["Body"]
     job_id = record_id = model_id = None
     try:
-        work = WorkMessage.model_validate_json(body)
-        job_id, record_id, model_id = work.job.job_id, work.record_id, work.model_id
-    except ValidationError:
+        work = WorkItem.from_message(body)
+        job_id, record_id, model_id = work.bound_job.job_id, work.record_id, work.model_id
+    except ValueError:  # not a work item (pydantic.ValidationError is one too)
         pass  # an ingest or evaluation message, or a malformed one: the body excerpt says which
     note = ledger.failure(body)
     attributes = message.get("Attributes", {})

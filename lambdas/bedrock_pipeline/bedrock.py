@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, EventStreamError
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.domain import ModelResponse
+from bedrock_pipeline.ports import BedrockCallError
 
 # Errors that will not go away by retrying the same request: they become a failure result at once.
 PERMANENT_ERROR_CODES = frozenset(
@@ -26,55 +27,6 @@ PERMANENT_ERROR_CODES = frozenset(
         "ModelErrorException",
     }
 )
-
-
-@dataclass(frozen=True)
-class ModelResponse:
-    """What one Converse or ConverseStream call produced, in Converse's response shape."""
-
-    output_message: dict[str, Any]
-    stop_reason: str
-    usage: dict[str, int]
-    latency_ms: float
-    wall_ms: float
-
-    @property
-    def text(self) -> str:
-        return "".join(block.get("text", "") for block in self.output_message.get("content", []))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelResponse:
-        return cls(
-            **{k: data[k] for k in ("output_message", "stop_reason", "usage", "latency_ms", "wall_ms")}
-        )
-
-    def as_converse_output(self) -> dict[str, Any]:
-        return {
-            "output": {"message": self.output_message},
-            "stopReason": self.stop_reason,
-            "usage": self.usage,
-            "metrics": {"latencyMs": self.latency_ms},
-        }
-
-
-@dataclass
-class BedrockCallError(Exception):
-    """A Bedrock call failed. `permanent` says whether retrying the work item can help."""
-
-    code: str
-    message: str
-    permanent: bool
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
-
-
-class ModelGateway(Protocol):
-    def invoke(self, model_id: str, request: dict[str, Any], *, stream: bool) -> ModelResponse: ...
 
 
 def make_bedrock_client(region_name: str | None = None) -> Any:
@@ -91,7 +43,7 @@ def make_bedrock_client(region_name: str | None = None) -> Any:
 
 
 class BedrockGateway:
-    """Calls Converse or ConverseStream and returns a `ModelResponse`; raises `BedrockCallError`."""
+    """The `ModelGateway` port on bedrock-runtime. Calls Converse or ConverseStream and returns a `ModelResponse`; raises `BedrockCallError`."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -118,48 +70,6 @@ class BedrockGateway:
             usage=usage,
             latency_ms=float(response.get("metrics", {}).get("latencyMs", wall_ms)),
             wall_ms=wall_ms,
-        )
-
-
-class ResponseCache:
-    """The model's answer to one work item, kept in S3 (results/<job>/responses/) the moment it arrives.
-
-    A retry after a failure *after* the call (MLflow unreachable, a crash before the ledger mark) finds
-    it and only re-logs: Bedrock is never billed twice for work already done. Permanent errors are kept
-    too, so a redelivery does not repeat a call that cannot succeed. S3 rather than the idempotency
-    record: a response can exceed DynamoDB's 400 KB item limit.
-    """
-
-    def __init__(self, s3_client: Any, bucket: str) -> None:
-        self._s3 = s3_client
-        self._bucket = bucket
-
-    @staticmethod
-    def key(job_id: str, item_digest: str) -> str:
-        return f"{settings.RESULTS_PREFIX}{job_id}/responses/{item_digest}.json"
-
-    def get(self, job_id: str, item_digest: str) -> ModelResponse | BedrockCallError | None:
-        try:
-            body = self._s3.get_object(Bucket=self._bucket, Key=self.key(job_id, item_digest))["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
-        data = json.loads(body)
-        if "error" in data:
-            return BedrockCallError(data["error"]["code"], data["error"]["message"], permanent=True)
-        return ModelResponse.from_dict(data["response"])
-
-    def put(self, job_id: str, item_digest: str, outcome: ModelResponse | BedrockCallError) -> None:
-        if isinstance(outcome, ModelResponse):
-            doc: dict[str, Any] = {"response": outcome.to_dict()}
-        else:
-            doc = {"error": {"code": outcome.code, "message": outcome.message}}
-        self._s3.put_object(
-            Bucket=self._bucket,
-            Key=self.key(job_id, item_digest),
-            Body=json.dumps(doc, ensure_ascii=False).encode(),
-            ContentType="application/json",
         )
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
+from bedrock_pipeline.domain import WorkItem
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.tokenizer import count_message_tokens
 
@@ -42,8 +42,8 @@ class Estimate:
         return sum(m.max_output_tokens for m in self.models.values())
 
 
-def estimate_items(items: Iterable[Any], prices: PriceTable) -> Estimate:
-    """Items are anything with model_id and request (parser WorkItems or WorkMessages)."""
+def estimate_items(items: Iterable[WorkItem], prices: PriceTable) -> Estimate:
+    """Work items, bound to a job or not (only their model and request count)."""
     estimate = Estimate()
     for item in items:
         input_tokens = count_message_tokens(item.request)

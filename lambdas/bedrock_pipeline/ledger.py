@@ -23,25 +23,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from bedrock_pipeline import settings
-from bedrock_pipeline.jobs import JobRef
-
-
-@dataclass(frozen=True)
-class JobCounts:
-    expected: int
-    succeeded: int
-    failed: int
-    rejected_lines: int
-    finalized: bool
-
-    @property
-    def ended(self) -> int:
-        return self.succeeded + self.failed
-
-    @property
-    def complete(self) -> bool:
-        return self.ended >= self.expected
-
+from bedrock_pipeline.domain import JobRef, item_digest
+from bedrock_pipeline.ports import ItemEnd, JobCounts, JobState
 
 # A finalizer that crashed mid-way is replaced after this long (the runner's function timeout).
 FINALIZATION_LEASE_SECONDS = settings.RUNNER_TIMEOUT_SECONDS
@@ -49,10 +32,6 @@ FINALIZATION_LEASE_SECONDS = settings.RUNNER_TIMEOUT_SECONDS
 
 def _job_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"JOB#{job_id}"}}
-
-
-def item_digest(item_key: str) -> str:
-    return hashlib.sha256(item_key.encode()).hexdigest()[:32]
 
 
 def body_digest(body: str) -> str:
@@ -80,14 +59,6 @@ def _end_key(job_id: str, item_key: str) -> tuple[dict[str, Any], str]:
 
 
 @dataclass(frozen=True)
-class ItemEnd:
-    """How an item ended. `retryable`: it gave up after its last receive; a DLQ redrive may run it again."""
-
-    succeeded: bool
-    retryable: bool
-
-
-@dataclass(frozen=True)
 class FailureNote:
     reason: str
     receive_count: int
@@ -102,9 +73,12 @@ class JobLedger:
         self._table = table_name
 
     def register(
-        self, job: JobRef, expected: int, rejected_lines: int, rejected_reason: str | None = None
-    ) -> None:
-        """Create the job's counters once; a redelivered ingest leaves them as they are."""
+        self, job: JobRef, *, expected: int, rejected_lines: int, rejected_reason: str | None = None
+    ) -> bool:
+        """Create the job's counters once; a redelivered ingest leaves them as they are.
+
+        True if the job's items were already enqueued (a redelivered event): one write for a new job,
+        one more read only for a job seen before."""
         item: dict[str, Any] = {
             **_job_key(job.job_id),
             "job": {"S": job.model_dump_json()},
@@ -123,9 +97,14 @@ class JobLedger:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-
-    def is_enqueued(self, job_id: str) -> bool:
-        item = self._db.get_item(TableName=self._table, Key=_job_key(job_id), ConsistentRead=True).get("Item")
+        else:
+            return False
+        item = self._db.get_item(
+            TableName=self._table,
+            Key=_job_key(job.job_id),
+            ConsistentRead=True,
+            ProjectionExpression="enqueued_at",
+        ).get("Item")
         return bool(item and "enqueued_at" in item)
 
     def mark_enqueued(self, job_id: str) -> None:
@@ -136,7 +115,7 @@ class JobLedger:
             ExpressionAttributeValues={":now": {"N": str(int(time.time()))}},
         )
 
-    def record_end(self, job_id: str, item_key: str, succeeded: bool, *, retryable: bool = False) -> bool:
+    def record_end(self, job_id: str, item_key: str, *, succeeded: bool, retryable: bool = False) -> bool:
         """Mark one item ended. False if it had already ended (a duplicate delivery).
 
         ``retryable`` marks a failure that only means "gave up retrying" (its message goes to the DLQ):
@@ -173,9 +152,6 @@ class JobLedger:
             raise
         return True
 
-    def has_ended(self, job_id: str, item_key: str) -> bool:
-        return self.item_end(job_id, item_key) is not None
-
     def item_end(self, job_id: str, item_key: str) -> ItemEnd | None:
         key, digest = _end_key(job_id, item_key)
         shard = self._db.get_item(
@@ -195,7 +171,7 @@ class JobLedger:
             return ItemEnd(succeeded=False, retryable=holds(_RETRYABLE_SET))
         return None
 
-    def revise_end(self, job_id: str, item_key: str, succeeded: bool) -> bool:
+    def revise_end(self, job_id: str, item_key: str, *, succeeded: bool) -> bool:
         """A redriven item that had given up ended again: fix the counters, reopen the job's finalization.
 
         Only a `retryable` end can be revised, and only once per redrive (it leaves the retryable set in
@@ -301,6 +277,11 @@ class JobLedger:
         )
 
     def counts(self, job_id: str) -> JobCounts | None:
+        """The job's counters (None for a job never registered)."""
+        state = self.state(job_id)
+        return state.counts if state is not None else None
+
+    def state(self, job_id: str) -> JobState | None:
         """The job's item and its shards' counters, read consistently in one BatchGetItem."""
         keys = [_job_key(job_id), *(_shard_key(job_id, n) for n in range(END_SHARDS))]
         items: list[dict[str, Any]] = []
@@ -308,7 +289,8 @@ class JobLedger:
             self._table: {
                 "Keys": keys,
                 "ConsistentRead": True,
-                "ProjectionExpression": "pk, expected, rejected_lines, finalized_at, succeeded, failed",
+                "ProjectionExpression": "pk, job, expected, rejected_lines, rejected_reason, finalized_at, "
+                "succeeded, failed",
             }
         }
         while request:
@@ -319,22 +301,18 @@ class JobLedger:
         if job is None:
             return None
         shards = [i for i in items if i is not job]
-        return JobCounts(
+        counts = JobCounts(
             expected=int(job["expected"]["N"]),
             succeeded=sum(int(i.get("succeeded", {"N": "0"})["N"]) for i in shards),
             failed=sum(int(i.get("failed", {"N": "0"})["N"]) for i in shards),
             rejected_lines=int(job.get("rejected_lines", {"N": "0"})["N"]),
             finalized="finalized_at" in job,
         )
-
-    def rejection(self, job_id: str) -> str | None:
-        """Why the whole file was rejected, if it was."""
-        item = self._db.get_item(TableName=self._table, Key=_job_key(job_id), ConsistentRead=True).get("Item")
-        return item["rejected_reason"]["S"] if item and "rejected_reason" in item else None
-
-    def job(self, job_id: str) -> JobRef | None:
-        item = self._db.get_item(TableName=self._table, Key=_job_key(job_id), ConsistentRead=True).get("Item")
-        return JobRef.model_validate_json(item["job"]["S"]) if item else None
+        return JobState(
+            job=JobRef.model_validate_json(job["job"]["S"]),
+            counts=counts,
+            rejected_reason=job["rejected_reason"]["S"] if "rejected_reason" in job else None,
+        )
 
     def mark_finalized(self, job_id: str) -> None:
         """Results, summary and parent run are written: the job is done for readers."""
@@ -345,14 +323,17 @@ class JobLedger:
             ExpressionAttributeValues={":now": {"N": str(int(time.time()))}},
         )
 
-    def claim_finalization(self, job_id: str, lease_seconds: int = FINALIZATION_LEASE_SECONDS) -> bool:
-        """True for exactly one caller once every item has ended (counters only grow, so check first).
+    def claim_finalization(
+        self, job_id: str, lease_seconds: int = FINALIZATION_LEASE_SECONDS
+    ) -> JobState | None:
+        """The job for exactly one caller once every item has ended (counters only grow, so check first);
+        None for every other caller. The state read for the check is all the finalizer needs.
 
         A claim older than ``lease_seconds`` (its holder crashed mid-way) may be taken over.
         """
-        counts = self.counts(job_id)
-        if counts is None or not counts.complete or counts.finalized:
-            return False
+        state = self.state(job_id)
+        if state is None or not state.counts.complete or state.counts.finalized:
+            return None
         now = int(time.time())
         try:
             self._db.update_item(
@@ -367,9 +348,9 @@ class JobLedger:
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
+                return None
             raise
-        return True
+        return state
 
     def release_finalization(self, job_id: str) -> None:
         """Finalizing failed (MLflow unreachable): let the next runner try instead of waiting out the lease."""

@@ -44,8 +44,9 @@ a Converse ``modelInput`` are errors, since Bedrock would reject every call. Tag
 strings, numbers or booleans (stored as strings; booleans as ``true``/``false``). Exceeding the
 file size or record count limits, or a bad job header, rejects the whole file (``rejected``).
 
-Work items travel as SQS message bodies: ``Limits.max_item_bytes`` (200 KiB by default) keeps one
-serialized item well under SQS's classic 256 KiB message size, leaving room for the envelope.
+Work items (`domain.WorkItem`, bound to their job at ingest) travel as SQS message bodies:
+``Limits.max_item_bytes`` (200 KiB by default) keeps one serialized item well under SQS's classic
+256 KiB message size, leaving room for the job reference and the envelope.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from pydantic import (
 )
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.domain import WorkItem
 
 EXCERPT_CHARS = 200
 MAX_RECORD_ID_CHARS = 250  # MLflow tag keys/values carry it; keep it short and printable
@@ -171,27 +173,6 @@ class JobDefaults(BaseModel):
             stream=override.stream if "stream" in given else self.stream,
             tags={**self.tags, **override.tags},
         )
-
-
-class WorkItem(BaseModel):
-    """One Bedrock call to make: a Converse request body (without ``modelId``) and its model."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    record_id: str
-    line_number: int
-    model_id: str
-    request: dict[str, Any]
-    stream: bool = False
-    tags: dict[str, str] = Field(default_factory=dict)
-    shape: Literal["bedrock-batch", "simple"]
-
-    def to_json(self) -> str:
-        return self.model_dump_json()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> WorkItem:
-        return cls.model_validate_json(text)
 
 
 class LineError(BaseModel):
@@ -472,7 +453,7 @@ def _parse_line(
     )
     # Items differ only in model_id, so one serialization bounds them all.
     longest = max(len(json.dumps(m)) for m in targets) - len(json.dumps(targets[0]))
-    size = len(first.to_json().encode()) + longest
+    size = len(first.model_dump_json().encode()) + longest
     if size > limits.max_item_bytes:
         raise _LineRejected(f"work item is {size:,} bytes as JSON; the limit is {limits.max_item_bytes:,}")
     # Each item gets its own request and tags: a consumer mutating one must not change another.

@@ -1,60 +1,43 @@
-"""MLflow adapter: experiments, one parent run per job, one child run per (record, model).
+"""MLflow adapter (the run recorder): experiments, one parent run per job, one child run and trace per
+(record, model).
 
 Uses MlflowClient rather than the fluent API: it is thread-safe for concurrent items and costs three
-tracking requests per call (create_run, log_batch, update_run) instead of the fluent API's six.
+tracking requests per call (create_run, log_batch, update_run) instead of the fluent API's six. The
+call's trace is opened with the fluent tracing API (`mlflow.start_span`), linked to the call's run;
+`mlflow.bedrock.autolog()` adds the model span with its token usage inside it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+import mlflow
+from mlflow.entities import Metric, Param, RunTag, SpanType
+from mlflow.entities.trace_location import MlflowExperimentLocation
 from mlflow.exceptions import MlflowException
+from mlflow.tracing.constant import SpanAttributeKey
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.request_header.databricks_request_header_provider import (
     DatabricksRequestHeaderProvider,
 )
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-# Fixed names other tools read (README: "MLflow names").
-TAG_KIND = "pipeline.kind"
-TAG_JOB_ID = "pipeline.job_id"
-TAG_RECORD_ID = "pipeline.record_id"
-TAG_SOURCE = "pipeline.source"
-TAG_SOURCE_ETAG = "pipeline.source_etag"
-TAG_ROLE = "pipeline.role"  # "job" on parent runs, "call" on child runs
-TAG_TRACE_ID = "pipeline.trace_id"
-TAG_ERROR = "pipeline.error"
-# Deterministic identity of a (source version, record, model) call run: a retry finds the run an
-# earlier attempt created (and reuses it) instead of making a second one.
-TAG_ITEM_DIGEST = "pipeline.item_digest"
-RESERVED_TAG_PREFIXES = ("pipeline.", "mlflow.")
-
-PARAM_NAMES = ("model_id", "temperature", "top_p", "max_tokens", "stream")
-METRIC_NAMES = (
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cache_read_input_tokens",
-    "cache_write_input_tokens",
-    "latency_ms",
-    "input_cost_usd",
-    "output_cost_usd",
-    "cost_usd",
+from bedrock_pipeline.domain import CallOutcome, WorkItem
+from bedrock_pipeline.ports import CallRun
+from bedrock_pipeline.run_names import (
+    TAG_ERROR,
+    TAG_ITEM_DIGEST,
+    TAG_JOB_ID,
+    TAG_KIND,
+    TAG_RECORD_ID,
+    TAG_ROLE,
+    TAG_SOURCE,
+    TAG_SOURCE_ETAG,
+    TAG_TRACE_ID,
+    user_tags,
 )
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """What one child run records; the caller has already computed tokens and cost."""
-
-    params: Mapping[str, Any]
-    metrics: Mapping[str, float]
-    tags: Mapping[str, str]
-    failed: bool
 
 
 class _DatabricksContextAskedOnce(DatabricksRequestHeaderProvider):
@@ -86,9 +69,52 @@ def ask_databricks_context_once() -> bool:
     return True
 
 
-def user_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    """A record's own tags, minus any that would override the pipeline's or MLflow's own."""
-    return {k: str(v) for k, v in tags.items() if not k.startswith(RESERVED_TAG_PREFIXES)}
+def call_tags(item: WorkItem) -> dict[str, str]:
+    """A call run's (and its trace's) tags: the record's own, then the pipeline's."""
+    job = item.bound_job
+    return {
+        **user_tags(item.tags),
+        TAG_KIND: job.kind,
+        TAG_JOB_ID: job.job_id,
+        TAG_RECORD_ID: item.record_id,
+        TAG_SOURCE: job.source_uri,
+        TAG_SOURCE_ETAG: job.source_etag,
+        TAG_ITEM_DIGEST: item.digest,
+    }
+
+
+def call_params(item: WorkItem) -> dict[str, Any]:
+    inference = item.request.get("inferenceConfig", {})
+    return {
+        "model_id": item.model_id,
+        "temperature": inference.get("temperature"),
+        "top_p": inference.get("topP"),
+        "max_tokens": inference.get("maxTokens"),
+        "stream": item.stream,
+    }
+
+
+def call_metrics(outcome: CallOutcome) -> dict[str, float]:
+    """Tokens from Bedrock's usage, latency, and the cost priced once for the outcome (METRIC_NAMES)."""
+    answer = outcome.answer
+    if answer is None:
+        return {}
+    usage = answer.usage
+    metrics: dict[str, float] = {
+        "input_tokens": usage.get("inputTokens", 0),
+        "output_tokens": usage.get("outputTokens", 0),
+        "total_tokens": usage.get("totalTokens", 0),
+        "cache_read_input_tokens": usage.get("cacheReadInputTokens", 0),
+        "cache_write_input_tokens": usage.get("cacheWriteInputTokens", 0),
+        "latency_ms": answer.latency_ms,
+    }
+    if outcome.cost is not None:  # unknown models record tokens but no cost, rather than a made-up one
+        metrics.update(
+            input_cost_usd=outcome.cost.input_usd,
+            output_cost_usd=outcome.cost.output_usd,
+            cost_usd=outcome.cost.total_usd,
+        )
+    return metrics
 
 
 class RunTracker:
@@ -137,30 +163,76 @@ class RunTracker:
         )
         return run.info.run_id
 
-    def finish_call_run(self, run_id: str, record: CallRecord) -> None:
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in record.metrics.items()],
-            params=[Param(k, str(v)) for k, v in record.params.items() if v is not None],
-            tags=[RunTag(k, str(v)) for k, v in record.tags.items()],
-        )
-        self.client.set_terminated(run_id, "FAILED" if record.failed else "FINISHED")
+    def note_job_error(self, run_id: str, reason: str) -> None:
+        self.client.set_tag(run_id, TAG_ERROR, reason[:5000])
 
-    def finish_job_run(self, run_id: str, metrics: Mapping[str, float], failed: bool = False) -> None:
+    def finish_job_run(self, run_id: str, metrics: Mapping[str, float], *, failed: bool = False) -> None:
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
-    def log_job_artifact_text(self, run_id: str, text: str, artifact_file: str) -> None:
+    def log_job_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 
-    def find_call_run(self, experiment_id: str, job_id: str, item_digest: str) -> Any | None:
+    # --- one call: its run and its trace ----------------------------------------------------------
+    def start_call_run(self, item: WorkItem) -> str:
+        job = item.bound_job
+        return self.create_call_run(
+            job.experiment_id, job.parent_run_id, f"{item.record_id} · {item.model_id}", call_tags(item)
+        )
+
+    def trace_call(
+        self, item: WorkItem, run_id: str, call: Callable[[], CallOutcome], *, replayed: bool
+    ) -> tuple[CallOutcome, str | None]:
+        """``call`` inside the call's trace, linked to its run (the RunRecorder contract in ports.py)."""
+        with mlflow.start_span(
+            name=f"record {item.record_id}",
+            span_type=SpanType.CHAIN,
+            run_id=run_id,
+            # Explicit: otherwise the trace lands in the process's active (default) experiment.
+            trace_destination=MlflowExperimentLocation(experiment_id=item.bound_job.experiment_id),
+        ) as span:
+            mlflow.update_current_trace(tags=call_tags(item))
+            span.set_inputs({"modelId": item.model_id, **item.request})
+            outcome = call()
+            if replayed:
+                _replay_span(item, outcome)
+            if outcome.answer is not None:
+                span.set_outputs(outcome.answer.as_converse_output())
+            else:
+                span.set_status("ERROR")
+                span.set_outputs({"error": _error_text(outcome)})
+            return outcome, span.trace_id
+
+    def finish_call_run(
+        self, run_id: str, item: WorkItem, outcome: CallOutcome, trace_id: str | None
+    ) -> None:
+        tags = {TAG_TRACE_ID: trace_id} if trace_id else {}
+        if outcome.error is not None:
+            tags[TAG_ERROR] = _error_text(outcome)[:5000]
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in call_metrics(outcome).items()],
+            params=[Param(k, str(v)) for k, v in call_params(item).items() if v is not None],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
+        self.client.set_terminated(run_id, "FINISHED" if outcome.succeeded else "FAILED")
+
+    def discard_call_run(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
+
+    def fail_call_run(self, run_id: str, reason: str) -> None:
+        self.client.set_tag(run_id, TAG_ERROR, reason[:5000])
+        self.client.set_terminated(run_id, "FAILED")
+
+    def find_call_run(self, item: WorkItem) -> CallRun | None:
         """The (not deleted) call run an earlier attempt at this item created, if any."""
+        job = item.bound_job
         runs = self.client.search_runs(
-            [experiment_id],
+            [job.experiment_id],
             filter_string=(
-                f"tags.`{TAG_JOB_ID}` = '{job_id}' and tags.`{TAG_ITEM_DIGEST}` = '{item_digest}' "
+                f"tags.`{TAG_JOB_ID}` = '{job.job_id}' and tags.`{TAG_ITEM_DIGEST}` = '{item.digest}' "
                 f"and tags.`{TAG_ROLE}` = 'call'"
             ),
             max_results=10,
@@ -168,7 +240,9 @@ class RunTracker:
         )
         for extra in runs[1:]:  # never expected; if it happens, keep one run per item
             self.client.delete_run(extra.info.run_id)
-        return runs[0] if runs else None
+        if not runs:
+            return None
+        return CallRun(runs[0].info.run_id, runs[0].info.status, runs[0].data.tags.get(TAG_TRACE_ID))
 
     def search_call_runs(self, experiment_id: str, job_id: str) -> list[Any]:
         return self.client.search_runs(
@@ -176,3 +250,28 @@ class RunTracker:
             filter_string=f"tags.`{TAG_JOB_ID}` = '{job_id}' and tags.`{TAG_ROLE}` = 'call'",
             max_results=50_000,
         )
+
+
+def _error_text(outcome: CallOutcome) -> str:
+    return f"{outcome.error.code}: {outcome.error.message}" if outcome.error is not None else ""
+
+
+def _replay_span(item: WorkItem, outcome: CallOutcome) -> None:
+    """A cached answer stands in for the model call in the retry's trace (marked as such)."""
+    with mlflow.start_span(name="Converse (cached answer)", span_type=SpanType.CHAT_MODEL) as child:
+        child.set_inputs({"modelId": item.model_id, **item.request})
+        child.set_attribute("pipeline.cached_answer", True)
+        if outcome.answer is not None:
+            usage = outcome.answer.usage
+            child.set_attribute(
+                SpanAttributeKey.CHAT_USAGE,
+                {
+                    "input_tokens": usage.get("inputTokens", 0),
+                    "output_tokens": usage.get("outputTokens", 0),
+                    "total_tokens": usage.get("totalTokens", 0),
+                },
+            )
+            child.set_outputs(outcome.answer.as_converse_output())
+        else:
+            child.set_status("ERROR")
+            child.set_outputs({"error": _error_text(outcome)})

@@ -17,14 +17,18 @@ with lean_imports():  # what the cold start imports, without GC passes (this han
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from handlers.runtime import describe_failure, logger, metrics, pipeline, queue_retries
+    from bedrock_pipeline.use_cases.ingest import ingest_failed, ingest_prompt_file
+    from handlers.runtime import core, describe_failure, logger, metrics, queue_retries
     from handlers.s3_events import MalformedEvent, object_refs_in_message
 
 
 def _note(record: SQSRecord, reason: str) -> None:
     try:
-        pipeline().ledger.note_failure(
-            record.body, reason, int(record.attributes.approximate_receive_count or 1)
+        ingest_failed(
+            core().ingest,
+            body=record.body,
+            reason=reason,
+            receive_count=int(record.attributes.approximate_receive_count or 1),
         )
     except Exception:
         logger.exception("could not record the failure of an ingest message", extra={"reason": reason})
@@ -39,7 +43,7 @@ def record_handler(record: SQSRecord, poison: set[str]) -> None:
         raise
     for ref in refs:
         try:
-            report = pipeline().ingest_object(ref.bucket, ref.key, etag=ref.etag)
+            report = ingest_prompt_file(core().ingest, ref.bucket, ref.key, etag=ref.etag)
         except Exception as exc:
             _note(record, f"s3://{ref.bucket}/{ref.key}: {describe_failure(exc)}")
             raise

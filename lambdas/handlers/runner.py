@@ -12,7 +12,6 @@ from handlers.cold_start import lean_imports
 
 with lean_imports():  # what the cold start imports, without GC passes or MLflow's AI gateway
     import asyncio
-    from concurrent.futures import ThreadPoolExecutor
     from typing import Any
 
     import mlflow
@@ -26,12 +25,12 @@ with lean_imports():  # what the cold start imports, without GC passes or MLflow
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from pydantic import ValidationError
 
-    from bedrock_pipeline import settings
-    from bedrock_pipeline.jobs import WorkMessage
+    from bedrock_pipeline.domain import WorkItem
     from bedrock_pipeline.trace_export import holding_finished_traces
-    from handlers.runtime import describe_failure, logger, metrics, pipeline, queue_retries
-
-_pool = ThreadPoolExecutor(max_workers=settings.RUNNER_ITEM_CONCURRENCY, thread_name_prefix="item")
+    from bedrock_pipeline.use_cases.fan_out import item_executor
+    from bedrock_pipeline.use_cases.finalize import finalize_if_complete
+    from bedrock_pipeline.use_cases.run_item import item_failed, malformed_message, run_item
+    from handlers.runtime import describe_failure, logger, metrics, model_core, queue_retries
 
 
 class _Invocation:
@@ -42,43 +41,54 @@ class _Invocation:
         self.jobs_touched: set[str] = set()
         self.poison: set[str] = set()
 
-    def after_failure(self, record: SQSRecord, message: WorkMessage, exc: BaseException) -> None:
+    def after_failure(self, record: SQSRecord, item: WorkItem, exc: BaseException) -> None:
         """Record why, and on the last receive before the DLQ end the item as a failure with that reason."""
         reason = describe_failure(exc)
         receive_count = int(record.attributes.approximate_receive_count or 1)
-        ledger = pipeline(True).ledger
         try:
-            ledger.note_failure(
-                record.body, reason, receive_count, job_id=message.job.job_id, item_key=message.item_key
+            try:
+                last = queue_retries().is_last_receive(record.event_source_arn, receive_count)
+            except Exception:  # unknown: let the queue decide (the item can still end on a redrive)
+                logger.exception("could not tell whether this was the last receive")
+                last = False
+            gave_up = item_failed(
+                model_core().runner,
+                item,
+                body=record.body,
+                reason=reason,
+                receive_count=receive_count,
+                last_receive=last,
             )
-            last = queue_retries().is_last_receive(record.event_source_arn, receive_count)
-            if last and pipeline(True).give_up(message, reason, receive_count):
-                self.jobs_touched.add(message.job.job_id)
+            if gave_up:
+                self.jobs_touched.add(item.bound_job.job_id)
                 metrics.add_metric(name="ItemsGaveUp", unit=MetricUnit.Count, value=1)
         except Exception:  # the message still returns to the queue; only the bookkeeping is missing
             logger.exception("could not record the failure of a work item", extra={"reason": reason})
         logger.warning(
             "work item returned to the queue",
-            extra={"item_key": message.item_key, "receive_count": receive_count, "reason": reason},
+            extra={"item_key": item.key, "receive_count": receive_count, "reason": reason},
         )
 
     async def record_handler(self, record: SQSRecord) -> None:
         loop = asyncio.get_running_loop()
         try:
-            message = WorkMessage.model_validate_json(record.body)
-        except ValidationError as exc:
+            item = WorkItem.from_message(record.body)
+        except (ValidationError, ValueError) as exc:
             # No retry can fix a malformed body: straight back (visibility 0) so it reaches the DLQ soon.
             self.poison.add(record.message_id)
             reason = f"malformed work message: {describe_failure(exc)}"
             count = int(record.attributes.approximate_receive_count or 1)
             await loop.run_in_executor(
-                _pool, lambda: pipeline(True).ledger.note_failure(record.body, reason, count)
+                item_executor(),
+                lambda: malformed_message(
+                    model_core().runner, body=record.body, reason=reason, receive_count=count
+                ),
             )
             raise
         try:
-            outcome = await loop.run_in_executor(_pool, pipeline(True).run_item, message)
+            outcome = await loop.run_in_executor(item_executor(), run_item, model_core().runner, item)
         except Exception as exc:
-            await loop.run_in_executor(_pool, self.after_failure, record, message, exc)
+            await loop.run_in_executor(item_executor(), self.after_failure, record, item, exc)
             raise
         self.jobs_touched.add(outcome.job_id)
         if outcome.duplicate:
@@ -92,7 +102,9 @@ class _Invocation:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     invocation = _Invocation()
-    pipeline(True).register_lambda_context(context)
+    core = model_core()
+    if core.once is not None:
+        core.once.register_lambda_context(context)
 
     async def record_handler(record: SQSRecord) -> None:
         await invocation.record_handler(record)
@@ -113,6 +125,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         mlflow.flush_trace_async_logging()
     queue_retries().back_off(event, response, immediate=invocation.poison)
     for job_id in sorted(invocation.jobs_touched):
-        if pipeline(True).finalize_if_complete(job_id) is not None:
+        if finalize_if_complete(core.finalize, job_id) is not None:
             logger.info("job finalized", extra={"job_id": job_id})
     return response

@@ -1,5 +1,6 @@
 """What every handler shares: Powertools Logger/Metrics (created once), the environment contract
-validated at cold start, and the core `Pipeline` built once per execution environment."""
+validated at cold start, and the `Core` (adapters and the use cases' dependencies) built once per
+execution environment."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import json
 import os
 import random
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
@@ -17,6 +19,17 @@ from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.ledger import JobLedger
+from bedrock_pipeline.ports import ModelGateway
+from bedrock_pipeline.pricing import PriceTable
+from bedrock_pipeline.storage import S3AnswerCache, S3PromptSource, S3ResultStore
+from bedrock_pipeline.use_cases.finalize import FinalizeDeps
+from bedrock_pipeline.use_cases.ingest import IngestDeps
+from bedrock_pipeline.use_cases.run_item import CallDeps, OncePerItem, RunnerDeps
+from bedrock_pipeline.work_queue import SqsWorkQueue, queue_url_of
+
+if TYPE_CHECKING:  # the MLflow adapter is imported when the core is built, not at cold start
+    from bedrock_pipeline.tracking import RunTracker
 
 SERVICE = "bedrock-pipeline"
 # Backoff for items returned to the queue (ChangeMessageVisibility by receive count); see RELIABILITY.md.
@@ -79,36 +92,92 @@ def environment() -> HandlerEnvironment:
     return env
 
 
+@dataclass(frozen=True)
+class Core:
+    """The adapters, built once per execution environment (clients are reused across invocations), and
+    the use cases' dependencies made of them."""
+
+    s3: Any
+    sqs: Any
+    bucket: str
+    prices: PriceTable
+    recorder: RunTracker
+    ledger: JobLedger
+    default_models: tuple[str, ...]
+    work_queue_url: str
+    gateway: ModelGateway | None = None  # only where tracing and the Bedrock client are set up
+    once: OncePerItem | None = None
+
+    @functools.cached_property
+    def ingest(self) -> IngestDeps:
+        return IngestDeps(
+            source=S3PromptSource(self.s3),
+            queue=SqsWorkQueue(self.sqs, self.work_queue_url),
+            ledger=self.ledger,
+            recorder=self.recorder,
+            results=S3ResultStore(self.s3, self.bucket),
+            prices=self.prices,
+            default_models=self.default_models,
+        )
+
+    @functools.cached_property
+    def calls(self) -> CallDeps:
+        if self.gateway is None:
+            raise RuntimeError("this core was built without the model gateway: use model_core()")
+        return CallDeps(
+            gateway=self.gateway,
+            recorder=self.recorder,
+            prices=self.prices,
+            answers=S3AnswerCache(self.s3, self.bucket),
+        )
+
+    @functools.cached_property
+    def runner(self) -> RunnerDeps:
+        return RunnerDeps(
+            call=self.calls, ledger=self.ledger, results=S3ResultStore(self.s3, self.bucket), once=self.once
+        )
+
+    @functools.cached_property
+    def finalize(self) -> FinalizeDeps:
+        return FinalizeDeps(
+            ledger=self.ledger, results=S3ResultStore(self.s3, self.bucket), recorder=self.recorder
+        )
+
+
 # functools.cache does not lock: pollers running as threads of one process (the local event pump)
-# would each build a pipeline (and enable autolog) on their first batch. One build, under this lock.
+# would each build a core (and enable autolog) on their first batch. One build, under this lock.
 _BUILD_LOCK = threading.Lock()
 
 
-def pipeline(with_model: bool = False):  # type: ignore[no-untyped-def]
-    """The core pipeline, built once per cold start (clients are reused across invocations)."""
+def core() -> Core:
+    """The core without the model gateway (ingest: no tracing set up, cheaper to import)."""
     with _BUILD_LOCK:
-        return _build_pipeline(with_model)
+        return _build_core(with_model=False)
 
 
-def reset_pipeline() -> None:
-    """Forget the pipeline built so far: the next call builds one from the current environment (tests).
+def model_core() -> Core:
+    """The core with Bedrock traced by MLflow (runner, evaluator, benchmark)."""
+    with _BUILD_LOCK:
+        return _build_core(with_model=True)
+
+
+def reset_core() -> None:
+    """Forget the cores built so far: the next call builds one from the current environment (tests).
 
     Under the build lock, and the environment forgotten with it: a poller of the local pump may be
-    building right now from the environment as it was, and would otherwise store that pipeline (and
+    building right now from the environment as it was, and would otherwise store that core (and
     that environment) after this reset."""
     with _BUILD_LOCK:
         environment.cache_clear()
-        _build_pipeline.cache_clear()
+        _build_core.cache_clear()
 
 
 @functools.cache
-def _build_pipeline(with_model: bool):  # type: ignore[no-untyped-def]
+def _build_core(*, with_model: bool) -> Core:
     import mlflow  # deferred: the ingest path is cheaper to import without tracing set up
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
     from bedrock_pipeline.bedrock import BedrockGateway, make_bedrock_client
-    from bedrock_pipeline.ledger import JobLedger
-    from bedrock_pipeline.pipeline import Pipeline
-    from bedrock_pipeline.pricing import PriceTable
     from bedrock_pipeline.trace_export import export_traces_at_once
     from bedrock_pipeline.tracking import RunTracker, ask_databricks_context_once
 
@@ -123,18 +192,22 @@ def _build_pipeline(with_model: bool):  # type: ignore[no-untyped-def]
     # Items of a batch run concurrently and the finalizer fetches results in parallel: size the pools.
     pooled = Config(max_pool_connections=32)
     dynamodb = boto3.client("dynamodb", config=pooled)
-    return Pipeline(
+    once = None
+    if env.idempotency_table:
+        once = OncePerItem.with_persistence(
+            DynamoDBPersistenceLayer(table_name=env.idempotency_table, boto3_client=dynamodb)
+        )
+    return Core(
         s3=boto3.client("s3", config=pooled),
         sqs=boto3.client("sqs"),
-        ledger=JobLedger(dynamodb, env.jobs_table),
-        tracker=RunTracker(),
-        prices=PriceTable.load(),
         bucket=env.prompt_bucket,
+        prices=PriceTable.load(),
+        recorder=RunTracker(),
+        ledger=JobLedger(dynamodb, env.jobs_table),
+        default_models=env.models,
         work_queue_url=env.work_queue_url,
         gateway=gateway,
-        default_models=env.models,
-        dynamodb=dynamodb,
-        idempotency_table=env.idempotency_table,
+        once=once,
     )
 
 
@@ -158,8 +231,7 @@ class QueueRetries:
     def queue(self, queue_arn: str) -> tuple[str, int | None]:
         """(queue URL, maxReceiveCount or None without a DLQ) for an event source ARN; cached."""
         if queue_arn not in self._queues:
-            _, _, _, _, account, name = queue_arn.split(":", 5)
-            url = self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+            url = queue_url_of(self._sqs, queue_arn)
             attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
             policy = json.loads(attributes.get("Attributes", {}).get("RedrivePolicy", "{}") or "{}")
             max_receive = int(policy["maxReceiveCount"]) if "maxReceiveCount" in policy else None

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bedrock_pipeline.jobs import job_id_for
+from bedrock_pipeline.domain import job_id_for
 from bedrock_pipeline.ledger import JobLedger
 from local_stack.bedrock_emulator.server import EmulatorServer
 from local_stack.event_pump import EventPump, QueueRoute
@@ -80,7 +80,7 @@ def stack(
     from handlers import runtime
 
     runtime.environment.cache_clear()
-    runtime.reset_pipeline()
+    runtime.reset_core()
     emulator.reset()
     pump = EventPump(
         [
@@ -102,4 +102,4 @@ def stack(
     finally:
         pump.stop()
         runtime.environment.cache_clear()
-        runtime.reset_pipeline()
+        runtime.reset_core()

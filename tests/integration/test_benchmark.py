@@ -86,7 +86,7 @@ def test_a_scheduled_run_records_its_figures_per_model(
     monkeypatch.setenv("BENCHMARK_SUITE", "default")
     monkeypatch.setenv("DEFAULT_MODELS", f"{HAIKU},{NOVA}")
     runtime.environment.cache_clear()  # a cold start with this environment
-    runtime.reset_pipeline()
+    runtime.reset_core()
     _put_suite(bench, "core-v1", (SUITES / "core-v1.jsonl").read_bytes())
     bench.emulator.configure("*", accuracy=1.0)
 

@@ -101,7 +101,7 @@ def eval_stack(
     )
     for cache in caches:
         cache.cache_clear()
-    runtime.reset_pipeline()
+    runtime.reset_core()
     emulator.reset()
     s3 = boto3.client("s3")
     s3.put_object(Bucket=resources.bucket, Key=DATASET_KEY, Body=(EXAMPLES / "arithmetic.jsonl").read_bytes())
@@ -119,7 +119,7 @@ def eval_stack(
         emulator.reset()  # the emulator is shared by the session: back to its start-up config
         for cache in caches:
             cache.cache_clear()
-        runtime.reset_pipeline()
+        runtime.reset_core()
 
 
 def example_job(**overrides: Any) -> dict[str, Any]:

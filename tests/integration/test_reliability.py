@@ -24,8 +24,10 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bedrock_pipeline.jobs import WorkMessage, job_id_for
+from bedrock_pipeline.domain import WorkItem, job_id_for
 from bedrock_pipeline.ledger import JobLedger
+from bedrock_pipeline.use_cases.finalize import finalize_if_complete
+from bedrock_pipeline.use_cases.run_item import run_item
 from local_stack.bedrock_emulator.server import EmulatorServer
 from local_stack.event_pump import EventPump, QueueRoute
 from local_stack.mlflow_server import MlflowServerOptions, start_mlflow_server
@@ -204,7 +206,7 @@ def make_pipeline(
         for name, value in pipeline.env.items():
             monkeypatch.setenv(name, value)
         runtime.environment.cache_clear()
-        runtime.reset_pipeline()
+        runtime.reset_core()
         runtime.queue_retries.cache_clear()
         emulator.reset()
         built.append(pipeline)
@@ -214,7 +216,7 @@ def make_pipeline(
     for pipeline in built:
         pipeline.stop()
     runtime.environment.cache_clear()
-    runtime.reset_pipeline()
+    runtime.reset_core()
     runtime.queue_retries.cache_clear()
     emulator.reset()
 
@@ -285,8 +287,9 @@ def test_the_crash_window_between_the_model_call_and_the_ledger_mark(
     p.wait_for(lambda: p.queue_depth(p.resources.work.url) == 1, 30, "the work message")
     ingest.stop()
     (body,) = [m["Body"] for m in dlq.peek(p.sqs, p.resources.work.url, 1)]
-    message = WorkMessage.model_validate_json(body)
-    pipeline = runtime.pipeline(True)
+    item = WorkItem.from_message(body)
+    core = runtime.model_core()
+    assert core.once is not None
 
     class Killed(BaseException):
         """Not an Exception: like a SIGKILL, nothing in the pipeline gets to clean up after it."""
@@ -295,27 +298,27 @@ def test_the_crash_window_between_the_model_call_and_the_ledger_mark(
         def get_remaining_time_in_millis(self) -> int:
             return 500
 
-    real_finish = pipeline.tracker.finish_call_run
-    pipeline.tracker.finish_call_run = lambda *a, **k: (_ for _ in ()).throw(Killed())  # type: ignore[method-assign]
-    pipeline.register_lambda_context(ShortContext())
+    real_finish = core.recorder.finish_call_run
+    core.recorder.finish_call_run = lambda *a, **k: (_ for _ in ()).throw(Killed())  # type: ignore[method-assign]
+    core.once.register_lambda_context(ShortContext())
     try:
         with pytest.raises(Killed):
-            pipeline.run_item(message)
+            run_item(core.runner, item)
     finally:
-        pipeline.tracker.finish_call_run = real_finish  # type: ignore[method-assign]
+        core.recorder.finish_call_run = real_finish  # type: ignore[method-assign]
     (orphan,) = p.call_runs(job_id)
-    assert orphan.info.status == "RUNNING" and not p.ledger.has_ended(job_id, message.item_key)
+    assert orphan.info.status == "RUNNING" and p.ledger.item_end(job_id, item.key) is None
 
     time.sleep(0.6)  # the dead invocation's in-progress idempotency record expires with its deadline
-    outcome = pipeline.run_item(message)
+    outcome = run_item(core.runner, item)
     assert outcome.succeeded and not outcome.duplicate
-    assert pipeline.finalize_if_complete(job_id) is not None
+    assert finalize_if_complete(core.finalize, job_id) is not None
 
     (line,) = p.assert_exactly_once(job_id, 1, succeeded=1)
     assert line["mlflow"]["runId"] == orphan.info.run_id
     assert p.emulator.stats()["total_calls"] == 1
     # A third delivery (the original message, still on the queue) is only a duplicate.
-    assert pipeline.run_item(message).duplicate
+    assert run_item(core.runner, item).duplicate
 
 
 def test_mlflow_killed_and_restarted_mid_batch_loses_nothing(

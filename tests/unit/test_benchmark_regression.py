@@ -24,6 +24,7 @@ from bedrock_pipeline.benchmark import (
     thresholds_from_env,
 )
 from bedrock_pipeline.benchmark.regression import DIRECTIONS, limit_for
+from bedrock_pipeline.domain import CallCost, CallError, CallOutcome, ModelResponse, ResultLine
 
 T = RegressionThresholds()
 METRICS = tuple(DIRECTIONS)
@@ -227,21 +228,19 @@ def test_figures_count_failures_as_wrong_and_price_per_100_answered_prompts() ->
     """Given four result lines (three answered, one failed) for prompts that all expect "42", when the
     figures are computed, then success is 3/4, quality 2/4, and cost per 100 is over answered prompts."""
 
-    def ok(record: str, text: str, latency: float, cost: float) -> dict[str, Any]:
-        return {
-            "recordId": record,
-            "modelId": "m",
-            "modelOutput": {"output": {"message": {"content": [{"text": text}]}}},
-            "usage": {"inputTokens": 10, "outputTokens": 5},
-            "latencyMs": latency,
-            "costUsd": cost,
-        }
+    def ok(record: str, text: str, latency: float, cost: float | None) -> ResultLine:
+        usage = {"inputTokens": 10, "outputTokens": 5}
+        answer = ModelResponse(
+            {"role": "assistant", "content": [{"text": text}]}, "end_turn", usage, latency, latency
+        )
+        priced = None if cost is None else CallCost(cost, 0.0, cost)
+        return ResultLine(record, "m", 1, {}, CallOutcome(answer=answer, cost=priced))
 
     lines = [
         ok("a", "The answer is 42.", 100, 0.001),
         ok("b", "The answer is 42.", 300, 0.001),
         ok("c", "The answer is 41.", 200, 0.001),
-        {"recordId": "d", "modelId": "m", "error": {"errorCode": "ModelErrorException"}},
+        ResultLine("d", "m", 4, {}, CallOutcome(error=CallError("ModelErrorException", "failed"))),
     ]
     expectations = {r: Expectation(expected="42") for r in "abcd"}
     f = compute_figures("m", lines, expectations)
@@ -250,7 +249,7 @@ def test_figures_count_failures_as_wrong_and_price_per_100_answered_prompts() ->
     assert (f.p50_latency_ms, f.p95_latency_ms) == (200, 300)
     assert (f.input_tokens, f.output_tokens, f.total_tokens) == (30, 15, 45)
     assert f.cost_per_100_prompts_usd == pytest.approx(0.1)
-    unpriced = compute_figures("m", [{**lines[0], "costUsd": None}], expectations)
+    unpriced = compute_figures("m", [ok("a", "The answer is 42.", 100, None)], expectations)
     assert unpriced.cost_usd is None and "cost_per_100_prompts_usd" not in unpriced.metrics()
 
 

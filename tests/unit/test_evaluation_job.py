@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bedrock_pipeline.evaluation.answering import work_messages
+from bedrock_pipeline.domain import JobRef
+from bedrock_pipeline.evaluation.answering import work_items
 from bedrock_pipeline.evaluation.comparison import ModelScore, compare, scores_from_metrics
 from bedrock_pipeline.evaluation.evaluate import Evaluator
 from bedrock_pipeline.evaluation.job import EvaluationJob, JobRejected, parse_dataset, parse_job
 from bedrock_pipeline.evaluation.scorers import contains_match, exact_match, judge_request
-from bedrock_pipeline.jobs import JobRef
 from bedrock_pipeline.pricing import PriceTable
 from local_stack.bedrock_emulator.judge import judge_reply
 
@@ -186,7 +186,7 @@ def test_estimate_counts_the_judge_calls() -> None:
         source_etag="e",
     )
     evaluator = Evaluator(s3=None, tracker=None, prices=PriceTable.load(), gateway=None, bucket="b")  # type: ignore[arg-type]
-    messages = work_messages(job, ref, dataset.rows)
+    messages = work_items(job, ref, dataset.rows)
 
     with_judge = evaluator.estimate(job, dataset.rows, messages)
     without = evaluator.estimate(job.model_copy(update={"scorers": ["exact_match"]}), dataset.rows, messages)

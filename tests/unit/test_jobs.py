@@ -1,6 +1,6 @@
 """Job identity and experiment naming."""
 
-from bedrock_pipeline.jobs import experiment_for, job_id_for
+from bedrock_pipeline.domain import experiment_for, job_id_for
 
 
 def test_given_the_same_object_version_when_ids_are_derived_then_they_are_equal():

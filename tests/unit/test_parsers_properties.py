@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bedrock_pipeline.pipeline import file_problem
 from bedrock_pipeline.prompt_file import Limits, parse_prompt_file
+from bedrock_pipeline.use_cases.ingest import file_problem
 from handlers.s3_events import MalformedEvent, ObjectRef, object_refs_in_message
 
 MODELS = ("amazon.nova-lite-v1:0", "anthropic.claude-3-haiku-20240307-v1:0")

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from bedrock_pipeline.domain import JobRef
 from bedrock_pipeline.prompt_file import (
     CONVERSE_BODY_KEYS,
     InferenceSettings,
@@ -438,17 +439,37 @@ def test_given_a_rejection_reason_then_a_rejected_result_is_built_for_callers() 
     assert ParsedPromptFile.rejection("too big") == ParsedPromptFile(rejected="too big")
 
 
-# --- work items travel as queue messages ---------------------------------------------------------------
-def test_given_a_work_item_when_serialised_then_it_round_trips_exactly() -> None:
+# --- work items travel as queue messages, bound to their job -------------------------------------------
+_JOB = JobRef(
+    job_id="j",
+    experiment_id="1",
+    parent_run_id="r",
+    source_bucket="b",
+    source_key="incoming/x.jsonl",
+    source_etag="e",
+)
+
+
+def test_given_a_parsed_item_bound_to_its_job_when_sent_then_the_message_round_trips_exactly() -> None:
     [item] = parse({"id": "q", "prompt": "héllo ✓", "tags": {"a": 1}, "system": "s"}).items
-    text = item.to_json()
-    assert WorkItem.from_json(text) == item
-    assert WorkItem.from_json(text.encode()) == item
+    bound = item.bound_to(_JOB)
+    text = bound.to_message()
+    assert WorkItem.from_message(text) == bound
+    assert WorkItem.from_message(text.encode()) == bound
+    assert bound.key == "e:q:" + item.model_id and len(bound.digest) == 32
 
 
-def test_given_a_malformed_message_body_then_from_json_raises_a_validation_error() -> None:
+def test_given_an_item_without_its_job_then_it_cannot_become_a_message() -> None:
+    [item] = parse({"id": "q", "prompt": "hi"}).items
+    with pytest.raises(ValueError, match="not bound to a job"):
+        item.to_message()
+    with pytest.raises(ValueError, match="not bound to a job"):
+        WorkItem.from_message(item.model_dump_json())
+
+
+def test_given_a_malformed_message_body_then_from_message_raises_a_validation_error() -> None:
     with pytest.raises(ValidationError):
-        WorkItem.from_json('{"record_id": "x"}')
+        WorkItem.from_message('{"record_id": "x"}')
 
 
 def test_line_errors_carry_number_reason_and_excerpt() -> None:
@@ -509,7 +530,8 @@ def test_property_valid_simple_records_parse_back_in_order_fanned_out_over_every
         (i.record_id, i.request["messages"][0]["content"][0]["text"], i.model_id) for i in parsed.items
     ] == expected
     for item in parsed.items:
-        assert WorkItem.from_json(item.to_json()) == item
+        bound = item.bound_to(_JOB)
+        assert WorkItem.from_message(bound.to_message()) == bound
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

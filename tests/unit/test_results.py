@@ -1,15 +1,17 @@
 """Per-model summary of result lines."""
 
+from bedrock_pipeline.domain import CallCost, CallError, CallOutcome, ModelResponse, ResultLine
 from bedrock_pipeline.results import format_table, percentile, summarize
 
 
-def _ok(model: str, latency: float, cost: float, tokens_in: int = 10, tokens_out: int = 5) -> dict:
-    return {
-        "modelId": model,
-        "latencyMs": latency,
-        "costUsd": cost,
-        "usage": {"inputTokens": tokens_in, "outputTokens": tokens_out},
-    }
+def _ok(model: str, latency: float, cost: float, tokens_in: int = 10, tokens_out: int = 5) -> ResultLine:
+    usage = {"inputTokens": tokens_in, "outputTokens": tokens_out}
+    answer = ModelResponse({"role": "assistant", "content": []}, "end_turn", usage, latency, latency)
+    return ResultLine("r", model, 1, {}, CallOutcome(answer=answer, cost=CallCost(cost, 0.0, cost)))
+
+
+def _failed(model: str) -> ResultLine:
+    return ResultLine("r", model, 1, {}, CallOutcome(error=CallError("ValidationException", "bad")))
 
 
 def test_nearest_rank_percentiles():
@@ -24,7 +26,7 @@ def test_given_successes_and_failures_when_summarized_then_each_model_gets_its_o
     lines = [
         _ok("a", 100, 0.001),
         _ok("a", 300, 0.002),
-        {"modelId": "a", "error": {"errorCode": "ValidationException"}},
+        _failed("a"),
         _ok("b", 50, 0.0005, tokens_in=7, tokens_out=3),
     ]
     rows = {r.model_id: r for r in summarize(lines)}

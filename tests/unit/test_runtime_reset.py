@@ -1,4 +1,4 @@
-"""reset_pipeline() cannot be undone by a build already in progress in another thread (the local pump)."""
+"""reset_core() cannot be undone by a build already in progress in another thread (the local pump)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_a_reset_waits_for_a_build_in_progress_and_then_forgets_its_environment_
     runtime.environment.cache_clear()
     runtime.environment()  # cached, as a build in progress would have left it
     assert runtime.environment.cache_info().currsize == 1
-    resetter = threading.Thread(target=runtime.reset_pipeline)
+    resetter = threading.Thread(target=runtime.reset_core)
     with runtime._BUILD_LOCK:  # a poller's build holds this while it reads the environment and builds
         resetter.start()
         resetter.join(timeout=0.5)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Final
 
 from bedrock_pipeline.benchmark.suite import Expectation
+from bedrock_pipeline.domain import ResultLine
 from bedrock_pipeline.results import percentile
 
 # The metrics a baseline compares and a trend chart shows; names are MLflow metric names.
@@ -42,28 +43,19 @@ class ModelFigures:
         return {k: float(v) for k, v in asdict(self).items() if k != "model_id" and v is not None}
 
 
-def answer_text(line: Mapping[str, Any]) -> str:
-    content = line.get("modelOutput", {}).get("output", {}).get("message", {}).get("content", [])
-    return "".join(block.get("text", "") for block in content if isinstance(block, dict))
-
-
 def compute_figures(
-    model_id: str, lines: Iterable[Mapping[str, Any]], expectations: Mapping[str, Expectation]
+    model_id: str, lines: Iterable[ResultLine], expectations: Mapping[str, Expectation]
 ) -> ModelFigures:
     lines = list(lines)
-    ok = [line for line in lines if "error" not in line]
-    latencies = [float(line["latencyMs"]) for line in ok if line.get("latencyMs") is not None]
-    input_tokens = sum(int(line.get("usage", {}).get("inputTokens", 0)) for line in ok)
-    output_tokens = sum(int(line.get("usage", {}).get("outputTokens", 0)) for line in ok)
-    costs = [line.get("costUsd") for line in ok]
+    ok = [line for line in lines if line.succeeded]
+    latencies = [line.latency_ms for line in ok if line.latency_ms is not None]
+    input_tokens = sum(int(line.usage.get("inputTokens", 0)) for line in ok)
+    output_tokens = sum(int(line.usage.get("outputTokens", 0)) for line in ok)
+    costs = [line.cost_usd for line in ok]
     priced = bool(ok) and all(c is not None for c in costs)
-    cost = round(sum(float(c or 0.0) for c in costs), 10) if priced else None
-    graded = [line for line in lines if line.get("recordId") in expectations]
-    passed = sum(
-        1
-        for line in graded
-        if "error" not in line and expectations[line["recordId"]].passes(answer_text(line))
-    )
+    cost = round(sum(c or 0.0 for c in costs), 10) if priced else None
+    graded = [line for line in lines if line.record_id in expectations]
+    passed = sum(1 for line in graded if line.succeeded and expectations[line.record_id].passes(line.text))
     prompts = len(lines)
     return ModelFigures(
         model_id=model_id,

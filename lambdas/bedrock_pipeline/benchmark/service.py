@@ -12,7 +12,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,17 +21,18 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from bedrock_pipeline import settings as pipeline_settings
-from bedrock_pipeline.bedrock import ModelGateway
 from bedrock_pipeline.benchmark import settings as bench
 from bedrock_pipeline.benchmark.charts import ChartsUnavailable, TrendPoint, render_trend_png
 from bedrock_pipeline.benchmark.figures import TRACKED_METRICS, ModelFigures, compute_figures
 from bedrock_pipeline.benchmark.regression import DIRECTIONS, Verdict, detect, limit_for
 from bedrock_pipeline.benchmark.suite import Suite, load_suite
-from bedrock_pipeline.jobs import JobRef, WorkMessage
+from bedrock_pipeline.domain import CallError, CallOutcome, JobRef, ResultLine, WorkItem
+from bedrock_pipeline.ports import ModelGateway, TransientItemError
 from bedrock_pipeline.pricing import PriceTable
-from bedrock_pipeline.results import to_jsonl
-from bedrock_pipeline.runner import RunnerDeps, TransientItemError, execute
+from bedrock_pipeline.storage import to_jsonl
 from bedrock_pipeline.tracking import TAG_JOB_ID, TAG_KIND, TAG_ROLE, TAG_SOURCE, TAG_SOURCE_ETAG, RunTracker
+from bedrock_pipeline.use_cases.fan_out import fan_out
+from bedrock_pipeline.use_cases.run_item import CallDeps, record_call
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def run_benchmark(
     histories: dict[str, list[PastRun]] = {}
     for model_id, job in jobs.items():
         figures = compute_figures(
-            model_id, [line for line in lines if line["modelId"] == model_id], suite.expectations
+            model_id, [line for line in lines if line.model_id == model_id], suite.expectations
         )
         histories[model_id] = _history(
             deps.tracker, experiment_id, suite, model_id, thresholds.chart_runs, job
@@ -130,7 +130,12 @@ def run_benchmark(
 
     summary = _summary_document(benchmark_run_id, suite, source, experiment_id, started, thresholds, outcomes)
     summary_key = f"{bench.RESULTS_PREFIX}{benchmark_run_id}/{SUMMARY_FILE}"
-    _put(deps.s3, deps.bucket, f"{bench.RESULTS_PREFIX}{benchmark_run_id}/{RESULTS_FILE}", to_jsonl(lines))
+    _put(
+        deps.s3,
+        deps.bucket,
+        f"{bench.RESULTS_PREFIX}{benchmark_run_id}/{RESULTS_FILE}",
+        to_jsonl(line.to_dict() for line in lines),
+    )
     _put(deps.s3, deps.bucket, summary_key, json.dumps(summary, indent=2).encode())
 
     finished = tuple(
@@ -196,38 +201,20 @@ def _start_model_run(
     )
 
 
-def _run_items(suite: Suite, jobs: dict[str, JobRef], deps: BenchmarkDeps) -> list[dict[str, Any]]:
-    """Every (prompt, model) through the pipeline's own `execute`, bounded like the runner Lambda."""
-    runner_deps = RunnerDeps(gateway=deps.gateway, tracker=deps.tracker, prices=deps.prices)
-    messages = [
-        WorkMessage(
-            job=jobs[item.model_id],
-            record_id=item.record_id,
-            line_number=item.line_number,
-            model_id=item.model_id,
-            request=item.request,
-            stream=item.stream,
-            tags=item.tags,
-        )
-        for item in suite.parsed.items
-    ]
+def _run_items(suite: Suite, jobs: dict[str, JobRef], deps: BenchmarkDeps) -> list[ResultLine]:
+    """Every (prompt, model) through the pipeline's own `record_call`, bounded like the runner Lambda."""
+    calls = CallDeps(gateway=deps.gateway, recorder=deps.tracker, prices=deps.prices)
+    items = [item.bound_to(jobs[item.model_id]) for item in suite.parsed.items]
 
-    def one(message: WorkMessage) -> dict[str, Any]:
+    def one(item: WorkItem) -> ResultLine:
         try:
-            return execute(message, runner_deps)
+            return record_call(item, calls)
         except TransientItemError as exc:
             # No queue retries a benchmark call: a call still failing after botocore's retries is a
-            # failure of this run (execute has already dropped its run).
-            return {
-                "recordId": message.record_id,
-                "modelId": message.model_id,
-                "lineNumber": message.line_number,
-                "modelInput": message.request,
-                "error": {"errorCode": "TransientError", "errorMessage": str(exc)},
-            }
+            # failure of this run (record_call has already dropped its run).
+            return ResultLine.for_item(item, CallOutcome(error=CallError("TransientError", str(exc))))
 
-    with ThreadPoolExecutor(max_workers=max(1, deps.concurrency), thread_name_prefix="benchmark") as pool:
-        return list(pool.map(one, messages))
+    return fan_out(items, one, max_workers=deps.concurrency)
 
 
 # --- history and baseline ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Answer every dataset row with every model through the batch runner's core (`runner.execute`).
+"""Answer every dataset row with every model through the runner's own `record_call`.
 
 So an evaluation answer is recorded exactly like a batch call: its own child run under the job's
 parent run, the same params/metrics/tags (`pipeline.kind = evaluation`) and a trace linked to it.
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bedrock_pipeline import settings
+from bedrock_pipeline.domain import CallError, CallOutcome, JobRef, ResultLine, WorkItem
 from bedrock_pipeline.evaluation.job import DatasetRow, EvaluationJob
-from bedrock_pipeline.jobs import JobRef, WorkMessage
-from bedrock_pipeline.runner import RunnerDeps, TransientItemError, execute
+from bedrock_pipeline.ports import TransientItemError
+from bedrock_pipeline.use_cases.fan_out import fan_out
+from bedrock_pipeline.use_cases.run_item import CallDeps, record_call
 
 logger = logging.getLogger(__name__)
 
@@ -26,22 +26,19 @@ TRANSIENT_ATTEMPTS = 2  # botocore already retried each call adaptively; then th
 class Answer:
     row: DatasetRow
     model_id: str
-    line: dict[str, Any]  # the runner's result line (Bedrock batch-inference output shape, extended)
+    line: ResultLine  # the runner's result line (Bedrock batch-inference output shape, extended)
 
     @property
     def ok(self) -> bool:
-        return "error" not in self.line
+        return self.line.succeeded
 
     @property
     def text(self) -> str:
-        if not self.ok:
-            return ""
-        content = self.line["modelOutput"]["output"]["message"].get("content", [])
-        return "".join(block.get("text", "") for block in content)
+        return self.line.text
 
     @property
     def trace_id(self) -> str | None:
-        return self.line.get("mlflow", {}).get("traceId")
+        return self.line.mlflow.trace_id
 
 
 def converse_request(job: EvaluationJob, row: DatasetRow) -> dict[str, Any]:
@@ -59,9 +56,9 @@ def converse_request(job: EvaluationJob, row: DatasetRow) -> dict[str, Any]:
     return request
 
 
-def work_messages(job: EvaluationJob, job_ref: JobRef, rows: Sequence[DatasetRow]) -> list[WorkMessage]:
+def work_items(job: EvaluationJob, job_ref: JobRef, rows: Sequence[DatasetRow]) -> list[WorkItem]:
     return [
-        WorkMessage(
+        WorkItem(
             job=job_ref,
             record_id=row.record_id,
             line_number=row.line_number,
@@ -74,26 +71,21 @@ def work_messages(job: EvaluationJob, job_ref: JobRef, rows: Sequence[DatasetRow
     ]
 
 
-def answer_all(messages: Sequence[WorkMessage], rows: Sequence[DatasetRow], deps: RunnerDeps) -> list[Answer]:
-    """Run every message, concurrently and bounded like the runner (settings.RUNNER_ITEM_CONCURRENCY)."""
+def answer_all(items: Sequence[WorkItem], rows: Sequence[DatasetRow], deps: CallDeps) -> list[Answer]:
+    """Every item, concurrently and bounded like the runner (settings.RUNNER_ITEM_CONCURRENCY)."""
     by_id = {row.record_id: row for row in rows}
 
-    def run(message: WorkMessage) -> Answer:
+    def run(item: WorkItem) -> Answer:
+        last = ""
         for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
             try:
-                return Answer(by_id[message.record_id], message.model_id, execute(message, deps))
+                return Answer(by_id[item.record_id], item.model_id, record_call(item, deps))
             except TransientItemError as exc:
                 logger.warning(
-                    "transient failure %s/%s (attempt %d): %s",
-                    message.record_id,
-                    message.model_id,
-                    attempt,
-                    exc,
+                    "transient failure %s/%s (attempt %d): %s", item.record_id, item.model_id, attempt, exc
                 )
                 last = str(exc)
-        error = {"errorCode": "TransientError", "errorMessage": last}
-        line = {"recordId": message.record_id, "modelId": message.model_id, "error": error, "mlflow": {}}
-        return Answer(by_id[message.record_id], message.model_id, line)
+        line = ResultLine.for_item(item, CallOutcome(error=CallError("TransientError", last)))
+        return Answer(by_id[item.record_id], item.model_id, line)
 
-    with ThreadPoolExecutor(max_workers=settings.RUNNER_ITEM_CONCURRENCY, thread_name_prefix="eval") as pool:
-        return list(pool.map(run, messages))
+    return fan_out(items, run)

@@ -25,8 +25,9 @@ from mlflow.entities import Metric, Trace
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.domain import JobRef, WorkItem
 from bedrock_pipeline.estimate import Estimate, estimate_items
-from bedrock_pipeline.evaluation.answering import Answer, answer_all, work_messages
+from bedrock_pipeline.evaluation.answering import Answer, answer_all, work_items
 from bedrock_pipeline.evaluation.comparison import Comparison, ModelScore, compare, scores_from_metrics
 from bedrock_pipeline.evaluation.job import (
     JUDGE_SCORERS,
@@ -37,10 +38,9 @@ from bedrock_pipeline.evaluation.job import (
     parse_dataset,
 )
 from bedrock_pipeline.evaluation.scorers import JudgeSpend, build_scorers, expected_text, judge_request
-from bedrock_pipeline.jobs import JobRef, WorkMessage
 from bedrock_pipeline.pricing import PriceTable
-from bedrock_pipeline.results import ResultStore, percentile
-from bedrock_pipeline.runner import RunnerDeps
+from bedrock_pipeline.results import percentile
+from bedrock_pipeline.storage import S3ResultStore
 from bedrock_pipeline.tracking import (
     TAG_ERROR,
     TAG_JOB_ID,
@@ -51,6 +51,7 @@ from bedrock_pipeline.tracking import (
     RunTracker,
     user_tags,
 )
+from bedrock_pipeline.use_cases.run_item import CallDeps
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +108,8 @@ class Evaluator:
     bucket: str
 
     @property
-    def store(self) -> ResultStore:
-        return ResultStore(self.s3, self.bucket)
+    def store(self) -> S3ResultStore:
+        return S3ResultStore(self.s3, self.bucket)
 
     # --- the use case -------------------------------------------------------------------------
     def run(self, job: EvaluationJob) -> EvaluationReport:
@@ -137,7 +138,7 @@ class Evaluator:
             source_key=job.dataset.key,
             source_etag=etag,
         )
-        messages = work_messages(job, job_ref, dataset.rows)
+        messages = work_items(job, job_ref, dataset.rows)
         estimate = self.estimate(job, dataset.rows, messages)
         report = EvaluationReport(
             job.job_id, experiment_id, parent_run_id, estimate.cost_usd, rejected_rows=len(dataset.errors)
@@ -151,7 +152,7 @@ class Evaluator:
         if job.budget_usd is not None and estimate.cost_usd > job.budget_usd:
             return self._stop_for_budget(job, report, estimate, dataset)
 
-        answers = answer_all(messages, dataset.rows, RunnerDeps(self.gateway, self.tracker, self.prices))
+        answers = answer_all(messages, dataset.rows, CallDeps(self.gateway, self.tracker, self.prices))
         mlflow.flush_trace_async_logging()  # the traces must be stored before evaluate reads them back
         traces = self._fetch_traces(answers)
         scores: list[ModelScore] = []
@@ -197,7 +198,7 @@ class Evaluator:
         return dataset, response["ETag"].strip('"')
 
     def estimate(
-        self, job: EvaluationJob, rows: Sequence[DatasetRow], messages: Sequence[WorkMessage]
+        self, job: EvaluationJob, rows: Sequence[DatasetRow], messages: Sequence[WorkItem]
     ) -> _Estimate:
         """Answers (tiktoken input, max_tokens output) plus, with a judge, one judge call per answer."""
         judge_items: list[_JudgeItem] = []
@@ -307,8 +308,8 @@ class Evaluator:
             if data:
                 result = mlflow.genai.evaluate(data=data, scorers=scorers)
                 metrics = dict(result.metrics)
-        latencies = [float(a.line["latencyMs"]) for a in answers if a.ok]
-        cost = sum(float(a.line.get("costUsd") or 0.0) for a in answers if a.ok)
+        latencies = [a.line.latency_ms for a in answers if a.line.latency_ms is not None]
+        cost = sum(a.line.cost_usd or 0.0 for a in answers if a.ok)
         extra = {
             "rows": len(answers),
             "answered": sum(a.ok for a in answers),
@@ -317,8 +318,8 @@ class Evaluator:
             "cost_usd": round(cost, 10),
             "mean_latency_ms": sum(latencies) / len(latencies) if latencies else 0.0,
             "p95_latency_ms": percentile(latencies, 95) or 0.0,
-            "input_tokens": sum(int(a.line.get("usage", {}).get("inputTokens", 0)) for a in answers),
-            "output_tokens": sum(int(a.line.get("usage", {}).get("outputTokens", 0)) for a in answers),
+            "input_tokens": sum(int(a.line.usage.get("inputTokens", 0)) for a in answers),
+            "output_tokens": sum(int(a.line.usage.get("outputTokens", 0)) for a in answers),
             "judge_calls": model_spend.calls,
             "judge_cost_usd": round(model_spend.cost_usd, 10),
         }
@@ -382,7 +383,7 @@ class Evaluator:
                 "failed": len(answers) - answered,
                 "rejected_lines": len(dataset.errors),
                 "estimated_cost_usd": report.estimated_cost_usd,
-                "cost_usd": round(sum(float(a.line.get("costUsd") or 0) for a in answers), 10),
+                "cost_usd": round(sum(a.line.cost_usd or 0.0 for a in answers), 10),
                 "judge_cost_usd": round(judge_spend.cost_usd, 10),
                 "best_margin_points": comparison.margin_points(),
             },
@@ -410,7 +411,7 @@ def reject(
     *,
     sqs: Any,
     dead_letter_queue_url: str,
-    store: ResultStore,
+    store: S3ResultStore,
     body: str,
     message_id: str,
     rejection: JobRejected,

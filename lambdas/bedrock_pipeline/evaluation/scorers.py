@@ -16,8 +16,8 @@ from typing import Any
 from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback, Trace
 from mlflow.genai.scorers import Scorer, scorer
 
-from bedrock_pipeline.bedrock import BedrockCallError, ModelGateway
 from bedrock_pipeline.evaluation.job import EvaluationJob
+from bedrock_pipeline.ports import BedrockCallError, ModelGateway
 from bedrock_pipeline.pricing import PriceTable
 
 EXPECTED_KEYS = ("expected_response", "expected_answer", "expected")

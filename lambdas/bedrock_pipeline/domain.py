@@ -1,0 +1,283 @@
+"""The pipeline's one domain model: a job, a work item, a model call's outcome, a result line.
+
+Plain data, no I/O. The parser, the evaluator and the benchmark all produce `WorkItem`s; the queue
+carries them; `run_item` turns one into a `CallOutcome` (priced once) that both the run recorder and
+the result store receive; the result store keeps `ResultLine`s (Bedrock's batch-inference output
+shape, extended: README "Results").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bedrock_pipeline import settings
+
+JobKind = Literal["batch", "evaluation", "benchmark"]
+MESSAGE_VERSION = 1
+
+
+def results_prefix(job_id: str) -> str:
+    """Where a job's results, errors, summary, item lines and cached answers live in the prompt bucket."""
+    return f"{settings.RESULTS_PREFIX}{job_id}/"
+
+
+def item_digest(item_key: str) -> str:
+    """A short, fixed-length form of an item key: S3 keys, ledger entries and the run's digest tag."""
+    return hashlib.sha256(item_key.encode()).hexdigest()[:32]
+
+
+def job_id_for(key: str, etag: str) -> str:
+    """A job id that is the same for the same object version, so a redelivered S3 event is one job."""
+    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", stem).strip("-").lower()[:48] or "prompts"
+    digest = hashlib.sha256(f"{key}\0{etag}".encode()).hexdigest()[:10]
+    return f"{slug}-{digest}"
+
+
+def experiment_for(key: str, explicit: str | None) -> str:
+    """One experiment per prompt-file folder, unless the job names one."""
+    if explicit:
+        return explicit
+    relative = key[len(settings.INCOMING_PREFIX) :] if key.startswith(settings.INCOMING_PREFIX) else key
+    folder = relative.rsplit("/", 1)[0] if "/" in relative else ""
+    return f"bedrock-batch/{folder}" if folder else "bedrock-batch"
+
+
+class JobRef(BaseModel):
+    """Everything a runner needs to record one call under its job, carried in every work message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    kind: JobKind = "batch"
+    experiment_id: str
+    parent_run_id: str
+    source_bucket: str
+    source_key: str
+    source_etag: str
+
+    @property
+    def source_uri(self) -> str:
+        return f"s3://{self.source_bucket}/{self.source_key}"
+
+    @property
+    def results_prefix(self) -> str:
+        return results_prefix(self.job_id)
+
+
+class WorkItem(BaseModel):
+    """One Bedrock call to make: a Converse request body (without ``modelId``) on one model.
+
+    The parser makes items without a job (``job`` is None: it does not know the job yet); ingest, the
+    evaluator and the benchmark bind them to their job (`bound_to`). A bound item is the body of one
+    work-queue message, and has an identity (`key`, `digest`) that is the same on every delivery.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = MESSAGE_VERSION
+    job: JobRef | None = None
+    record_id: str
+    line_number: int
+    model_id: str
+    request: dict[str, Any]
+    stream: bool = False
+    tags: dict[str, str] = Field(default_factory=dict)
+    # Which prompt-file shape the record had (None for items the evaluator or benchmark make).
+    shape: Literal["bedrock-batch", "simple"] | None = None
+
+    def bound_to(self, job: JobRef) -> WorkItem:
+        return self.model_copy(update={"job": job})
+
+    @property
+    def bound_job(self) -> JobRef:
+        if self.job is None:
+            raise ValueError(f"work item {self.record_id} on {self.model_id} is not bound to a job")
+        return self.job
+
+    @property
+    def key(self) -> str:
+        """Stable identity of this unit of work: the same source version, record and model."""
+        return f"{self.bound_job.source_etag}:{self.record_id}:{self.model_id}"
+
+    @property
+    def digest(self) -> str:
+        return item_digest(self.key)
+
+    def to_message(self) -> str:
+        self.bound_job  # noqa: B018 - an unbound item must never reach the queue
+        return self.model_dump_json(exclude_none=False)
+
+    @classmethod
+    def from_message(cls, body: str | bytes) -> WorkItem:
+        item = cls.model_validate_json(body)
+        item.bound_job  # noqa: B018 - a message without its job cannot be run or recorded
+        return item
+
+
+@dataclass(frozen=True)
+class CallError:
+    """Why a call has no answer: Bedrock's error code and message, or the pipeline's (gave up retrying)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """USD. ``input_usd`` includes cache reads and writes at their own prices."""
+
+    input_usd: float
+    output_usd: float
+    total_usd: float
+
+
+@dataclass(frozen=True)
+class ModelResponse:
+    """What one Converse or ConverseStream call produced, in Converse's response shape."""
+
+    output_message: dict[str, Any]
+    stop_reason: str
+    usage: dict[str, int]
+    latency_ms: float
+    wall_ms: float
+
+    @property
+    def text(self) -> str:
+        return "".join(block.get("text", "") for block in self.output_message.get("content", []))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelResponse:
+        return cls(
+            **{k: data[k] for k in ("output_message", "stop_reason", "usage", "latency_ms", "wall_ms")}
+        )
+
+    def as_converse_output(self) -> dict[str, Any]:
+        return {
+            "output": {"message": self.output_message},
+            "stopReason": self.stop_reason,
+            "usage": self.usage,
+            "metrics": {"latencyMs": self.latency_ms},
+        }
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """One call's result, priced once: exactly one of ``answer`` and ``error`` is set.
+
+    ``cost`` is None for an error and for a model the price table does not know (tokens are still
+    recorded; a made-up price is not).
+    """
+
+    answer: ModelResponse | None = None
+    error: CallError | None = None
+    cost: CallCost | None = None
+
+    def __post_init__(self) -> None:
+        if (self.answer is None) == (self.error is None):
+            raise ValueError("a call outcome has either an answer or an error")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.answer is not None
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Where a call is recorded in MLflow (both None for an item that ended without a run)."""
+
+    run_id: str | None = None
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ResultLine:
+    """One line of results/<job>/results.jsonl: Bedrock's batch-inference output shape, extended."""
+
+    record_id: str
+    model_id: str
+    line_number: int | None
+    model_input: dict[str, Any] | None
+    outcome: CallOutcome
+    mlflow: RunRef = RunRef()
+
+    @classmethod
+    def for_item(cls, item: WorkItem, outcome: CallOutcome, mlflow: RunRef = RunRef()) -> ResultLine:
+        return cls(item.record_id, item.model_id, item.line_number, item.request, outcome, mlflow)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome.succeeded
+
+    @property
+    def text(self) -> str:
+        return self.outcome.answer.text if self.outcome.answer is not None else ""
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return self.outcome.answer.usage if self.outcome.answer is not None else {}
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self.outcome.answer.latency_ms if self.outcome.answer is not None else None
+
+    @property
+    def cost_usd(self) -> float | None:
+        return self.outcome.cost.total_usd if self.outcome.cost is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        line: dict[str, Any] = {
+            "recordId": self.record_id,
+            "modelId": self.model_id,
+            "lineNumber": self.line_number,
+            "modelInput": self.model_input,
+        }
+        answer, error = self.outcome.answer, self.outcome.error
+        if answer is not None:
+            line.update(
+                modelOutput=answer.as_converse_output(),
+                usage=answer.usage,
+                latencyMs=answer.latency_ms,
+                costUsd=self.cost_usd,
+            )
+        elif error is not None:
+            line["error"] = {"errorCode": error.code, "errorMessage": error.message}
+        line["mlflow"] = {"runId": self.mlflow.run_id, "traceId": self.mlflow.trace_id}
+        return line
+
+    @classmethod
+    def from_dict(cls, line: dict[str, Any]) -> ResultLine:
+        """The inverse of `to_dict` (results the finalizer merges were written by `to_dict`)."""
+        if "error" in line:
+            error = line["error"]
+            outcome = CallOutcome(error=CallError(error["errorCode"], error["errorMessage"]))
+        else:
+            output = line["modelOutput"]
+            answer = ModelResponse(
+                output_message=output["output"]["message"],
+                stop_reason=output.get("stopReason", ""),
+                usage={k: int(v) for k, v in line.get("usage", {}).items()},
+                latency_ms=float(line["latencyMs"]),
+                wall_ms=float(line["latencyMs"]),
+            )
+            cost = line.get("costUsd")
+            # Only the total travels in a line; its parts are on the run.
+            priced = None if cost is None else CallCost(input_usd=0.0, output_usd=0.0, total_usd=float(cost))
+            outcome = CallOutcome(answer=answer, cost=priced)
+        mlflow = line.get("mlflow") or {}
+        return cls(
+            record_id=line["recordId"],
+            model_id=line["modelId"],
+            line_number=line.get("lineNumber"),
+            model_input=line.get("modelInput"),
+            outcome=outcome,
+            mlflow=RunRef(mlflow.get("runId"), mlflow.get("traceId")),
+        )

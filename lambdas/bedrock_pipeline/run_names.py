@@ -1,0 +1,40 @@
+"""The MLflow names other tools read (README "MLflow names"): tags, params, metrics.
+
+Apart from the MLflow adapter (tracking.py) so code that only names things (ingest) imports no MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# Fixed names other tools read (README: "MLflow names").
+TAG_KIND = "pipeline.kind"
+TAG_JOB_ID = "pipeline.job_id"
+TAG_RECORD_ID = "pipeline.record_id"
+TAG_SOURCE = "pipeline.source"
+TAG_SOURCE_ETAG = "pipeline.source_etag"
+TAG_ROLE = "pipeline.role"  # "job" on parent runs, "call" on child runs
+TAG_TRACE_ID = "pipeline.trace_id"
+TAG_ERROR = "pipeline.error"
+# Deterministic identity of a (source version, record, model) call run: a retry finds the run an
+# earlier attempt created (and reuses it) instead of making a second one.
+TAG_ITEM_DIGEST = "pipeline.item_digest"
+RESERVED_TAG_PREFIXES = ("pipeline.", "mlflow.")
+
+PARAM_NAMES = ("model_id", "temperature", "top_p", "max_tokens", "stream")
+METRIC_NAMES = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "latency_ms",
+    "input_cost_usd",
+    "output_cost_usd",
+    "cost_usd",
+)
+
+
+def user_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """A record's own tags, minus any that would override the pipeline's or MLflow's own."""
+    return {k: str(v) for k, v in tags.items() if not k.startswith(RESERVED_TAG_PREFIXES)}

@@ -1,0 +1,58 @@
+"""Use case: when a job's last item has ended, merge its results, write its summary, close its run. Once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bedrock_pipeline.ports import JobLedger, JobState, ResultStore, RunRecorder
+from bedrock_pipeline.results import format_table, summarize, summary_document
+
+
+@dataclass(frozen=True)
+class FinalizeDeps:
+    ledger: JobLedger
+    results: ResultStore
+    recorder: RunRecorder
+
+
+def finalize_if_complete(deps: FinalizeDeps, job_id: str) -> dict[str, Any] | None:
+    """The job's summary if this call finalized it; None if the job is not complete or someone else has it."""
+    state = deps.ledger.claim_finalization(job_id)
+    if state is None:
+        return None
+    try:
+        return _finalize(deps, state)
+    except Exception:
+        # Let the next runner (or this batch's redelivery) finalize instead of leaving it claimed.
+        deps.ledger.release_finalization(job_id)
+        raise
+
+
+def _finalize(deps: FinalizeDeps, state: JobState) -> dict[str, Any]:
+    job, counts = state.job, state.counts
+    lines = deps.results.item_results(job.job_id)
+    deps.results.put_results(job.job_id, lines)
+    rows = summarize(lines)
+    summary = summary_document(job.job_id, rows, counts.rejected_lines)
+    deps.results.put_summary(job.job_id, summary)
+    totals = summary["totals"]
+    deps.recorder.log_job_text(job.parent_run_id, format_table(rows) + "\n", "summary.txt")
+    deps.recorder.log_job_text(job.parent_run_id, json.dumps(summary, indent=2), "summary.json")
+    deps.recorder.finish_job_run(
+        job.parent_run_id,
+        {
+            "records": totals["records"],
+            "succeeded": totals["succeeded"],
+            "failed": totals["failed"],
+            "rejected_lines": counts.rejected_lines,
+            "input_tokens": sum(r.input_tokens for r in rows),
+            "output_tokens": sum(r.output_tokens for r in rows),
+            "cost_usd": totals["cost_usd"],
+        },
+        # Nothing ran because nothing could: the file, or every line of it, was refused.
+        failed=totals["records"] == 0 and (counts.rejected_lines > 0 or state.rejected_reason is not None),
+    )
+    deps.ledger.mark_finalized(job.job_id)
+    return summary

@@ -1,0 +1,185 @@
+"""Use case: validate, split and enqueue one prompt file, as one job with its parent run.
+
+Never raises for bad content (README "Prompt files"): bad lines and whole-file rejections go to
+results/<job>/errors.jsonl and the job's parent run. What raises (S3, SQS, MLflow unreachable)
+returns the S3 event to the queue; a redelivered event is the same job and enqueues nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bedrock_pipeline import settings
+from bedrock_pipeline.domain import JobKind, JobRef, WorkItem, experiment_for, job_id_for
+from bedrock_pipeline.estimate import estimate_items
+from bedrock_pipeline.ports import JobLedger, PromptSource, ResultStore, RunRecorder, SourceObject, WorkQueue
+from bedrock_pipeline.pricing import PriceTable
+from bedrock_pipeline.prompt_file import ParsedPromptFile, parse_prompt_file
+from bedrock_pipeline.run_names import TAG_KIND, TAG_SOURCE, TAG_SOURCE_ETAG, user_tags
+from bedrock_pipeline.use_cases.finalize import FinalizeDeps, finalize_if_complete
+
+
+@dataclass(frozen=True)
+class IngestDeps:
+    source: PromptSource
+    queue: WorkQueue
+    ledger: JobLedger
+    recorder: RunRecorder
+    results: ResultStore
+    prices: PriceTable
+    default_models: Sequence[str] = settings.DEFAULT_MODELS
+
+    @property
+    def finalize(self) -> FinalizeDeps:
+        return FinalizeDeps(ledger=self.ledger, results=self.results, recorder=self.recorder)
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    job_id: str = ""
+    experiment_id: str = ""
+    parent_run_id: str = ""
+    items: int = 0
+    rejected_lines: int = 0
+    rejected_reason: str | None = None
+    duplicate: bool = False
+    skipped: str | None = None  # why nothing was done (object gone or replaced): not an error
+
+
+def ingest_prompt_file(
+    deps: IngestDeps, bucket: str, key: str, *, etag: str | None = None, kind: JobKind = "batch"
+) -> IngestReport:
+    """One prompt file in, one job out (its items on the work queue).
+
+    ``etag``: the version the S3 event announced. An object deleted or overwritten since is skipped,
+    not retried: the overwrite sends its own event, and a deleted file has nothing to run.
+    """
+    source = deps.source.head(bucket, key)
+    if source is None:
+        return IngestReport(skipped=f"s3://{bucket}/{key}: the object no longer exists")
+    if etag and source.etag != etag.strip('"'):
+        return IngestReport(skipped=f"s3://{bucket}/{key}: replaced since the event (its own event runs it)")
+    return _start_job(deps, source, _parse(deps, source), kind)
+
+
+def _parse(deps: IngestDeps, source: SourceObject) -> ParsedPromptFile:
+    if source.size > settings.MAX_PROMPT_FILE_BYTES:
+        return ParsedPromptFile.rejection(
+            f"file is {source.size:,} bytes; the limit is {settings.MAX_PROMPT_FILE_BYTES:,}"
+        )
+    body = deps.source.read(source)
+    problem = file_problem(body)
+    if problem:
+        return ParsedPromptFile.rejection(problem)
+    return parse_prompt_file(body, default_models=deps.default_models)
+
+
+def _start_job(
+    deps: IngestDeps, source: SourceObject, parsed: ParsedPromptFile, kind: JobKind
+) -> IngestReport:
+    job_id = job_id_for(source.key, source.etag)
+    experiment_id = deps.recorder.ensure_experiment(experiment_for(source.key, parsed.job.experiment))
+    parent_tags = {
+        **user_tags(parsed.job.tags),
+        TAG_KIND: kind,
+        TAG_SOURCE: f"s3://{source.bucket}/{source.key}",
+        TAG_SOURCE_ETAG: source.etag,
+    }
+    run_name = source.key.rsplit("/", 1)[-1]
+    parent_run_id = deps.recorder.start_job_run(experiment_id, job_id, run_name, parent_tags)
+    job = JobRef(
+        job_id=job_id,
+        kind=kind,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        source_bucket=source.bucket,
+        source_key=source.key,
+        source_etag=source.etag,
+    )
+    rejected_reason = parsed.rejected or _over_budget(deps, parsed)
+    items = [] if rejected_reason else [item.bound_to(job) for item in parsed.items]
+    _report_errors(deps, job, parsed, rejected_reason, has_items=bool(items))
+
+    already_enqueued = deps.ledger.register(
+        job, expected=len(items), rejected_lines=len(parsed.errors), rejected_reason=rejected_reason
+    )
+    # Enqueue, then mark: a crash in between re-sends on redelivery (the runner skips ended items)
+    # instead of losing items. A job already marked was a redelivered event: nothing to do twice.
+    if not already_enqueued:
+        deps.queue.send(items)
+        deps.ledger.mark_enqueued(job_id)
+    if not items:
+        finalize_if_complete(deps.finalize, job_id)
+    return IngestReport(
+        job_id=job_id,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        items=len(items),
+        rejected_lines=len(parsed.errors),
+        rejected_reason=rejected_reason,
+        duplicate=already_enqueued,
+    )
+
+
+def _over_budget(deps: IngestDeps, parsed: ParsedPromptFile) -> str | None:
+    if parsed.job.budget_usd is None or not parsed.items:
+        return None
+    estimate = estimate_items(parsed.items, deps.prices)
+    if estimate.cost_usd <= parsed.job.budget_usd:
+        return None
+    return (
+        f"estimated cost {estimate.cost_usd:.4f} USD exceeds the job budget {parsed.job.budget_usd:.4f} USD"
+    )
+
+
+def _report_errors(
+    deps: IngestDeps, job: JobRef, parsed: ParsedPromptFile, rejected_reason: str | None, *, has_items: bool
+) -> None:
+    errors: list[dict[str, Any]] = [
+        {"lineNumber": e.line_number, "reason": e.reason, "excerpt": e.excerpt} for e in parsed.errors
+    ]
+    if rejected_reason:
+        errors.insert(0, {"lineNumber": None, "reason": f"file rejected: {rejected_reason}"})
+        deps.recorder.note_job_error(job.parent_run_id, rejected_reason)
+    elif errors and not has_items:
+        # Not one good line: the job's run says so, not only its errors.jsonl.
+        first = errors[0]
+        deps.recorder.note_job_error(
+            job.parent_run_id,
+            f"no valid record; {len(errors)} bad line(s), first: line {first['lineNumber']}: {first['reason']}",
+        )
+    if errors:
+        deps.results.put_errors(job.job_id, errors)
+        deps.recorder.log_job_text(
+            job.parent_run_id, "".join(json.dumps(e) + "\n" for e in errors), "errors.jsonl"
+        )
+
+
+# Byte-order marks of encodings a prompt file must not be in (UTF-32 first: its LE mark starts like UTF-16's).
+_FOREIGN_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def file_problem(body: bytes) -> str | None:
+    """Whole-file problems the line parser would only report line by line, less clearly."""
+    for bom, encoding in _FOREIGN_BOMS:
+        if body.startswith(bom):
+            return f"the file is {encoding}-encoded; prompt files must be UTF-8 (JSON Lines)"
+    if not body.strip():
+        return "the file is empty: no records to run"
+    return None
+
+
+def ingest_failed(deps: IngestDeps, *, body: str, reason: str, receive_count: int) -> None:
+    """Why an ingest message failed, for `dlq inspect` (the message itself returns to the queue)."""
+    deps.ledger.note_failure(body, reason, receive_count)
+
+
+__all__ = ["IngestDeps", "IngestReport", "WorkItem", "file_problem", "ingest_failed", "ingest_prompt_file"]

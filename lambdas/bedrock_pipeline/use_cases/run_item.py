@@ -1,0 +1,255 @@
+"""Use case: run one work item once, record it, and end it in the job's ledger (docs/RELIABILITY.md).
+
+`record_call` is the part every kind of job shares (runner, evaluator, benchmark): call the model
+inside a trace linked to the item's own MLflow run, price the answer once, record it. `run_item`
+adds what the queue needs: a duplicate delivery does nothing, a retry reuses what an earlier
+attempt left, the ledger counts the item once. `item_failed` is what happens when it could not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools.utilities.idempotency import (
+    BasePersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+from bedrock_pipeline import settings
+from bedrock_pipeline.domain import (
+    CallCost,
+    CallError,
+    CallOutcome,
+    ModelResponse,
+    ResultLine,
+    RunRef,
+    WorkItem,
+)
+from bedrock_pipeline.ports import (
+    AnswerCache,
+    BedrockCallError,
+    JobLedger,
+    ModelGateway,
+    ResultStore,
+    RunRecorder,
+    TransientItemError,
+)
+from bedrock_pipeline.pricing import PriceTable
+
+logger = logging.getLogger(__name__)
+
+# How long a completed item's idempotency record answers duplicates. After it expires the ledger's end
+# mark still stops a duplicate; the record matters for concurrent duplicates and the crash window.
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class CallDeps:
+    """What recording one call needs."""
+
+    gateway: ModelGateway
+    recorder: RunRecorder
+    prices: PriceTable
+    # Optional: where answers are kept so a retry after a failure *after* the call only re-records.
+    answers: AnswerCache | None = None
+
+
+@dataclass(frozen=True)
+class OncePerItem:
+    """Powertools idempotency for items: concurrent deliveries of one item make one model call."""
+
+    persistence: BasePersistenceLayer
+    config: IdempotencyConfig
+
+    @classmethod
+    def with_persistence(cls, persistence: BasePersistenceLayer) -> OncePerItem:
+        config = IdempotencyConfig(
+            event_key_jmespath="item_key",
+            expires_after_seconds=IDEMPOTENCY_TTL_SECONDS,
+            lambda_context=_FallbackContext(),
+        )
+        return cls(persistence, config)
+
+    def register_lambda_context(self, context: Any) -> None:
+        """An in-progress record then expires with the invocation: a crashed one does not block."""
+        if context is not None:
+            self.config.register_lambda_context(context)
+
+
+@dataclass(frozen=True)
+class RunnerDeps:
+    call: CallDeps
+    ledger: JobLedger
+    results: ResultStore
+    # Without it an item still never counts twice (ledger), but concurrent duplicates could both call.
+    once: OncePerItem | None = None
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    job_id: str
+    succeeded: bool
+    duplicate: bool = False
+
+
+def priced(prices: PriceTable, model_id: str, answer: ModelResponse | CallError) -> CallOutcome:
+    """The outcome of a call, priced here and only here."""
+    if isinstance(answer, CallError):
+        return CallOutcome(error=answer)
+    cost = prices.cost(model_id, answer.usage)
+    return CallOutcome(
+        answer=answer,
+        cost=None if cost is None else CallCost(cost.input_usd, cost.output_usd, cost.total_usd),
+    )
+
+
+def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLine:
+    """Call the model for one item inside a trace linked to its own run; return its result line.
+
+    Raises TransientItemError when a retry can help. ``attempt`` > 1 means an earlier attempt may have
+    left a run and a cached answer behind (docs/RELIABILITY.md, "the crash window"): the run is found
+    by its item digest and reused, and a cached answer is re-recorded instead of calling again. Any
+    other exception (MLflow unreachable, S3 down) propagates: the item returns to the queue.
+    """
+    job = item.bound_job
+    cached: ModelResponse | CallError | None = None
+    existing = None
+    if attempt > 1:
+        if deps.answers is not None:
+            cached = deps.answers.get(job.job_id, item.digest)
+        existing = deps.recorder.find_call_run(item)
+        recorded = existing is not None and (
+            (existing.status == "FINISHED" and isinstance(cached, ModelResponse))
+            or (existing.status == "FAILED" and isinstance(cached, CallError))
+        )
+        if recorded and existing is not None and cached is not None:
+            # Everything was recorded; only the ledger mark was missing. The run is the record.
+            outcome = priced(deps.prices, item.model_id, cached)
+            return ResultLine.for_item(item, outcome, RunRef(existing.run_id, existing.trace_id))
+
+    run_id = existing.run_id if existing is not None else deps.recorder.start_call_run(item)
+    if cached is not None:
+        answer = cached  # bind for the closure: mypy cannot see `cached` stays set
+
+        def call() -> CallOutcome:
+            return priced(deps.prices, item.model_id, answer)
+    else:
+
+        def call() -> CallOutcome:
+            return _call_model(item, deps)
+
+    try:
+        outcome, trace_id = deps.recorder.trace_call(item, run_id, call, replayed=cached is not None)
+    except BedrockCallError as exc:  # transient: _call_model keeps permanent errors as outcomes
+        # The retry makes a fresh run; drop this one so the job keeps one run per item.
+        deps.recorder.discard_call_run(run_id)
+        raise TransientItemError(str(exc)) from exc
+    deps.recorder.finish_call_run(run_id, item, outcome, trace_id)
+    return ResultLine.for_item(item, outcome, RunRef(run_id, trace_id))
+
+
+def _call_model(item: WorkItem, deps: CallDeps) -> CallOutcome:
+    """One model call; its answer (or permanent error) is cached before anything else can fail."""
+    answer: ModelResponse | CallError
+    try:
+        answer = deps.gateway.invoke(item.model_id, item.request, stream=item.stream)
+    except BedrockCallError as exc:
+        if not exc.permanent:
+            raise
+        answer = CallError(exc.code, exc.message)
+    if deps.answers is not None:
+        deps.answers.put(item.bound_job.job_id, item.digest, answer)
+    return priced(deps.prices, item.model_id, answer)
+
+
+def run_item(deps: RunnerDeps, item: WorkItem) -> ItemOutcome:
+    """Run one work item once. A duplicate delivery of an ended item does nothing.
+
+    Raises (TransientItemError or whatever failed) when the item should return to the queue.
+    """
+    job_id = item.bound_job.job_id
+    end = deps.ledger.item_end(job_id, item.key)
+    redriven = end is not None and end.retryable
+    if end is not None and not redriven:
+        return ItemOutcome(job_id=job_id, succeeded=end.succeeded, duplicate=True)
+    work = {"item_key": item.key}
+    if deps.once is not None:
+        attempt_once = idempotent_function(
+            data_keyword_argument="work", persistence_store=deps.once.persistence, config=deps.once.config
+        )(_attempt)
+        try:
+            done = attempt_once(work=work, deps=deps, item=item)
+        except IdempotencyAlreadyInProgressError as exc:
+            # Another delivery of the same item is running right now: come back later.
+            raise TransientItemError("another delivery of this item is in progress") from exc
+    else:
+        done = _attempt(work=work, deps=deps, item=item)
+    succeeded = bool(done["succeeded"])
+    if redriven:
+        revised = deps.ledger.revise_end(job_id, item.key, succeeded=succeeded)
+        return ItemOutcome(job_id=job_id, succeeded=succeeded, duplicate=not revised)
+    first_time = deps.ledger.record_end(job_id, item.key, succeeded=succeeded)
+    return ItemOutcome(job_id=job_id, succeeded=succeeded, duplicate=not first_time)
+
+
+def _attempt(*, work: dict[str, Any], deps: RunnerDeps, item: WorkItem) -> dict[str, Any]:
+    """Everything up to (not including) the ledger mark; its small result is the idempotency record."""
+    del work  # only the idempotency key
+    job_id = item.bound_job.job_id
+    attempt = deps.ledger.begin_attempt(job_id, item.key)
+    line = record_call(item, deps.call, attempt=attempt)
+    deps.results.put_item_result(job_id, item.digest, line)
+    # The idempotency record keeps only this; the line itself is in S3 (it can be large).
+    return {"succeeded": line.succeeded, "runId": line.mlflow.run_id}
+
+
+def item_failed(
+    deps: RunnerDeps, item: WorkItem, *, body: str, reason: str, receive_count: int, last_receive: bool
+) -> bool:
+    """Record why an attempt failed; on the last receive before the DLQ end the item as a failure with
+    that reason (an error line), so the job still finishes. True if this ended the item."""
+    job_id = item.bound_job.job_id
+    deps.ledger.note_failure(body, reason, receive_count, job_id=job_id, item_key=item.key)
+    if not last_receive:
+        return False
+    error = CallError("RetriesExhausted", f"gave up after {receive_count} attempts: {reason}")
+    if deps.ledger.item_end(job_id, item.key) is not None:
+        return False
+    deps.results.put_item_result(job_id, item.digest, ResultLine.for_item(item, CallOutcome(error=error)))
+    # Retryable: a DLQ redrive may still run it, and then revises this end.
+    ended = deps.ledger.record_end(job_id, item.key, succeeded=False, retryable=True)
+    _close_orphan_run(deps.call.recorder, item, error.message)
+    return ended
+
+
+def malformed_message(deps: RunnerDeps, *, body: str, reason: str, receive_count: int) -> None:
+    """A message that is no work item at all: its reason, for `dlq inspect` (it goes to the DLQ)."""
+    deps.ledger.note_failure(body, reason, receive_count)
+
+
+def _close_orphan_run(recorder: RunRecorder, item: WorkItem, reason: str) -> None:
+    """Best effort: a run an attempt left RUNNING (MLflow went away mid-item) is marked FAILED with the
+    reason. A redrive reuses it (and re-records the cached answer into it)."""
+    try:
+        run = recorder.find_call_run(item)
+        if run is not None and run.status == "RUNNING":
+            recorder.fail_call_run(run.run_id, reason)
+    except Exception:  # MLflow may well be the reason the item gave up
+        logger.warning("could not close the run of %s", item.key, exc_info=True)
+
+
+@dataclass
+class _FallbackContext:
+    """Outside Lambda (bench, tests calling run_item directly) an in-progress record expires after the
+    runner's function timeout, as it would on Lambda; a registered Lambda context replaces this."""
+
+    timeout_seconds: float = settings.RUNNER_TIMEOUT_SECONDS
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.timeout_seconds * 1000)

@@ -1,0 +1,35 @@
+"""SQS adapter for the work queue: one message per work item, sent in batches of ten (SQS's limit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bedrock_pipeline.domain import WorkItem
+
+SQS_BATCH_LIMIT = 10
+
+
+class SqsWorkQueue:
+    def __init__(self, sqs_client: Any, queue_url: str) -> None:
+        self._sqs = sqs_client
+        self._url = queue_url
+
+    def send(self, items: Sequence[WorkItem]) -> None:
+        for start in range(0, len(items), SQS_BATCH_LIMIT):
+            chunk = items[start : start + SQS_BATCH_LIMIT]
+            response = self._sqs.send_message_batch(
+                QueueUrl=self._url,
+                Entries=[{"Id": str(i), "MessageBody": item.to_message()} for i, item in enumerate(chunk)],
+            )
+            if response.get("Failed"):
+                # Raise so the ingest message is retried; items already sent are deduplicated by the ledger.
+                raise RuntimeError(
+                    f"could not enqueue {len(response['Failed'])} work items: {response['Failed']}"
+                )
+
+
+def queue_url_of(sqs_client: Any, queue_arn: str) -> str:
+    """A queue's URL from its ARN (an event source names queues by ARN; the API wants URLs)."""
+    _, _, _, _, account, name = queue_arn.split(":", 5)
+    return str(sqs_client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
