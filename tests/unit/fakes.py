@@ -1,0 +1,321 @@
+"""In-memory implementations of the ports (bedrock_pipeline/ports.py) for unit tests of the use cases.
+
+Each keeps the contract its real adapter keeps (conditional ledger writes, one run per call, messages
+serialized as on SQS), under a lock where the real service is atomic, and records what was done so a
+test can read it back. No server, no mocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bedrock_pipeline.domain import CallError, CallOutcome, JobRef, ModelResponse, ResultLine, WorkItem
+from bedrock_pipeline.ports import BedrockCallError, CallRun, ItemEnd, JobCounts, JobState, SourceObject
+
+
+class MemorySource:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+
+    def put(self, bucket: str, key: str, body: bytes) -> str:
+        self.objects[(bucket, key)] = body
+        return hashlib.md5(body).hexdigest()
+
+    def head(self, bucket: str, key: str) -> SourceObject | None:
+        body = self.objects.get((bucket, key))
+        if body is None:
+            return None
+        return SourceObject(bucket, key, hashlib.md5(body).hexdigest(), len(body))
+
+    def read(self, source: SourceObject) -> bytes:
+        current = self.head(source.bucket, source.key)
+        if current is None or current.etag != source.etag:
+            raise RuntimeError("PreconditionFailed: the object changed since it was checked")
+        return self.objects[(source.bucket, source.key)]
+
+
+@dataclass
+class MemoryResults:
+    items: dict[str, dict[str, ResultLine]] = field(default_factory=dict)
+    results: dict[str, list[ResultLine]] = field(default_factory=dict)
+    errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def put_item_result(self, job_id: str, item_digest: str, line: ResultLine) -> None:
+        # Through the JSON shape, as S3 would store it: what the finalizer reads back is what was written.
+        self.items.setdefault(job_id, {})[item_digest] = ResultLine.from_dict(line.to_dict())
+
+    def item_results(self, job_id: str) -> list[ResultLine]:
+        lines = list(self.items.get(job_id, {}).values())
+        return sorted(lines, key=lambda line: (line.line_number or 0, line.model_id))
+
+    def put_results(self, job_id: str, lines: Sequence[ResultLine]) -> None:
+        self.results[job_id] = list(lines)
+
+    def put_errors(self, job_id: str, errors: Sequence[Mapping[str, Any]]) -> None:
+        self.errors[job_id] = [dict(e) for e in errors]
+
+    def put_summary(self, job_id: str, summary: Mapping[str, Any]) -> None:
+        self.summaries[job_id] = dict(summary)
+
+
+@dataclass
+class MemoryAnswers:
+    answers: dict[tuple[str, str], ModelResponse | CallError] = field(default_factory=dict)
+
+    def get(self, job_id: str, item_digest: str) -> ModelResponse | CallError | None:
+        return self.answers.get((job_id, item_digest))
+
+    def put(self, job_id: str, item_digest: str, answer: ModelResponse | CallError) -> None:
+        self.answers[(job_id, item_digest)] = answer
+
+
+@dataclass
+class MemoryQueue:
+    """Keeps message bodies as SQS would: what the runner receives is parsed from them."""
+
+    bodies: list[str] = field(default_factory=list)
+
+    def send(self, items: Sequence[WorkItem]) -> None:
+        self.bodies.extend(item.to_message() for item in items)
+
+    def received(self) -> list[WorkItem]:
+        return [WorkItem.from_message(body) for body in self.bodies]
+
+
+@dataclass
+class _Job:
+    job: JobRef
+    expected: int
+    rejected_lines: int
+    rejected_reason: str | None
+    enqueued: bool = False
+    finalizing: bool = False
+    finalized: bool = False
+    ends: dict[str, ItemEnd] = field(default_factory=dict)
+
+
+class MemoryLedger:
+    """The DynamoDB ledger's contract: every conditional write is atomic (one lock)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.jobs: dict[str, _Job] = {}
+        self.attempts: dict[tuple[str, str], int] = {}
+        self.failures: dict[str, tuple[str, int]] = {}
+        self.finalizations = 0
+
+    def register(
+        self, job: JobRef, *, expected: int, rejected_lines: int, rejected_reason: str | None = None
+    ) -> bool:
+        with self._lock:
+            existing = self.jobs.get(job.job_id)
+            if existing is not None:
+                return existing.enqueued
+            self.jobs[job.job_id] = _Job(job, expected, rejected_lines, rejected_reason)
+            return False
+
+    def mark_enqueued(self, job_id: str) -> None:
+        with self._lock:
+            self.jobs[job_id].enqueued = True
+
+    def item_end(self, job_id: str, item_key: str) -> ItemEnd | None:
+        with self._lock:
+            return self.jobs[job_id].ends.get(item_key)
+
+    def record_end(self, job_id: str, item_key: str, *, succeeded: bool, retryable: bool = False) -> bool:
+        with self._lock:
+            ends = self.jobs[job_id].ends
+            if item_key in ends:
+                return False
+            ends[item_key] = ItemEnd(succeeded=succeeded, retryable=retryable)
+            return True
+
+    def revise_end(self, job_id: str, item_key: str, *, succeeded: bool) -> bool:
+        with self._lock:
+            job = self.jobs[job_id]
+            end = job.ends.get(item_key)
+            if end is None or not end.retryable:
+                return False
+            job.ends[item_key] = ItemEnd(succeeded=succeeded, retryable=False)
+            job.finalizing = job.finalized = False
+            return True
+
+    def begin_attempt(self, job_id: str, item_key: str) -> int:
+        with self._lock:
+            self.attempts[(job_id, item_key)] = self.attempts.get((job_id, item_key), 0) + 1
+            return self.attempts[(job_id, item_key)]
+
+    def counts(self, job_id: str) -> JobCounts:
+        with self._lock:
+            return self._counts(self.jobs[job_id])
+
+    @staticmethod
+    def _counts(job: _Job) -> JobCounts:
+        succeeded = sum(1 for end in job.ends.values() if end.succeeded)
+        return JobCounts(
+            expected=job.expected,
+            succeeded=succeeded,
+            failed=len(job.ends) - succeeded,
+            rejected_lines=job.rejected_lines,
+            finalized=job.finalized,
+        )
+
+    def claim_finalization(self, job_id: str) -> JobState | None:
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.finalizing or job.finalized:
+                return None
+            counts = self._counts(job)
+            if not counts.complete:
+                return None
+            job.finalizing = True
+            return JobState(job.job, counts, job.rejected_reason)
+
+    def release_finalization(self, job_id: str) -> None:
+        with self._lock:
+            self.jobs[job_id].finalizing = False
+
+    def mark_finalized(self, job_id: str) -> None:
+        with self._lock:
+            self.jobs[job_id].finalized = True
+            self.finalizations += 1
+
+    def note_failure(
+        self,
+        body: str,
+        reason: str,
+        receive_count: int,
+        *,
+        job_id: str | None = None,
+        item_key: str | None = None,
+    ) -> None:
+        with self._lock:
+            self.failures[body] = (reason, receive_count)
+
+
+@dataclass
+class RecordedRun:
+    run_id: str
+    experiment_id: str
+    tags: dict[str, str]
+    status: str = "RUNNING"
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    item_digest: str | None = None
+    trace_id: str | None = None
+    replayed: bool = False
+    deleted: bool = False
+
+
+class MemoryRecorder:
+    """Runs and traces in memory; `fail_next_finish` stands for MLflow going away mid-item."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.experiments: dict[str, str] = {}
+        self.runs: dict[str, RecordedRun] = {}
+        self.fail_next_finish: BaseException | None = None
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids)}"
+
+    def ensure_experiment(self, name: str) -> str:
+        with self._lock:
+            return self.experiments.setdefault(name, str(len(self.experiments) + 1))
+
+    def start_job_run(self, experiment_id: str, job_id: str, run_name: str, tags: Mapping[str, str]) -> str:
+        with self._lock:
+            for run in self.runs.values():
+                if run.tags.get("pipeline.job_id") == job_id and run.tags.get("pipeline.role") == "job":
+                    return run.run_id
+            run_id = self._new_id("job-run-")
+            self.runs[run_id] = RecordedRun(
+                run_id, experiment_id, {**tags, "pipeline.job_id": job_id, "pipeline.role": "job"}
+            )
+            return run_id
+
+    def note_job_error(self, run_id: str, reason: str) -> None:
+        self.runs[run_id].tags["pipeline.error"] = reason
+
+    def log_job_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.runs[run_id].artifacts[artifact_file] = text
+
+    def finish_job_run(self, run_id: str, metrics: Mapping[str, float], *, failed: bool) -> None:
+        run = self.runs[run_id]
+        run.metrics.update(metrics)
+        run.status = "FAILED" if failed else "FINISHED"
+
+    def call_runs(self) -> list[RecordedRun]:
+        return [r for r in self.runs.values() if r.item_digest is not None and not r.deleted]
+
+    def find_call_run(self, item: WorkItem) -> CallRun | None:
+        with self._lock:
+            for run in self.runs.values():
+                if run.item_digest == item.digest and not run.deleted:
+                    return CallRun(run.run_id, run.status, run.trace_id)
+        return None
+
+    def start_call_run(self, item: WorkItem) -> str:
+        with self._lock:
+            run_id = self._new_id("call-run-")
+            self.runs[run_id] = RecordedRun(
+                run_id, item.bound_job.experiment_id, dict(item.tags), item_digest=item.digest
+            )
+            return run_id
+
+    def trace_call(
+        self, item: WorkItem, run_id: str, call: Callable[[], CallOutcome], *, replayed: bool
+    ) -> tuple[CallOutcome, str | None]:
+        outcome = call()  # an exception propagates, as out of MLflow's span
+        trace_id = self._new_id("trace-")
+        self.runs[run_id].replayed = replayed
+        return outcome, trace_id
+
+    def finish_call_run(
+        self, run_id: str, item: WorkItem, outcome: CallOutcome, trace_id: str | None
+    ) -> None:
+        if self.fail_next_finish is not None:
+            failure, self.fail_next_finish = self.fail_next_finish, None
+            raise failure
+        run = self.runs[run_id]
+        run.trace_id = trace_id
+        run.params = {"model_id": item.model_id}
+        if outcome.answer is not None:
+            run.metrics["output_tokens"] = outcome.answer.usage.get("outputTokens", 0)
+        if outcome.cost is not None:
+            run.metrics["cost_usd"] = outcome.cost.total_usd
+        run.status = "FINISHED" if outcome.succeeded else "FAILED"
+
+    def discard_call_run(self, run_id: str) -> None:
+        self.runs[run_id].deleted = True
+
+    def fail_call_run(self, run_id: str, reason: str) -> None:
+        self.runs[run_id].tags["pipeline.error"] = reason
+        self.runs[run_id].status = "FAILED"
+
+
+class ScriptedGateway:
+    """Answers every call with ``reply`` tokens, or raises what ``script`` says for a model, in order."""
+
+    def __init__(self, script: Mapping[str, list[BedrockCallError]] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._script = {model: list(errors) for model, errors in (script or {}).items()}
+        self.calls: list[str] = []
+
+    def invoke(self, model_id: str, request: dict[str, Any], *, stream: bool) -> ModelResponse:
+        with self._lock:
+            self.calls.append(model_id)
+            errors = self._script.get(model_id)
+            if errors:
+                raise errors.pop(0)
+        usage = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
+        message = {"role": "assistant", "content": [{"text": f"answer from {model_id}"}]}
+        return ModelResponse(message, "end_turn", usage, latency_ms=12.0, wall_ms=13.0)

@@ -1,0 +1,337 @@
+"""Specification of the use cases (ingest, run an item, finalize) on in-memory ports: no server.
+
+The integration tests run the same code against moto, MLflow and the Bedrock emulator; these pin the
+rules themselves: what a good, bad or duplicate file does, how an item runs once across retries,
+give-ups and duplicate deliveries, and that a job finalizes exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+
+from bedrock_pipeline.domain import JobRef, WorkItem
+from bedrock_pipeline.ports import BedrockCallError, TransientItemError
+from bedrock_pipeline.pricing import PriceTable
+from bedrock_pipeline.use_cases.finalize import FinalizeDeps, finalize_if_complete
+from bedrock_pipeline.use_cases.ingest import IngestDeps, IngestReport, ingest_prompt_file
+from bedrock_pipeline.use_cases.run_item import CallDeps, RunnerDeps, item_failed, record_call, run_item
+from tests.unit.fakes import (
+    MemoryAnswers,
+    MemoryLedger,
+    MemoryQueue,
+    MemoryRecorder,
+    MemoryResults,
+    MemorySource,
+    ScriptedGateway,
+)
+
+BUCKET = "prompts"
+MODEL = "amazon.nova-lite-v1:0"
+OTHER = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+@dataclass
+class World:
+    """Every port in memory, and the use cases' dependencies made of them."""
+
+    source: MemorySource
+    queue: MemoryQueue
+    ledger: MemoryLedger
+    recorder: MemoryRecorder
+    results: MemoryResults
+    answers: MemoryAnswers
+    gateway: ScriptedGateway
+
+    @property
+    def ingest(self) -> IngestDeps:
+        return IngestDeps(
+            source=self.source,
+            queue=self.queue,
+            ledger=self.ledger,
+            recorder=self.recorder,
+            results=self.results,
+            prices=PriceTable.load(),
+            default_models=(MODEL,),
+        )
+
+    @property
+    def runner(self) -> RunnerDeps:
+        calls = CallDeps(self.gateway, self.recorder, PriceTable.load(), self.answers)
+        return RunnerDeps(call=calls, ledger=self.ledger, results=self.results)
+
+    @property
+    def finalize(self) -> FinalizeDeps:
+        return FinalizeDeps(ledger=self.ledger, results=self.results, recorder=self.recorder)
+
+    def upload(self, key: str, lines: list[object] | bytes) -> tuple[str, IngestReport]:
+        body = (
+            lines if isinstance(lines, bytes) else "".join(json.dumps(line) + "\n" for line in lines).encode()
+        )
+        etag = self.source.put(BUCKET, key, body)
+        return etag, ingest_prompt_file(self.ingest, BUCKET, key, etag=etag)
+
+    def run_all(self) -> None:
+        for item in self.queue.received():
+            run_item(self.runner, item)
+            finalize_if_complete(self.finalize, item.bound_job.job_id)
+
+
+@pytest.fixture
+def world() -> World:
+    return World(
+        MemorySource(),
+        MemoryQueue(),
+        MemoryLedger(),
+        MemoryRecorder(),
+        MemoryResults(),
+        MemoryAnswers(),
+        ScriptedGateway(),
+    )
+
+
+def _records(n: int) -> list[object]:
+    return [{"id": f"r{i}", "prompt": f"question {i}"} for i in range(n)]
+
+
+# --- ingest ------------------------------------------------------------------------------------------
+def test_given_a_good_file_when_ingested_then_one_bound_item_per_record_and_model_is_enqueued(
+    world: World,
+) -> None:
+    _, report = world.upload("incoming/team/a.jsonl", [{"job": {"models": [MODEL, OTHER]}}, *_records(3)])
+
+    items = world.queue.received()
+    assert report.items == 6 and report.rejected_lines == 0 and not report.duplicate
+    assert {(i.record_id, i.model_id) for i in items} == {
+        (f"r{n}", m) for n in range(3) for m in (MODEL, OTHER)
+    }
+    assert {i.bound_job.job_id for i in items} == {report.job_id}
+    assert world.ledger.counts(report.job_id).expected == 6
+    parent = world.recorder.runs[report.parent_run_id]
+    assert parent.tags["pipeline.source"] == f"s3://{BUCKET}/incoming/team/a.jsonl"
+    assert world.recorder.experiments == {"bedrock-batch/team": parent.experiment_id}
+
+
+def test_given_bad_lines_when_ingested_then_each_is_reported_with_its_line_and_the_good_lines_still_run(
+    world: World,
+) -> None:
+    body = b'{"prompt": "ok"}\nnot json\n{"prompt": ""}\n{"prompt": "also ok"}\n'
+    _, report = world.upload("incoming/mixed.jsonl", body)
+
+    assert report.items == 2 and report.rejected_lines == 2 and report.rejected_reason is None
+    assert [e["lineNumber"] for e in world.results.errors[report.job_id]] == [2, 3]
+    assert "errors.jsonl" in world.recorder.runs[report.parent_run_id].artifacts
+
+
+@pytest.mark.parametrize("body", [b"", b"\n  \n", "\ufeff{}".encode("utf-16")])
+def test_given_a_file_nothing_can_run_from_when_ingested_then_the_job_is_rejected_and_finalized_at_once(
+    world: World, body: bytes
+) -> None:
+    _, report = world.upload("incoming/empty.jsonl", body)
+
+    assert report.items == 0 and report.rejected_reason
+    assert world.queue.bodies == [] and world.gateway.calls == []
+    assert world.results.errors[report.job_id][0]["reason"].startswith("file rejected: ")
+    parent = world.recorder.runs[report.parent_run_id]
+    assert parent.status == "FAILED" and parent.tags["pipeline.error"] == report.rejected_reason
+    assert world.results.summaries[report.job_id]["totals"]["records"] == 0
+
+
+def test_given_a_job_over_its_budget_when_ingested_then_no_item_is_enqueued(world: World) -> None:
+    _, report = world.upload("incoming/costly.jsonl", [{"job": {"budget_usd": 0.0}}, *_records(2)])
+    assert report.items == 0 and "exceeds the job budget" in (report.rejected_reason or "")
+    assert world.queue.bodies == []
+
+
+def test_given_the_same_event_twice_when_ingested_then_items_are_enqueued_once(world: World) -> None:
+    etag, first = world.upload("incoming/twice.jsonl", _records(2))
+    again = ingest_prompt_file(world.ingest, BUCKET, "incoming/twice.jsonl", etag=etag)
+
+    assert again.job_id == first.job_id and again.parent_run_id == first.parent_run_id
+    assert again.duplicate and not first.duplicate
+    assert len(world.queue.bodies) == 2
+
+
+def test_given_an_object_replaced_or_deleted_since_its_event_then_ingest_skips_it(world: World) -> None:
+    etag = world.source.put(BUCKET, "incoming/x.jsonl", b'{"prompt": "v1"}\n')
+    world.source.put(BUCKET, "incoming/x.jsonl", b'{"prompt": "v2"}\n')
+    replaced = ingest_prompt_file(world.ingest, BUCKET, "incoming/x.jsonl", etag=etag)
+    gone = ingest_prompt_file(world.ingest, BUCKET, "incoming/nothing.jsonl", etag=etag)
+
+    assert replaced.skipped and "replaced" in replaced.skipped
+    assert gone.skipped and "no longer exists" in gone.skipped
+    assert world.queue.bodies == [] and world.ledger.jobs == {}
+
+
+# --- run an item -------------------------------------------------------------------------------------
+def test_given_an_item_when_run_then_one_finished_run_one_call_one_priced_line_and_one_end(
+    world: World,
+) -> None:
+    _, report = world.upload("incoming/one.jsonl", _records(1))
+    (item,) = world.queue.received()
+
+    outcome = run_item(world.runner, item)
+
+    assert outcome.succeeded and not outcome.duplicate
+    assert world.gateway.calls == [MODEL]
+    (run,) = world.recorder.call_runs()
+    assert run.status == "FINISHED" and run.metrics["cost_usd"] > 0
+    (line,) = world.results.item_results(report.job_id)
+    assert line.cost_usd == run.metrics["cost_usd"] and line.mlflow.run_id == run.run_id
+    assert line.to_dict()["modelOutput"]["output"]["message"]["content"][0]["text"] == f"answer from {MODEL}"
+    assert world.ledger.counts(report.job_id).succeeded == 1
+
+
+def test_given_an_ended_item_when_delivered_again_then_nothing_runs_twice(world: World) -> None:
+    world.upload("incoming/dup.jsonl", _records(1))
+    (item,) = world.queue.received()
+    run_item(world.runner, item)
+
+    again = run_item(world.runner, item)
+
+    assert again.duplicate and again.succeeded
+    assert world.gateway.calls == [MODEL] and len(world.recorder.call_runs()) == 1
+
+
+def test_given_a_throttled_call_then_the_item_returns_to_the_queue_and_its_retry_keeps_one_run(
+    world: World,
+) -> None:
+    world.gateway = ScriptedGateway(
+        {MODEL: [BedrockCallError("ThrottlingException", "slow down", permanent=False)]}
+    )
+    _, report = world.upload("incoming/throttled.jsonl", _records(1))
+    (item,) = world.queue.received()
+
+    with pytest.raises(TransientItemError):
+        run_item(world.runner, item)
+    assert world.recorder.call_runs() == []  # the attempt's run was dropped
+    assert world.ledger.item_end(report.job_id, item.key) is None
+
+    assert run_item(world.runner, item).succeeded
+    assert len(world.recorder.call_runs()) == 1 and world.gateway.calls == [MODEL, MODEL]
+
+
+def test_given_a_permanent_error_then_the_item_ends_failed_with_its_reason_and_is_not_called_again(
+    world: World,
+) -> None:
+    world.gateway = ScriptedGateway(
+        {MODEL: [BedrockCallError("ValidationException", "bad input", permanent=True)]}
+    )
+    _, report = world.upload("incoming/invalid.jsonl", _records(1))
+    (item,) = world.queue.received()
+
+    outcome = run_item(world.runner, item)
+
+    assert not outcome.succeeded
+    (run,) = world.recorder.call_runs()
+    assert run.status == "FAILED"
+    (line,) = world.results.item_results(report.job_id)
+    assert line.to_dict()["error"] == {"errorCode": "ValidationException", "errorMessage": "bad input"}
+    assert run_item(world.runner, item).duplicate and world.gateway.calls == [MODEL]
+
+
+def test_given_recording_fails_after_the_model_answered_then_the_retry_reuses_the_run_and_the_answer(
+    world: World,
+) -> None:
+    _, report = world.upload("incoming/crash.jsonl", _records(1))
+    (item,) = world.queue.received()
+    world.recorder.fail_next_finish = ConnectionError("MLflow went away")
+
+    with pytest.raises(ConnectionError):
+        run_item(world.runner, item)
+    outcome = run_item(world.runner, item)
+
+    assert outcome.succeeded and not outcome.duplicate
+    assert world.gateway.calls == [MODEL]  # billed once
+    (run,) = world.recorder.call_runs()
+    assert run.replayed and run.status == "FINISHED"
+    assert world.ledger.counts(report.job_id).ended == 1
+
+
+def test_given_an_item_on_its_last_receive_then_it_ends_failed_and_a_redrive_can_still_succeed(
+    world: World,
+) -> None:
+    _, report = world.upload("incoming/gave-up.jsonl", _records(1))
+    (item,) = world.queue.received()
+    not_last = item_failed(world.runner, item, body="b", reason="boom", receive_count=1, last_receive=False)
+    gave_up = item_failed(world.runner, item, body="b", reason="boom", receive_count=5, last_receive=True)
+
+    assert not not_last and gave_up
+    assert world.ledger.failures["b"] == ("boom", 5)
+    (line,) = world.results.item_results(report.job_id)
+    assert line.outcome.error is not None and line.outcome.error.code == "RetriesExhausted"
+    assert finalize_if_complete(world.finalize, report.job_id) is not None  # the job still finishes
+
+    redriven = run_item(world.runner, item)  # the message came back from the DLQ
+    assert redriven.succeeded and not redriven.duplicate
+    assert world.ledger.counts(report.job_id).succeeded == 1
+    assert finalize_if_complete(world.finalize, report.job_id)["totals"]["succeeded"] == 1
+
+
+def test_record_call_is_the_same_recording_for_items_no_queue_carries(world: World) -> None:
+    """The evaluator and the benchmark record through it: same run, trace and line, no ledger."""
+    job = JobRef(
+        job_id="eval-1",
+        kind="evaluation",
+        experiment_id="1",
+        parent_run_id="p",
+        source_bucket=BUCKET,
+        source_key="eval/x.jsonl",
+        source_etag="e",
+    )
+    item = WorkItem(job=job, record_id="q1", line_number=1, model_id=OTHER, request={"messages": []})
+    line = record_call(item, CallDeps(world.gateway, world.recorder, PriceTable.load()))
+    assert (
+        line.succeeded and line.mlflow.trace_id and world.recorder.call_runs()[0].run_id == line.mlflow.run_id
+    )
+    assert world.ledger.jobs == {}
+
+
+# --- finalize ----------------------------------------------------------------------------------------
+def test_given_the_last_items_end_concurrently_then_exactly_one_runner_finalizes(world: World) -> None:
+    _, report = world.upload("incoming/race.jsonl", [{"job": {"models": [MODEL, OTHER]}}, *_records(8)])
+    items = world.queue.received()
+    start = threading.Barrier(len(items))
+
+    def run_then_finalize(item: WorkItem) -> bool:
+        run_item(world.runner, item)
+        start.wait()  # every item has ended before anyone tries to finalize
+        return finalize_if_complete(world.finalize, report.job_id) is not None
+
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        finalized = list(pool.map(run_then_finalize, items))
+
+    assert finalized.count(True) == 1 and world.ledger.finalizations == 1
+    summary = world.results.summaries[report.job_id]
+    assert summary["totals"] == {
+        "records": 16,
+        "succeeded": 16,
+        "failed": 0,
+        "cost_usd": summary["totals"]["cost_usd"],
+    }
+    assert [(line.line_number, line.model_id) for line in world.results.results[report.job_id]] == sorted(
+        (i.line_number, i.model_id) for i in items
+    )
+    assert world.recorder.runs[report.parent_run_id].status == "FINISHED"
+
+
+def test_given_finalizing_fails_then_the_claim_is_released_for_the_next_runner(world: World) -> None:
+    _, report = world.upload("incoming/retry-finalize.jsonl", _records(1))
+    (item,) = world.queue.received()
+    run_item(world.runner, item)
+
+    class Broken(MemoryResults):
+        def put_results(self, job_id: str, lines: object) -> None:
+            raise ConnectionError("S3 down")
+
+    broken = FinalizeDeps(
+        ledger=world.ledger, results=Broken(items=world.results.items), recorder=world.recorder
+    )
+    with pytest.raises(ConnectionError):
+        finalize_if_complete(broken, report.job_id)
+    assert finalize_if_complete(world.finalize, report.job_id) is not None
+    assert finalize_if_complete(world.finalize, report.job_id) is None  # once
