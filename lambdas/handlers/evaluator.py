@@ -20,7 +20,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from bedrock_pipeline import settings
-from bedrock_pipeline.evaluation.evaluate import Evaluator, dead_letter_queue_url, reject
+from bedrock_pipeline.evaluation.dead_letter import dead_letter_queue_url, reject
+from bedrock_pipeline.evaluation.evaluate import Evaluator
 from bedrock_pipeline.evaluation.job import JobRejected, parse_job
 from handlers.runtime import environment, logger, metrics, pipeline
 
