@@ -25,18 +25,17 @@ from mlflow.entities import Metric, Trace
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from bedrock_pipeline import settings
-from bedrock_pipeline.estimate import Estimate, estimate_items
 from bedrock_pipeline.evaluation.answering import Answer, answer_all, work_messages
 from bedrock_pipeline.evaluation.comparison import Comparison, ModelScore, compare, scores_from_metrics
+from bedrock_pipeline.evaluation.cost_estimate import EvaluationEstimate, estimate_evaluation
 from bedrock_pipeline.evaluation.job import (
-    JUDGE_SCORERS,
     Dataset,
     DatasetRow,
     EvaluationJob,
     JobRejected,
     parse_dataset,
 )
-from bedrock_pipeline.evaluation.scorers import JudgeSpend, build_scorers, expected_text, judge_request
+from bedrock_pipeline.evaluation.scorers import JudgeSpend, build_scorers
 from bedrock_pipeline.jobs import JobRef, WorkMessage
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.results import ResultStore, percentile
@@ -61,8 +60,6 @@ TAG_BEST_MODEL = "pipeline.eval.best_model"
 TAG_PRIMARY_METRIC = "pipeline.eval.primary_metric"
 TAG_BUDGET_EXCEEDED = "pipeline.budget_exceeded"
 COMPARISON_FILE = "comparison.json"
-# Placeholder answer for the judge's pre-flight estimate: the candidate is at most max_tokens long.
-_CANDIDATE_TOKEN = " word"
 
 
 @dataclass(frozen=True)
@@ -75,27 +72,6 @@ class EvaluationReport:
     eval_run_ids: dict[str, str] = field(default_factory=dict)  # model id -> evaluation run id
     comparison: Comparison | None = None
     rejected_rows: int = 0
-
-
-@dataclass
-class _Estimate:
-    answers: Estimate
-    judge: Estimate
-
-    @property
-    def cost_usd(self) -> float:
-        return round(self.answers.cost_usd + self.judge.cost_usd, 10)
-
-    @property
-    def unpriced(self) -> list[str]:
-        models = {**self.answers.models, **self.judge.models}
-        return sorted(m for m, e in models.items() if not e.priced)
-
-
-@dataclass(frozen=True)
-class _JudgeItem:
-    model_id: str
-    request: dict[str, Any]
 
 
 @dataclass
@@ -198,18 +174,12 @@ class Evaluator:
 
     def estimate(
         self, job: EvaluationJob, rows: Sequence[DatasetRow], messages: Sequence[WorkMessage]
-    ) -> _Estimate:
-        """Answers (tiktoken input, max_tokens output) plus, with a judge, one judge call per answer."""
-        judge_items: list[_JudgeItem] = []
-        if JUDGE_SCORERS.intersection(job.scorers) and job.judge_model:
-            worst_answer = _CANDIDATE_TOKEN * job.inference.max_tokens
-            for row in rows:
-                request = judge_request(row.prompt, expected_text(row.expectations) or "", worst_answer)
-                judge_items += [_JudgeItem(job.judge_model, request)] * len(job.models)
-        return _Estimate(estimate_items(messages, self.prices), estimate_items(judge_items, self.prices))
+    ) -> EvaluationEstimate:
+        """The pre-flight estimate the budget check uses, with this evaluator's price table."""
+        return estimate_evaluation(job, rows, messages, self.prices)
 
     def _stop_for_budget(
-        self, job: EvaluationJob, report: EvaluationReport, estimate: _Estimate, dataset: Dataset
+        self, job: EvaluationJob, report: EvaluationReport, estimate: EvaluationEstimate, dataset: Dataset
     ) -> EvaluationReport:
         reason = (
             f"estimated cost {estimate.cost_usd:.6f} USD (answers {estimate.answers.cost_usd:.6f}, judge "
