@@ -83,7 +83,9 @@ def handler(event: dict[str, Any] | None, context: LambdaContext) -> dict[str, A
     try:
         report = run_benchmark(suite, source, deps, thresholds)
     finally:
-        # Trace export is asynchronous: flush before Lambda freezes the process.
+        # Each trace went out as its root span ended (runtime.py turns MLflow's async trace queue off),
+        # so this returns at once; it matters only if MLFLOW_ENABLE_ASYNC_TRACE_LOGGING is turned back
+        # on: nothing may wait in a frozen process.
         mlflow.flush_trace_async_logging()
     emit_regression_metrics(report)
     models = [

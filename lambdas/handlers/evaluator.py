@@ -92,5 +92,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             event=event, record_handler=record_handler, processor=processor, context=context
         )
     finally:
-        # Trace export is asynchronous: flush before Lambda freezes the process.
+        # Each trace went out as its root span ended (runtime.py turns MLflow's async trace queue off),
+        # so this returns at once; it matters only if MLFLOW_ENABLE_ASYNC_TRACE_LOGGING is turned back
+        # on: nothing may wait in a frozen process.
         mlflow.flush_trace_async_logging()
