@@ -128,7 +128,9 @@ class Evaluator:
             return self._stop_for_budget(job, report, estimate, dataset)
 
         answers = answer_all(messages, dataset.rows, RunnerDeps(self.gateway, self.tracker, self.prices))
-        mlflow.flush_trace_async_logging()  # the traces must be stored before evaluate reads them back
+        # The traces must be stored before evaluate reads them back. Each went out as its root span ended
+        # (async trace logging is off, handlers/runtime.py); the flush covers it being turned back on.
+        mlflow.flush_trace_async_logging()
         traces = self._fetch_traces(answers)
         scores: list[ModelScore] = []
         eval_run_ids: dict[str, str] = {}
@@ -220,7 +222,7 @@ class Evaluator:
         ids = [a.trace_id for a in answers if a.trace_id]
 
         def fetch(trace_id: str) -> tuple[str, Trace | None]:
-            for attempt in range(5):  # the export was flushed; a short retry covers the server's commit
+            for attempt in range(5):  # exported; a short retry covers the server's commit
                 trace = _get_trace_or_none(self.tracker, trace_id)
                 if trace is not None and trace.data.spans:
                     return trace_id, trace
