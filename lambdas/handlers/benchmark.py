@@ -24,7 +24,7 @@ from bedrock_pipeline.benchmark import (
     thresholds_from_env,
 )
 from bedrock_pipeline.benchmark import settings as bench
-from handlers.runtime import SERVICE, environment, logger, metrics, pipeline
+from handlers.runtime import SERVICE, environment, logger, metrics, model_core
 
 
 class BenchmarkEvent(BaseModel):
@@ -70,7 +70,7 @@ def emit_regression_metrics(report: BenchmarkReport) -> None:
 def handler(event: dict[str, Any] | None, context: LambdaContext) -> dict[str, Any]:
     env, thresholds = benchmark_settings()
     request = BenchmarkEvent.model_validate(event or {})
-    core = pipeline(True)
+    core = model_core()
     suite, source = load_suite_from_bucket(
         core.s3,
         core.bucket,
@@ -78,12 +78,14 @@ def handler(event: dict[str, Any] | None, context: LambdaContext) -> dict[str, A
         default_models=request.models or core.default_models,
     )
     deps = BenchmarkDeps(
-        gateway=core.gateway, tracker=core.tracker, prices=core.prices, s3=core.s3, bucket=core.bucket
+        gateway=core.gateway, tracker=core.recorder, prices=core.prices, s3=core.s3, bucket=core.bucket
     )
     try:
         report = run_benchmark(suite, source, deps, thresholds)
     finally:
-        # Trace export is asynchronous: flush before Lambda freezes the process.
+        # Each trace went out as its root span ended (runtime.py turns MLflow's async trace queue off),
+        # so this returns at once; it matters only if MLFLOW_ENABLE_ASYNC_TRACE_LOGGING is turned back
+        # on: nothing may wait in a frozen process.
         mlflow.flush_trace_async_logging()
     emit_regression_metrics(report)
     models = [

@@ -20,9 +20,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from bedrock_pipeline import settings
-from bedrock_pipeline.evaluation.evaluate import Evaluator, dead_letter_queue_url, reject
+from bedrock_pipeline.evaluation.dead_letter import dead_letter_queue_url, reject
+from bedrock_pipeline.evaluation.evaluate import Evaluator
 from bedrock_pipeline.evaluation.job import JobRejected, parse_job
-from handlers.runtime import environment, logger, metrics, pipeline
+from handlers.runtime import environment, logger, metrics, model_core
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -40,15 +41,15 @@ def evaluator_environment() -> EvaluatorEnvironment:
 
 @functools.cache
 def evaluator() -> Evaluator:
-    core = pipeline(True)
+    core = model_core()
     return Evaluator(
-        s3=core.s3, tracker=core.tracker, prices=core.prices, gateway=core.gateway, bucket=core.bucket
+        s3=core.s3, tracker=core.recorder, prices=core.prices, gateway=core.gateway, bucket=core.bucket
     )
 
 
 @functools.cache
 def dlq_url() -> str:
-    return dead_letter_queue_url(pipeline(True).sqs, evaluator_environment().evaluation_queue_url)
+    return dead_letter_queue_url(model_core().sqs, evaluator_environment().evaluation_queue_url)
 
 
 def record_handler(record: SQSRecord) -> None:
@@ -59,7 +60,7 @@ def record_handler(record: SQSRecord) -> None:
         report = evaluator().run(job)
     except JobRejected as rejection:
         reject(
-            sqs=pipeline(True).sqs,
+            sqs=model_core().sqs,
             dead_letter_queue_url=dlq_url(),
             store=evaluator().store,
             body=record.body,
@@ -91,5 +92,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             event=event, record_handler=record_handler, processor=processor, context=context
         )
     finally:
-        # Trace export is asynchronous: flush before Lambda freezes the process.
+        # Each trace went out as its root span ended (runtime.py turns MLflow's async trace queue off),
+        # so this returns at once; it matters only if MLFLOW_ENABLE_ASYNC_TRACE_LOGGING is turned back
+        # on: nothing may wait in a frozen process.
         mlflow.flush_trace_async_logging()

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bedrock_pipeline.evaluation.evaluate import REJECT_REASON_ATTRIBUTE
+from bedrock_pipeline.evaluation.dead_letter import REJECT_REASON_ATTRIBUTE
 from local_stack.bedrock_emulator.server import EmulatorServer
 from local_stack.event_pump import EventPump, QueueRoute
 from local_stack.resources import LocalResources, handler_environment

@@ -26,18 +26,17 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.domain import JobRef, WorkItem
-from bedrock_pipeline.estimate import Estimate, estimate_items
 from bedrock_pipeline.evaluation.answering import Answer, answer_all, work_items
 from bedrock_pipeline.evaluation.comparison import Comparison, ModelScore, compare, scores_from_metrics
+from bedrock_pipeline.evaluation.cost_estimate import EvaluationEstimate, estimate_evaluation
 from bedrock_pipeline.evaluation.job import (
-    JUDGE_SCORERS,
     Dataset,
     DatasetRow,
     EvaluationJob,
     JobRejected,
     parse_dataset,
 )
-from bedrock_pipeline.evaluation.scorers import JudgeSpend, build_scorers, expected_text, judge_request
+from bedrock_pipeline.evaluation.scorers import JudgeSpend, build_scorers
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.results import percentile
 from bedrock_pipeline.storage import S3ResultStore
@@ -62,8 +61,6 @@ TAG_BEST_MODEL = "pipeline.eval.best_model"
 TAG_PRIMARY_METRIC = "pipeline.eval.primary_metric"
 TAG_BUDGET_EXCEEDED = "pipeline.budget_exceeded"
 COMPARISON_FILE = "comparison.json"
-# Placeholder answer for the judge's pre-flight estimate: the candidate is at most max_tokens long.
-_CANDIDATE_TOKEN = " word"
 
 
 @dataclass(frozen=True)
@@ -76,27 +73,6 @@ class EvaluationReport:
     eval_run_ids: dict[str, str] = field(default_factory=dict)  # model id -> evaluation run id
     comparison: Comparison | None = None
     rejected_rows: int = 0
-
-
-@dataclass
-class _Estimate:
-    answers: Estimate
-    judge: Estimate
-
-    @property
-    def cost_usd(self) -> float:
-        return round(self.answers.cost_usd + self.judge.cost_usd, 10)
-
-    @property
-    def unpriced(self) -> list[str]:
-        models = {**self.answers.models, **self.judge.models}
-        return sorted(m for m, e in models.items() if not e.priced)
-
-
-@dataclass(frozen=True)
-class _JudgeItem:
-    model_id: str
-    request: dict[str, Any]
 
 
 @dataclass
@@ -153,7 +129,9 @@ class Evaluator:
             return self._stop_for_budget(job, report, estimate, dataset)
 
         answers = answer_all(messages, dataset.rows, CallDeps(self.gateway, self.tracker, self.prices))
-        mlflow.flush_trace_async_logging()  # the traces must be stored before evaluate reads them back
+        # The traces must be stored before evaluate reads them back. Each went out as its root span ended
+        # (async trace logging is off, handlers/runtime.py); the flush covers it being turned back on.
+        mlflow.flush_trace_async_logging()
         traces = self._fetch_traces(answers)
         scores: list[ModelScore] = []
         eval_run_ids: dict[str, str] = {}
@@ -199,18 +177,12 @@ class Evaluator:
 
     def estimate(
         self, job: EvaluationJob, rows: Sequence[DatasetRow], messages: Sequence[WorkItem]
-    ) -> _Estimate:
-        """Answers (tiktoken input, max_tokens output) plus, with a judge, one judge call per answer."""
-        judge_items: list[_JudgeItem] = []
-        if JUDGE_SCORERS.intersection(job.scorers) and job.judge_model:
-            worst_answer = _CANDIDATE_TOKEN * job.inference.max_tokens
-            for row in rows:
-                request = judge_request(row.prompt, expected_text(row.expectations) or "", worst_answer)
-                judge_items += [_JudgeItem(job.judge_model, request)] * len(job.models)
-        return _Estimate(estimate_items(messages, self.prices), estimate_items(judge_items, self.prices))
+    ) -> EvaluationEstimate:
+        """The pre-flight estimate the budget check uses, with this evaluator's price table."""
+        return estimate_evaluation(job, rows, messages, self.prices)
 
     def _stop_for_budget(
-        self, job: EvaluationJob, report: EvaluationReport, estimate: _Estimate, dataset: Dataset
+        self, job: EvaluationJob, report: EvaluationReport, estimate: EvaluationEstimate, dataset: Dataset
     ) -> EvaluationReport:
         reason = (
             f"estimated cost {estimate.cost_usd:.6f} USD (answers {estimate.answers.cost_usd:.6f}, judge "
@@ -251,7 +223,7 @@ class Evaluator:
         ids = [a.trace_id for a in answers if a.trace_id]
 
         def fetch(trace_id: str) -> tuple[str, Trace | None]:
-            for attempt in range(5):  # the export was flushed; a short retry covers the server's commit
+            for attempt in range(5):  # exported; a short retry covers the server's commit
                 trace = _get_trace_or_none(self.tracker, trace_id)
                 if trace is not None and trace.data.spans:
                     return trace_id, trace
@@ -402,45 +374,3 @@ def _get_trace_or_none(tracker: RunTracker, trace_id: str) -> Trace | None:
         return tracker.client.get_trace(trace_id)
     except Exception:  # not committed yet: the caller retries
         return None
-
-
-REJECT_REASON_ATTRIBUTE = "RejectReason"
-
-
-def reject(
-    *,
-    sqs: Any,
-    dead_letter_queue_url: str,
-    store: S3ResultStore,
-    body: str,
-    message_id: str,
-    rejection: JobRejected,
-) -> None:
-    """Park a job that can never run: the message goes to the DLQ with its reason as an attribute,
-    and the reason is written to results/<job>/errors.jsonl when the job has an id.
-
-    Sending it ourselves (instead of raising) spares MAX_RECEIVE_COUNT pointless retries; if the send
-    fails this raises, so the queue retries and its redrive policy still moves the message.
-    """
-    logger.warning("evaluation job rejected (message %s): %s", message_id, rejection.reason)
-    attributes = {
-        REJECT_REASON_ATTRIBUTE: {"DataType": "String", "StringValue": rejection.reason[:250_000]},
-        "SourceMessageId": {"DataType": "String", "StringValue": message_id},
-    }
-    if rejection.job_id:
-        attributes["JobId"] = {"DataType": "String", "StringValue": rejection.job_id}
-        store.put_errors(
-            rejection.job_id, [{"lineNumber": None, "reason": f"job rejected: {rejection.reason}"}]
-        )
-    sqs.send_message(QueueUrl=dead_letter_queue_url, MessageBody=body, MessageAttributes=attributes)
-
-
-def dead_letter_queue_url(sqs: Any, queue_url: str) -> str:
-    """The DLQ the queue's redrive policy names (so no second setting can drift from the queue's own)."""
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]
-    policy = json.loads(attributes.get("RedrivePolicy") or "{}")
-    arn = policy.get("deadLetterTargetArn")
-    if not arn:
-        raise RuntimeError(f"queue {queue_url} has no redrive policy, so no DLQ to park bad jobs in")
-    _, _, _, _, account, name = arn.split(":", 5)
-    return sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]

@@ -1,0 +1,246 @@
+"""Parse a prompt file line by line into work items: one per (record, model).
+
+The format, precedence and error rules are described in the package docstring
+(``bedrock_pipeline.prompt_file``); the shapes a line is validated against are in ``schema``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from bedrock_pipeline.prompt_file.anthropic import from_anthropic, is_anthropic
+from bedrock_pipeline.prompt_file.schema import (
+    CONVERSE_BODY_KEYS,
+    EXCERPT_CHARS,
+    MAX_RECORD_ID_CHARS,
+    BedrockRecord,
+    ConverseBody,
+    InferenceSettings,
+    JobDefaults,
+    JobHeader,
+    Limits,
+    LineError,
+    LineRejected,
+    ParsedPromptFile,
+    SimpleRecord,
+    WorkItem,
+    describe,
+    first_set,
+    validate,
+)
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def parse_prompt_file(
+    data: bytes,
+    *,
+    defaults: JobDefaults | None = None,
+    default_models: Sequence[str] = (),
+    limits: Limits = Limits(),  # noqa: B008 (a frozen dataclass, safe as a default; ruff cannot see that across modules)
+) -> ParsedPromptFile:
+    """Parse a whole prompt file. Never raises for bad content: see the package docstring."""
+    job = defaults or JobDefaults()
+    if len(data) > limits.max_file_bytes:
+        return ParsedPromptFile.rejection(
+            f"file is {len(data):,} bytes; the limit is {limits.max_file_bytes:,}", job
+        )
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    lines = [(n, raw.removesuffix(b"\r")) for n, raw in enumerate(data.split(b"\n"), start=1)]
+    lines = [(n, raw) for n, raw in lines if raw.strip()]
+
+    header_line: int | None = None
+    if lines and _looks_like_header(lines[0][1]):
+        header_line, raw = lines.pop(0)
+        try:
+            header = JobHeader.model_validate_json(raw)
+        except ValidationError as exc:
+            return ParsedPromptFile(
+                job=job,
+                rejected=f"invalid job header on line {header_line}: {describe(exc)}",
+                header_line_number=header_line,
+            )
+        job = job.merged(header.job)
+
+    if len(lines) > limits.max_records:
+        return ParsedPromptFile(
+            job=job,
+            rejected=f"file has {len(lines):,} records; the limit is {limits.max_records:,}",
+            header_line_number=header_line,
+        )
+
+    models = job.models or tuple(dict.fromkeys(default_models))
+    items: list[WorkItem] = []
+    errors: list[LineError] = []
+    first_seen: dict[str, int] = {}
+    for line_number, raw in lines:
+        try:
+            record_items = _parse_line(line_number, raw, job, models, limits)
+            record_id = record_items[0].record_id
+            if record_id in first_seen:
+                raise LineRejected(
+                    f"duplicate record id {record_id!r} (first on line {first_seen[record_id]})"
+                )
+            first_seen[record_id] = line_number
+            items.extend(record_items)
+        except LineRejected as exc:
+            errors.append(LineError(line_number=line_number, reason=str(exc), excerpt=_excerpt(raw)))
+    return ParsedPromptFile(job=job, items=items, errors=errors, header_line_number=header_line)
+
+
+def _looks_like_header(raw: bytes) -> bool:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(value, dict) and "job" in value and "prompt" not in value and "modelInput" not in value
+
+
+def _parse_line(
+    line_number: int, raw: bytes, job: JobDefaults, models: tuple[str, ...], limits: Limits
+) -> list[WorkItem]:
+    if len(raw) > limits.max_line_bytes:
+        raise LineRejected(f"line is {len(raw):,} bytes; the limit is {limits.max_line_bytes:,}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LineRejected(f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise LineRejected(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise LineRejected(f"a record must be a JSON object, not {_json_type(value)}")
+    if "job" in value and "prompt" not in value and "modelInput" not in value:
+        raise LineRejected("a job header is only allowed on the first line")
+    if "prompt" in value and "modelInput" in value:
+        raise LineRejected(
+            'a record has either "prompt" (simple shape) or "modelInput" (Bedrock shape), not both'
+        )
+
+    if "prompt" in value:
+        record = validate(SimpleRecord, value)
+        record_id, request, stream, tags = _simple_request(record, job)
+        targets = (record.model,) if record.model else models
+        shape: Literal["bedrock-batch", "simple"] = "simple"
+    elif "modelInput" in value:
+        bedrock = validate(BedrockRecord, value)
+        record_id = _record_id(bedrock.recordId)
+        request = _converse_request(bedrock.modelInput, job.inference)
+        stream = first_set(bedrock.stream, job.stream, False)
+        tags = {**job.tags, **bedrock.tags}
+        targets = models
+        shape = "bedrock-batch"
+    else:
+        raise LineRejected(
+            'a record needs "prompt" (simple shape) or "modelInput" (Bedrock batch-inference shape)'
+        )
+    if record_id is None:
+        record_id = f"line-{line_number}"
+    if not targets:
+        raise LineRejected(
+            'no model to run: set "model" on the record, "models" in the job header, or default models'
+        )
+    # Already validated above, so construct without re-validating (50,000 lines x models adds up).
+    first = WorkItem.model_construct(
+        record_id=record_id,
+        line_number=line_number,
+        model_id=targets[0],
+        request=request,
+        stream=bool(stream),
+        tags=tags,
+        shape=shape,
+    )
+    # Items differ only in model_id, so one serialization bounds them all.
+    longest = max(len(json.dumps(m)) for m in targets) - len(json.dumps(targets[0]))
+    size = len(first.model_dump_json().encode()) + longest
+    if size > limits.max_item_bytes:
+        raise LineRejected(f"work item is {size:,} bytes as JSON; the limit is {limits.max_item_bytes:,}")
+    # Each item gets its own request and tags: a consumer mutating one must not change another.
+    request_json = json.dumps(request)
+    items = [first]
+    for model_id in targets[1:]:
+        items.append(
+            first.model_copy(
+                update={"model_id": model_id, "request": json.loads(request_json), "tags": dict(tags)}
+            )
+        )
+    return items
+
+
+def _simple_request(
+    record: SimpleRecord, job: JobDefaults
+) -> tuple[str | None, dict[str, Any], bool | None, dict[str, str]]:
+    inference = job.inference.merged(
+        InferenceSettings(max_tokens=record.max_tokens, temperature=record.temperature, top_p=record.top_p)
+    )
+    request: dict[str, Any] = {"messages": [{"role": "user", "content": [{"text": record.prompt}]}]}
+    if record.system:
+        request["system"] = [{"text": record.system}]
+    if config := inference.to_converse():
+        request["inferenceConfig"] = config
+    if record.tools:
+        tool_config: dict[str, Any] = {
+            "tools": [{"toolSpec": spec.model_dump(exclude_none=True)} for spec in record.tools]
+        }
+        if record.tool_choice is not None:
+            tool_config["toolChoice"] = _tool_choice(record.tool_choice, {t.name for t in record.tools})
+        request["toolConfig"] = tool_config
+    elif record.tool_choice is not None:
+        raise LineRejected('"tool_choice" needs "tools"')
+    record_id = _record_id(record.id)
+    return record_id, request, first_set(record.stream, job.stream, False), {**job.tags, **record.tags}
+
+
+def _tool_choice(choice: str, names: set[str]) -> dict[str, Any]:
+    if choice in ("auto", "any"):
+        return {choice: {}}
+    if choice not in names:
+        raise LineRejected(
+            f'"tool_choice" {choice!r} is not "auto", "any" or one of the tools: {sorted(names)}'
+        )
+    return {"tool": {"name": choice}}
+
+
+def _record_id(value: str | int | None) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if not text.strip() or len(text) > MAX_RECORD_ID_CHARS:
+        raise LineRejected(f"record id must be 1-{MAX_RECORD_ID_CHARS} characters, not blank")
+    return text
+
+
+# --- modelInput: Converse (as is) or Anthropic Messages (converted) --------------------------------
+def _converse_request(model_input: dict[str, Any], inference: InferenceSettings) -> dict[str, Any]:
+    request = from_anthropic(model_input) if is_anthropic(model_input) else dict(model_input)
+    unknown = sorted(set(request) - CONVERSE_BODY_KEYS)
+    if unknown:
+        hint = " (the model comes from the job or defaults)" if "modelId" in unknown else ""
+        raise LineRejected(f"modelInput has keys a Converse request does not accept: {unknown}{hint}")
+    validate(ConverseBody, request, prefix="modelInput")
+    # Job inference settings fill only what the record leaves unset.
+    defaults = inference.to_converse()
+    if defaults:
+        request["inferenceConfig"] = {**defaults, **request.get("inferenceConfig", {})}
+    return request
+
+
+# --- helpers -------------------------------------------------------------------------------
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _excerpt(raw: bytes) -> str:
+    text = raw[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
