@@ -8,7 +8,8 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sqs.models import SQSBackend, sqs_backends
 
-from local_stack.moto_server import is_dynamodb_request, message_within_retention
+from local_stack.moto_internals import message_within_retention
+from local_stack.moto_server import is_dynamodb_request
 
 REGION = "us-east-1"
 
@@ -44,7 +45,7 @@ def sqs_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
     """The launcher's SQS cuts installed on moto's classes, taken off again after the test."""
     from moto.sqs.models import Queue
 
-    from local_stack.moto_server import install_sqs_shortcuts
+    from local_stack.moto_internals import install_sqs_shortcuts
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # in-process moto, as above
     monkeypatch.setattr(Queue, "attributes", Queue.__dict__["attributes"])
@@ -55,8 +56,8 @@ def sqs_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
         "is_message_valid_based_on_retention_period",
         SQSBackend.is_message_valid_based_on_retention_period,
     )
-    install_sqs_shortcuts()
-    install_sqs_shortcuts()  # idempotent
+    assert install_sqs_shortcuts() is True
+    assert install_sqs_shortcuts() is True  # idempotent
 
 
 def test_sending_no_longer_counts_the_queue_but_every_answer_is_motos(
