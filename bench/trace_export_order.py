@@ -85,8 +85,9 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     from bedrock_pipeline import trace_export
+    from bedrock_pipeline.mlflow_internals import span_export
 
-    plain_traces = trace_export._split_plain
+    plain_traces = span_export._split_plain
 
     def mlflow_order(inner: Any, spans: Any) -> tuple[list[Any], list[Any]]:
         return [], list(spans)  # nothing is "plain": the whole set goes to MLflow's exporter
@@ -103,7 +104,7 @@ def main() -> None:
         print(f"{'order':<12} {'server':>8} {'postgres':>9} {'wall s':>7}  whole")
         for _ in range(args.rounds):
             for name, split in (("mlflow", mlflow_order), ("info first", plain_traces)):
-                trace_export._split_plain = split  # type: ignore[assignment]
+                span_export._split_plain = split  # type: ignore[assignment]
                 server_before = group_cpu_seconds(server.process.pgid)
                 postgres_before = postgres_cpu_seconds(database)
                 started = time.monotonic()
@@ -118,7 +119,7 @@ def main() -> None:
                     and bool(last.info.response_preview)
                 )
                 print(f"{name:<12} {server_ms:8.1f} {postgres_ms:9.1f} {wall:7.1f}  {whole}", flush=True)
-        trace_export._split_plain = plain_traces  # type: ignore[assignment]
+        span_export._split_plain = plain_traces  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

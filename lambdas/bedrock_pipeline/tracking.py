@@ -19,9 +19,6 @@ from mlflow.entities.trace_location import MlflowExperimentLocation
 from mlflow.exceptions import MlflowException
 from mlflow.tracing.constant import SpanAttributeKey
 from mlflow.tracking import MlflowClient
-from mlflow.tracking.request_header.databricks_request_header_provider import (
-    DatabricksRequestHeaderProvider,
-)
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from bedrock_pipeline.domain import CallOutcome, WorkItem
@@ -38,35 +35,6 @@ from bedrock_pipeline.run_names import (
     TAG_TRACE_ID,
     user_tags,
 )
-
-
-class _DatabricksContextAskedOnce(DatabricksRequestHeaderProvider):
-    """MLflow's Databricks header provider, with its "am I on Databricks?" answered once per process."""
-
-    def __init__(self) -> None:
-        self._in_context: bool | None = None
-
-    def in_context(self) -> bool:
-        if self._in_context is None:
-            self._in_context = bool(super().in_context())
-        return self._in_context
-
-
-def ask_databricks_context_once() -> bool:
-    """Before every tracking request MLflow asks whether it runs on Databricks: three checks, each
-    trying imports that fail off Databricks (``dbruntime``, ``pyspark``), and Python does not remember
-    a failed import, so each request searches the import path again: ~9 % of a runner's CPU (py-spy,
-    docs/PERFORMANCE.md). The answer cannot change within a process: ask once. Idempotent; False if
-    MLflow's (private) provider registry no longer has this shape (then MLflow asks every time)."""
-    from mlflow.tracking.request_header import registry
-
-    providers = getattr(getattr(registry, "_request_header_provider_registry", None), "_registry", None)
-    if not isinstance(providers, list):
-        return False
-    for index, provider in enumerate(providers):
-        if type(provider) is DatabricksRequestHeaderProvider:
-            providers[index] = _DatabricksContextAskedOnce()
-    return True
 
 
 def call_tags(item: WorkItem) -> dict[str, str]:

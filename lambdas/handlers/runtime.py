@@ -178,12 +178,13 @@ def _build_core(*, with_model: bool) -> Core:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
     from bedrock_pipeline.bedrock import BedrockGateway, make_bedrock_client
+    from bedrock_pipeline.mlflow_internals.request_headers import ask_databricks_context_once
     from bedrock_pipeline.trace_export import export_traces_at_once
-    from bedrock_pipeline.tracking import RunTracker, ask_databricks_context_once
+    from bedrock_pipeline.tracking import RunTracker
 
     env = environment()
     mlflow.set_tracking_uri(env.mlflow_tracking_uri)
-    ask_databricks_context_once()  # not once per tracking request (tracking.py)
+    ask_databricks_context_once()  # not once per tracking request (mlflow_internals)
     gateway = None
     if with_model:
         mlflow.bedrock.autolog()  # before the client is created: autolog patches client creation

@@ -14,7 +14,7 @@ from mlflow.entities.trace_location import MlflowExperimentLocation
 from mlflow.tracing.client import TracingClient
 from mlflow.tracking import MlflowClient
 
-from bedrock_pipeline.trace_export import TraceAtOnceExporter, export_traces_at_once
+from bedrock_pipeline.trace_export import TraceAtOnceExporter, export_traces_at_once, holding_finished_traces
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +209,44 @@ def _count_artifact_uploads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(TracingClient, "_upload_trace_data", counting_upload)
     return uploads
+
+
+def test_on_an_unverified_mlflow_nothing_is_installed_and_mlflow_exports_each_span_whole(
+    held_set_experiment: tuple[MlflowClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracing import provider
+
+    from bedrock_pipeline import mlflow_internals
+
+    client, experiment_id = held_set_experiment
+    monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+    monkeypatch.setattr(mlflow_internals, "installed_mlflow_version", lambda: "0.0.1")
+    mlflow_internals.private_paths_enabled.cache_clear()
+    mlflow.tracing.reset()
+    posts: list[int] = []
+    real_log_spans = TracingClient.log_spans
+
+    def counting_log_spans(self: TracingClient, experiment_id: str, spans: list[Any]) -> Any:
+        posts.append(len(spans))
+        return real_log_spans(self, experiment_id, spans)
+
+    monkeypatch.setattr(TracingClient, "log_spans", counting_log_spans)
+    try:
+        assert export_traces_at_once() is False
+        provider._get_tracer(__name__)
+        assert not isinstance(provider._get_trace_exporter(), TraceAtOnceExporter)
+        with holding_finished_traces():  # a no-op scope: each span is posted as it ends, as MLflow does
+            with mlflow.start_span(
+                name="record q0",
+                span_type=SpanType.CHAIN,
+                trace_destination=MlflowExperimentLocation(experiment_id=experiment_id),
+            ) as record:
+                mlflow.update_current_trace(tags={**TAGS, "index": "0"})
+                with mlflow.start_span(name="Converse", span_type=SpanType.CHAT_MODEL) as call:
+                    call.set_outputs({"text": "answer 0"})
+                record.set_outputs({"text": "answer 0"})
+            assert posts == [1, 1]
+        _assert_whole(client.get_trace(record.trace_id), 0)
+    finally:
+        mlflow_internals.private_paths_enabled.cache_clear()
+        mlflow.tracing.reset()

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from bedrock_pipeline import mlflow_internals
+from bedrock_pipeline.mlflow_internals.deferred_init import DeferredInitFinder
 from handlers.cold_start import DEFERRED_PACKAGE_INITS, lean_imports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -203,3 +205,23 @@ def test_the_deferred_mlflow_packages_still_only_bind_names_in_their_init() -> N
             assert from_own_submodule or is_docstring or binds_all, (
                 f"{name}/__init__.py line {statement.lineno}: {ast.unparse(statement)[:80]}"
             )
+
+
+def test_on_an_unverified_mlflow_its_packages_import_as_shipped_and_others_stay_deferred(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The finder asks the MLflow adapter's version guard for MLflow's packages only."""
+    finder = DeferredInitFinder((*DEFERRED_PACKAGE_INITS, "json"))
+    mlflow_spec = importlib.util.find_spec("mlflow")
+    assert mlflow_spec is not None
+    mlflow_path = mlflow_spec.submodule_search_locations  # as the import system asks for a submodule
+    gateway_spec = finder.find_spec("mlflow.gateway", mlflow_path)
+    assert gateway_spec is not None and type(gateway_spec.loader).__name__ == "_DeferredInitLoader"
+    monkeypatch.setattr(mlflow_internals, "installed_mlflow_version", lambda: "0.0.1")
+    mlflow_internals.private_paths_enabled.cache_clear()
+    try:
+        assert finder.find_spec("mlflow.gateway", mlflow_path) is None  # the next finder: MLflow as it ships
+        json_spec = finder.find_spec("json", None)  # not MLflow's: deferred as the caller asked
+        assert json_spec is not None and type(json_spec.loader).__name__ == "_DeferredInitLoader"
+    finally:
+        mlflow_internals.private_paths_enabled.cache_clear()

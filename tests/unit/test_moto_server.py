@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import boto3
 import pytest
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sqs.models import SQSBackend, sqs_backends
 
-from local_stack.moto_server import is_dynamodb_request, message_within_retention
+from local_stack import moto_internals
+from local_stack.moto_internals import message_within_retention
+from local_stack.moto_server import is_dynamodb_request
 
 REGION = "us-east-1"
 
@@ -44,7 +48,7 @@ def sqs_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
     """The launcher's SQS cuts installed on moto's classes, taken off again after the test."""
     from moto.sqs.models import Queue
 
-    from local_stack.moto_server import install_sqs_shortcuts
+    from local_stack.moto_internals import install_sqs_shortcuts
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # in-process moto, as above
     monkeypatch.setattr(Queue, "attributes", Queue.__dict__["attributes"])
@@ -55,8 +59,8 @@ def sqs_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
         "is_message_valid_based_on_retention_period",
         SQSBackend.is_message_valid_based_on_retention_period,
     )
-    install_sqs_shortcuts()
-    install_sqs_shortcuts()  # idempotent
+    assert install_sqs_shortcuts() is True
+    assert install_sqs_shortcuts() is True  # idempotent
 
 
 def test_sending_no_longer_counts_the_queue_but_every_answer_is_motos(
@@ -105,3 +109,41 @@ def test_sending_no_longer_counts_the_queue_but_every_answer_is_motos(
         strict = sqs.create_queue(QueueName="strict.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
         with pytest.raises(sqs.exceptions.ClientError, match="ContentBasedDeduplication"):
             sqs.send_message(QueueUrl=strict, MessageBody="x", MessageGroupId="g")
+
+
+def test_the_installed_moto_is_one_the_twin_was_verified_against() -> None:
+    version = moto_internals.installed_moto_version()
+    assert version in moto_internals.VERIFIED_MOTO_VERSIONS, (
+        f"moto {version}: re-check each patch listed in local_stack/moto_internals.py, then add the version"
+    )
+
+
+@pytest.fixture
+def unverified_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(moto_internals, "installed_moto_version", lambda: "0.0.1")
+    moto_internals.private_paths_enabled.cache_clear()
+    yield
+    moto_internals.private_paths_enabled.cache_clear()
+
+
+def test_on_an_unverified_moto_its_classes_are_left_alone_and_its_own_server_runs(
+    unverified_moto: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import moto.server
+    from moto.sqs.models import Queue
+
+    shipped = (
+        Queue.__dict__["attributes"],
+        SQSBackend.send_message,
+        SQSBackend.is_message_valid_based_on_retention_period,
+    )
+    assert moto_internals.install_sqs_shortcuts() is False
+    assert shipped == (
+        Queue.__dict__["attributes"],
+        SQSBackend.send_message,
+        SQSBackend.is_message_valid_based_on_retention_period,
+    )
+    started: list[list[str] | None] = []
+    monkeypatch.setattr(moto.server, "main", started.append)
+    moto_internals.serve("127.0.0.1", 4599, lambda app: app)
+    assert started == [["-H", "127.0.0.1", "-p", "4599"]]

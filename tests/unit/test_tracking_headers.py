@@ -9,7 +9,8 @@ from mlflow.tracking.request_header.databricks_request_header_provider import (
 )
 from mlflow.utils import databricks_utils
 
-from bedrock_pipeline.tracking import ask_databricks_context_once
+from bedrock_pipeline import mlflow_internals
+from bedrock_pipeline.mlflow_internals.request_headers import ask_databricks_context_once
 
 
 @pytest.fixture
@@ -48,3 +49,16 @@ def test_the_databricks_checks_run_once_however_many_requests_resolve_headers(
     assert "User-Agent" in headers  # the other providers still answer
     kinds = [type(provider) for provider in own_registry]
     assert DatabricksRequestHeaderProvider not in kinds and len(kinds) == len(set(kinds))
+
+
+def test_on_an_unverified_mlflow_the_registry_is_left_as_mlflow_ships_it(
+    own_registry: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mlflow_internals, "installed_mlflow_version", lambda: "0.0.1")
+    mlflow_internals.private_paths_enabled.cache_clear()
+    try:
+        before = list(own_registry)
+        assert ask_databricks_context_once() is False
+        assert own_registry == before  # the same provider objects: MLflow asks before every request
+    finally:
+        mlflow_internals.private_paths_enabled.cache_clear()
