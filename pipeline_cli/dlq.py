@@ -18,6 +18,7 @@ from typing import Any
 from bedrock_pipeline import settings
 from bedrock_pipeline.domain import WorkItem
 from bedrock_pipeline.ledger import JobLedger
+from bedrock_pipeline.work_queue import queue_url_of
 from pipeline_cli.target import Target, deployed_target, local_target
 
 QUEUE_NAMES = {
@@ -76,8 +77,7 @@ def resolve_queue(
     if "RedrivePolicy" not in attributes:
         raise SystemExit(f"the {role} queue has no dead-letter queue")
     dlq_arn = json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"]
-    _, _, _, _, account, dlq_name = dlq_arn.split(":", 5)
-    dlq_url = sqs.get_queue_url(QueueName=dlq_name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    dlq_url = queue_url_of(sqs, dlq_arn)
     return QueuePair(role, url, attributes["QueueArn"], dlq_url, dlq_arn)
 
 

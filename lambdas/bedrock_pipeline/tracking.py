@@ -17,7 +17,6 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag, SpanType
 from mlflow.entities.trace_location import MlflowExperimentLocation
 from mlflow.exceptions import MlflowException
-from mlflow.tracing.constant import SpanAttributeKey
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -121,16 +120,6 @@ class RunTracker:
         )
         return run.info.run_id
 
-    def create_call_run(
-        self, experiment_id: str, parent_run_id: str, run_name: str, tags: Mapping[str, str]
-    ) -> str:
-        run = self.client.create_run(
-            experiment_id,
-            run_name=run_name,
-            tags={**tags, MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: run_name, TAG_ROLE: "call"},
-        )
-        return run.info.run_id
-
     def note_job_error(self, run_id: str, reason: str) -> None:
         self.client.set_tag(run_id, TAG_ERROR, reason[:5000])
 
@@ -145,9 +134,14 @@ class RunTracker:
     # --- one call: its run and its trace ----------------------------------------------------------
     def start_call_run(self, item: WorkItem) -> str:
         job = item.bound_job
-        return self.create_call_run(
-            job.experiment_id, job.parent_run_id, f"{item.record_id} · {item.model_id}", call_tags(item)
-        )
+        run_name = f"{item.record_id} · {item.model_id}"
+        tags = {
+            **call_tags(item),
+            MLFLOW_PARENT_RUN_ID: job.parent_run_id,
+            MLFLOW_RUN_NAME: run_name,
+            TAG_ROLE: "call",
+        }
+        return str(self.client.create_run(job.experiment_id, run_name=run_name, tags=tags).info.run_id)
 
     def trace_call(
         self, item: WorkItem, run_id: str, call: Callable[[], CallOutcome], *, replayed: bool
@@ -211,35 +205,3 @@ class RunTracker:
         if not runs:
             return None
         return CallRun(runs[0].info.run_id, runs[0].info.status, runs[0].data.tags.get(TAG_TRACE_ID))
-
-    def search_call_runs(self, experiment_id: str, job_id: str) -> list[Any]:
-        return self.client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{TAG_JOB_ID}` = '{job_id}' and tags.`{TAG_ROLE}` = 'call'",
-            max_results=50_000,
-        )
-
-
-def _error_text(outcome: CallOutcome) -> str:
-    return f"{outcome.error.code}: {outcome.error.message}" if outcome.error is not None else ""
-
-
-def _replay_span(item: WorkItem, outcome: CallOutcome) -> None:
-    """A cached answer stands in for the model call in the retry's trace (marked as such)."""
-    with mlflow.start_span(name="Converse (cached answer)", span_type=SpanType.CHAT_MODEL) as child:
-        child.set_inputs({"modelId": item.model_id, **item.request})
-        child.set_attribute("pipeline.cached_answer", True)
-        if outcome.answer is not None:
-            usage = outcome.answer.usage
-            child.set_attribute(
-                SpanAttributeKey.CHAT_USAGE,
-                {
-                    "input_tokens": usage.get("inputTokens", 0),
-                    "output_tokens": usage.get("outputTokens", 0),
-                    "total_tokens": usage.get("totalTokens", 0),
-                },
-            )
-            child.set_outputs(outcome.answer.as_converse_output())
-        else:
-            child.set_status("ERROR")
-            child.set_outputs({"error": _error_text(outcome)})

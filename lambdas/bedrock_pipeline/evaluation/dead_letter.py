@@ -12,6 +12,7 @@ from typing import Any
 
 from bedrock_pipeline.evaluation.job import JobRejected
 from bedrock_pipeline.ports import ResultStore
+from bedrock_pipeline.work_queue import queue_url_of
 
 logger = logging.getLogger(__name__)
 
@@ -53,5 +54,4 @@ def dead_letter_queue_url(sqs: Any, queue_url: str) -> str:
     arn = policy.get("deadLetterTargetArn")
     if not arn:
         raise RuntimeError(f"queue {queue_url} has no redrive policy, so no DLQ to park bad jobs in")
-    _, _, _, _, account, name = arn.split(":", 5)
-    return sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    return queue_url_of(sqs, arn)

@@ -215,7 +215,7 @@ class Evaluator:
 
     def _record_errors(self, job_id: str, parent_run_id: str, errors: list[dict[str, Any]]) -> None:
         self.store.put_errors(job_id, errors)
-        self.tracker.log_job_artifact_text(
+        self.tracker.log_job_text(
             parent_run_id, "".join(json.dumps(e) + "\n" for e in errors), "errors.jsonl"
         )
 

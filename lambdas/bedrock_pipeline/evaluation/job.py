@@ -15,8 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bedrock_pipeline import settings
-
 JOB_VERSION = 1
 MAX_DATASET_ROWS = 5_000
 MAX_DATASET_BYTES = 20 * 1024 * 1024
@@ -219,7 +217,3 @@ def _row_problem(line: str) -> dict[str, Any] | str:
     if record.get("tags") is not None and not isinstance(record["tags"], dict):
         return "`tags` must be an object"
     return record
-
-
-def results_prefix(job_id: str) -> str:
-    return f"{settings.RESULTS_PREFIX}{job_id}/"
