@@ -205,3 +205,28 @@ class RunTracker:
         if not runs:
             return None
         return CallRun(runs[0].info.run_id, runs[0].info.status, runs[0].data.tags.get(TAG_TRACE_ID))
+
+
+def _error_text(outcome: CallOutcome) -> str:
+    return f"{outcome.error.code}: {outcome.error.message}" if outcome.error is not None else ""
+
+
+def _replay_span(item: WorkItem, outcome: CallOutcome) -> None:
+    """A cached answer stands in for the model call in the retry's trace (marked as such)."""
+    with mlflow.start_span(name="Converse (cached answer)", span_type=SpanType.CHAT_MODEL) as child:
+        child.set_inputs({"modelId": item.model_id, **item.request})
+        child.set_attribute("pipeline.cached_answer", True)
+        if outcome.answer is not None:
+            usage = outcome.answer.usage
+            child.set_attribute(
+                SpanAttributeKey.CHAT_USAGE,
+                {
+                    "input_tokens": usage.get("inputTokens", 0),
+                    "output_tokens": usage.get("outputTokens", 0),
+                    "total_tokens": usage.get("totalTokens", 0),
+                },
+            )
+            child.set_outputs(outcome.answer.as_converse_output())
+        else:
+            child.set_status("ERROR")
+            child.set_outputs({"error": _error_text(outcome)})
