@@ -17,6 +17,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag, SpanType
 from mlflow.entities.trace_location import MlflowExperimentLocation
 from mlflow.exceptions import MlflowException
+from mlflow.tracing.constant import SpanAttributeKey
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
