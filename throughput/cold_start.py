@@ -1,6 +1,6 @@
 """Cold start: the runner bundle's unzipped size and import times, each in fresh subprocesses.
 
-    python -m bench.cold_start [--repeats 5]
+    python -m throughput.cold_start [--repeats 5]
 
 - Bundle: built exactly as the CDK app does (stacks.bundling.build_bundle: lambdas/requirements.txt
   pip-installed for Lambda's platform, cached under build/lambda-deps/, plus the lambdas/ code).
@@ -8,7 +8,7 @@
   ``python -c "import mlflow"`` (the full package, as installed in .venv), ``python -c "import
   handlers.runner"`` in .venv (full mlflow installed beside it), and the same handler import from a
   bundle holding only the runner's requirements (mlflow-skinny), installed once for this machine's
-  interpreter (cached under build/bench/), with and without compiled bytecode.
+  interpreter (cached under build/throughput/), with and without compiled bytecode.
 - The deployed bundle itself, when this machine has the Lambda runtime's Python (3.12; see
   stacks.bundling.target_python): imported with ``python3.12 -S`` and nothing allowed to write
   bytecode, as on Lambda's read-only /var/task: with the bytecode it ships, and with that bytecode
@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.phase import emit_result
 from local_stack.config import REPO_ROOT
+from throughput.phase import emit_result
 
 LAMBDAS = REPO_ROOT / "lambdas"
 REQUIREMENTS = LAMBDAS / "requirements.txt"
-BENCH_BUILD = REPO_ROOT / "build" / "bench"
+BENCH_BUILD = REPO_ROOT / "build" / "throughput"
 VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 HANDLER = "handlers.runner"
 

@@ -1,4 +1,4 @@
-"""The benchmark's own tooling counts what it claims to (bench/access_log.py, bench/phase.py, run_all)."""
+"""The throughput tooling counts what it claims to (throughput/access_log.py, throughput/phase.py, run_all)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.access_log import AccessLog, classify, count_lines
-from bench.ceiling import traced_runs_completed
-from bench.phase import emit_result, parse_result
-from bench.run_all import _cpu_line, _import_lines, split_per_record
-from bench.services import pin_process_group, split_cpus
+from throughput.access_log import AccessLog, classify, count_lines
+from throughput.ceiling import traced_runs_completed
+from throughput.phase import emit_result, parse_result
+from throughput.run_all import _cpu_line, _import_lines, split_per_record
+from throughput.services import pin_process_group, split_cpus
 
 # Lines as MLflow 3.17's uvicorn writes them (copied from a real server's log).
 RUN_LINES = [
@@ -172,8 +172,8 @@ def test_given_a_phase_with_warm_up_when_cpu_is_reported_then_every_record_of_th
 
 
 def test_given_py_spy_samples_when_reported_then_each_handler_gets_its_ms_per_record(tmp_path: Path) -> None:
-    from bench.profile_server import summarize
-    from bench.run_all import _profile_lines
+    from throughput.profile_server import summarize
+    from throughput.run_all import _profile_lines
 
     raw = tmp_path / "profile.txt"
     raw.write_text(

@@ -1,16 +1,16 @@
-"""`make bench`: throughput against the tracking server's ceiling, tracking requests per record, cold start.
+"""`make throughput`: throughput against the tracking server's ceiling, tracking requests per record, cold start.
 
-    python -m bench.run_all [--latency-ms 300] [--workers N] [--prompts 500] [--only ceiling,baseline,...]
-    python -m bench.run_all --py-spy PATH   # also: where each phase's server time goes, per record
+    python -m throughput.run_all [--latency-ms 300] [--workers N] [--prompts 500] [--only ceiling,baseline,...]
+    python -m throughput.run_all --py-spy PATH   # also: where each phase's server time goes, per record
 
 One run, on one MLflow server (fresh PostgreSQL database on 127.0.0.1:5432, dropped after), one
 Bedrock emulator and one moto server, each in its own process:
 
-  (a) ceiling   traced runs/s from 16 concurrent clients at zero model latency (bench/ceiling.py)
-  (b) baseline  a sequential loop in the fluent style at --latency-ms (bench/baseline_sequential.py)
+  (a) ceiling   traced runs/s from 16 concurrent clients at zero model latency (throughput/ceiling.py)
+  (b) baseline  a sequential loop in the fluent style at --latency-ms (throughput/baseline_sequential.py)
   (c) pipeline  500 prompts from upload to the last run recorded, handlers behind the event pump
-                (bench/pipeline_e2e.py)
-  cold start    runner bundle size and import times in fresh subprocesses (bench/cold_start.py)
+                (throughput/pipeline_e2e.py)
+  cold start    runner bundle size and import times in fresh subprocesses (throughput/cold_start.py)
 
 CPUs: by default the tracking service (the MLflow server and the machine's PostgreSQL, pinned back
 to its own mask afterwards) gets half of the machine's CPUs and everything else (moto, the emulator,
@@ -20,7 +20,7 @@ used the idle half in (a) but was pushed onto the server's half by the twin's lo
 ``--shared-cpus`` lets every process use every CPU (then the offline twin's moto and handlers take
 CPU the server would have had in (c) but not in (a)).
 
-Prints the figures and the targets of issue 8, and writes them as JSON to build/bench/last.json.
+Prints the figures and the targets of issue 8, and writes them as JSON to build/throughput/last.json.
 Figures on a shared machine move by 10-20 % from run to run; compare runs of one sitting.
 """
 
@@ -40,9 +40,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.phase import run_phase
-from bench.profile_server import summarize
-from bench.services import (
+from local_stack.config import REPO_ROOT
+from throughput.phase import run_phase
+from throughput.profile_server import summarize
+from throughput.services import (
     emulator,
     fresh_database,
     group_cpu_seconds,
@@ -54,7 +55,6 @@ from bench.services import (
     set_emulator_latency,
     split_cpus,
 )
-from local_stack.config import REPO_ROOT
 
 PHASES = ("ceiling", "baseline", "pipeline", "cold_start")
 # Issue 8's targets.
@@ -128,7 +128,7 @@ def _cpu_line(result: dict[str, Any], records: int) -> str:
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
     lines = [
-        f"bench: {os.cpu_count()} CPUs, MLflow server --workers {args.workers}"
+        f"throughput: {os.cpu_count()} CPUs, MLflow server --workers {args.workers}"
         f" (db pool {args.db_pool_size or 'default'}/{args.db_max_overflow or 'default'}),"
         f" PostgreSQL, emulator latency {args.latency_ms:g} ms",
     ]
@@ -328,14 +328,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"(a) ceiling: {args.threads} clients for {args.seconds:g} s ...", file=sys.stderr)
                 phase(
                     "ceiling",
-                    "bench.ceiling",
+                    "throughput.ceiling",
                     [*common, "--threads", str(args.threads), "--seconds", str(args.seconds)],
                     timeout=args.seconds + 240,
                 )
                 print("(a2) ceiling, traces written as the runner writes them ...", file=sys.stderr)
                 phase(
                     "ceiling_runner_export",
-                    "bench.ceiling",
+                    "throughput.ceiling",
                     [
                         *common,
                         "--threads",
@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"(b) baseline: {args.baseline_prompts} prompts ...", file=sys.stderr)
                 phase(
                     "baseline",
-                    "bench.baseline_sequential",
+                    "throughput.baseline_sequential",
                     [*common, "--prompts", str(args.baseline_prompts)],
                     timeout=300,
                 )
@@ -360,13 +360,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"(c) pipeline: {args.prompts} prompts ...", file=sys.stderr)
                 phase(
                     "pipeline",
-                    "bench.pipeline_e2e",
+                    "throughput.pipeline_e2e",
                     [*common, "--moto-url", moto_url, "--prompts", str(args.prompts)],
                     timeout=620,
                 )
     if "cold_start" in wanted:
         print("cold start: bundle and imports ...", file=sys.stderr)
-        results["cold_start"] = run_phase("bench.cold_start", ["--repeats", str(args.repeats)], timeout=600)
+        results["cold_start"] = run_phase(
+            "throughput.cold_start", ["--repeats", str(args.repeats)], timeout=600
+        )
     results["seconds"] = round(time.monotonic() - started, 1)
     return results
 
@@ -393,9 +395,9 @@ def main() -> None:
     parser.add_argument("--py-spy", help="py-spy binary: sample the server in each phase (not a dependency)")
     parser.add_argument("--py-spy-rate", type=int, default=50, help="py-spy samples per second")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(PHASES)}")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "build" / "bench" / "last.json")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "build" / "throughput" / "last.json")
     args = parser.parse_args()
-    # SIGTERM (timeout, kill) unwinds like Ctrl-C: the servers and the bench database are cleaned up.
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C: the servers and the throwaway database are cleaned up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run(args)
     results["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
