@@ -10,14 +10,17 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock
+BUILD_REQUIRES = $(shell $(PYTHON) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'])")
+
+$(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.lock
-	@# Put the repository and lambdas/ on the path: handlers import the core exactly as on Lambda.
-	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'project-paths.pth').write_text('$(CURDIR)\n$(CURDIR)/lambdas\n')"
+	$(PY) -m pip install -q -r requirements.lock $(BUILD_REQUIRES)
+	@# The project's own packages, editable (imports read the working tree); its build backend is the
+	@# pinned setuptools just installed, so nothing is fetched.
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-venv: $(STAMP) ## create .venv and install the pinned dependencies
+venv: $(STAMP) ## create .venv, install the pinned dependencies and the project (editable)
 
 test: $(STAMP) ## lint, then every test (unit, integration on loopback servers, infrastructure)
 	$(VENV)/bin/ruff check .

@@ -15,14 +15,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "lambdas")]
-
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
+import boto3
+from botocore.config import Config
 
 MODEL_ID = "amazon.nova-lite-v1:0"
 

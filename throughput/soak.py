@@ -26,9 +26,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "lambdas")]
-
 MODELS = ("amazon.nova-lite-v1:0", "anthropic.claude-3-haiku-20240307-v1:0", "meta.llama3-1-8b-instruct-v1:0")
 UNKNOWN_MODEL = "acme.unknown-model-v9:0"
 
