@@ -30,7 +30,7 @@ class MlflowServerOptions:
     port: int
     state_dir: Path
     backend_store_uri: str | None = None  # None: sqlite:///<state>/mlflow.db; or postgresql://...
-    # One worker keeps tests and laptops at ~0.25 GB; `make bench` measures more (docs/PERFORMANCE.md).
+    # One worker keeps tests and laptops at ~0.25 GB; `make throughput` measures more (docs/PERFORMANCE.md).
     workers: int = field(default_factory=lambda: int(os.environ.get(ENV_WORKERS, "1")))
     # SQLAlchemy pool per worker process. MLflow's default (5 + 10 overflow) closes every connection
     # beyond 5 after use, so under concurrent clients each burst reconnects (docs/PERFORMANCE.md).

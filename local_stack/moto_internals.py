@@ -7,7 +7,7 @@ from package metadata once per process; on any other version each entry takes it
 moto as it ships, and one warning says so. An upgrade fails
 ``test_the_installed_moto_is_one_the_twin_was_verified_against``: re-check each entry, then add it.
 
-What is reached, why (py-spy on moto under make bench's pipeline phase), and the fallback:
+What is reached, why (py-spy on moto under make throughput's pipeline phase), and the fallback:
 
 1. ``serve``: moto's WSGI app (``moto.server.DomainDispatcherApplication(create_backend_app)``, with
    ``debug`` on, as moto's own ``main`` builds it) served by werkzeug with a subclass of

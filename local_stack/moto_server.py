@@ -10,7 +10,7 @@ size during iteration" under load). DynamoDB applies each write to an item atomi
 serializes DynamoDB requests; their cost is moto's Python under the GIL, so the lock costs almost no
 throughput. Other services (S3, SQS) are served as moto serves them.
 
-Costs of the twin that AWS does not have are cut (py-spy on moto under make bench's pipeline phase:
+Costs of the twin that AWS does not have are cut (py-spy on moto under make throughput's pipeline phase:
 14 %, 17 % and 29 % of moto's busy time): SQS receive read every queue attribute, counting every
 message in the queue, for each message it returned, to check one setting (the retention period);
 SQS send did the same for each message it took, to read one FIFO setting (content-based

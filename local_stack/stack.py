@@ -9,7 +9,6 @@ one is healthy, and creates the pipeline's resources on moto.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import time
@@ -47,16 +46,12 @@ def emulator_available() -> bool:
 
 
 def _child_env(config: LocalStackConfig) -> dict[str, str]:
-    # Children see the same configuration as this process, and import the repo and lambdas/ as on Lambda.
-    paths = [str(REPO_ROOT), str(REPO_ROOT / "lambdas")]
-    if os.environ.get("PYTHONPATH"):
-        paths.append(os.environ["PYTHONPATH"])
+    # Children see the same configuration as this process (they import the project from the venv).
     env = {
         "LOCAL_MOTO_PORT": str(config.moto_port),
         "LOCAL_MLFLOW_PORT": str(config.mlflow_port),
         "LOCAL_BEDROCK_PORT": str(config.emulator_port),
         "LOCAL_STATE_DIR": str(config.state_dir),
-        "PYTHONPATH": os.pathsep.join(paths),
         "PYTHONUNBUFFERED": "1",  # logs reach the file as they happen
     }
     if config.mlflow_backend_uri:

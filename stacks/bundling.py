@@ -136,7 +136,9 @@ def compile_cold_start_bytecode(
     bundle_dir: Path, python: str, modules: tuple[str, ...] = COLD_START_MODULES
 ) -> int:
     """Compile, with ``python``, the bundle's files that importing ``modules`` loads; returns how many."""
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(bundle_dir), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
+    # As Lambda puts its task root on the path: ``-c`` puts the working directory (the bundle) first
+    # on the import path, and -S leaves out site-packages (this machine's and the editable project).
     listed = subprocess.run(
         [python, "-S", "-c", _LIST_IMPORTED_FILES, *modules],
         capture_output=True,
@@ -157,10 +159,14 @@ def compile_cold_start_bytecode(
     return len(files)
 
 
-def build_bundle(source_dir: Path, requirements: Path, cache_root: Path, output_dir: Path) -> None:
-    deps = install_dependencies(requirements, cache_root)
+def assemble_bundle(deps: Path, source_dir: Path, output_dir: Path) -> None:
+    """``output_dir`` holds the installed ``deps`` (hard-linked where it can) and the code of ``source_dir``."""
     shutil.copytree(deps, output_dir, copy_function=_link_or_copy, dirs_exist_ok=True)
     shutil.copytree(source_dir, output_dir, ignore=shutil.ignore_patterns(*CODE_EXCLUDES), dirs_exist_ok=True)
+
+
+def build_bundle(source_dir: Path, requirements: Path, cache_root: Path, output_dir: Path) -> None:
+    assemble_bundle(install_dependencies(requirements, cache_root), source_dir, output_dir)
     python = target_python()
     if python is None:
         print(
@@ -207,7 +213,7 @@ def lambda_code(source_dir: Path, cache_root: Path) -> cdk.aws_lambda.Code:
                 "bash",
                 "-c",
                 f"python {pip} && cp -r /asset-input/. /asset-output/ && cd /asset-output && "
-                f"PYTHONPATH=/asset-output python -c '{_LIST_IMPORTED_FILES.strip()}' "
+                f"python -c '{_LIST_IMPORTED_FILES.strip()}' "  # -c: the cwd, the bundle, is first on the path
                 f"{' '.join(COLD_START_MODULES)} | grep '^/asset-output/' | "
                 f"python -m compileall -q --invalidation-mode {PYC_INVALIDATION_MODE} -i -",
             ],

@@ -108,7 +108,7 @@ class PlatformSettings(BaseModel):
     @property
     def mlflow_workers(self) -> int:
         """Uvicorn workers per MLflow task: one per vCPU, at least one. Each worker runs up to 40 requests
-        at once in threads; a second worker per CPU only competes for it (make bench, server pinned to
+        at once in threads; a second worker per CPU only competes for it (make throughput, server pinned to
         one CPU: 92-93 against 81-84 ms of server CPU per pipeline record; docs/PERFORMANCE.md)."""
         return max(1, self.mlflow_cpu // 1024)
 

@@ -19,7 +19,7 @@ the set exports them all.
 A held set goes out **trace info first** (``export_info_first``), the reverse of MLflow's order.
 Posted after its spans, StartTrace finds the row the span post created and takes the server's merge
 path: a failed INSERT rolled back, the row re-read under a lock, then one SELECT-and-write per tag and
-per metadata key. Posted first, it is one INSERT. Measured on the bench server (PostgreSQL, 2-span
+per metadata key. Posted first, it is one INSERT. Measured on the throughput run's server (PostgreSQL, 2-span
 traces with the runner's 9 tags): 97 -> 41 ms of server and database CPU per trace
 (docs/PERFORMANCE.md). The server's span post then completes the trace (it marks the spans as stored
 in the database); if that post fails, each trace's spans are uploaded as its artifact instead, which

@@ -48,24 +48,29 @@ def test_given_the_pipeline_stack_when_bundled_then_the_asset_holds_code_and_dep
         _assert_handlers_import_as_on_lambda(bundle, target_python())
 
 
-# As on Lambda: Python 3.12, only the bundle on the path (-S), /var/task read-only (no bytecode written).
+# As on Lambda: Python 3.12, only the bundle on the path, /var/task read-only (no bytecode written).
+# The bundle is the working directory, which ``-c`` puts first on the import path (as Lambda puts its
+# task root); -S leaves out site-packages, so neither the repository nor the venv can supply a module.
 _COLD_START = """
 import gc, json, sys
 import handlers.ingest, handlers.runner
 loaded = {"fastapi": "fastapi" in sys.modules, "gc": gc.isenabled(), "frozen": gc.get_freeze_count()}
 import mlflow
-print(json.dumps({**loaded, "gateway": mlflow.gateway.get_gateway_uri.__name__}))
+roots = {m.__name__: m.__file__ for m in (handlers.runner, mlflow, sys.modules["bedrock_pipeline"])}
+print(json.dumps({**loaded, "gateway": mlflow.gateway.get_gateway_uri.__name__, "roots": roots}))
 """
 
 
 def _assert_handlers_import_as_on_lambda(bundle: Path, python: str | None) -> None:
     assert python is not None
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(bundle), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(
-        [python, "-S", "-c", _COLD_START], env=env, capture_output=True, text=True, timeout=120
+        [python, "-S", "-c", _COLD_START], env=env, cwd=bundle, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     frozen = seen.pop("frozen")
+    roots = seen.pop("roots")
+    assert all(Path(p).resolve().is_relative_to(bundle.resolve()) for p in roots.values()), roots
     assert seen == {"fastapi": False, "gc": True, "gateway": "get_gateway_uri"}
     assert frozen > 10_000  # the cold start's objects, frozen after its imports

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -685,7 +684,6 @@ def test_given_the_cli_then_it_serves_on_the_chosen_port_logs_calls_and_stops_on
 ) -> None:
     config_file = tmp_path / "emulator.json"
     config_file.write_text(json.dumps({"models": {NOVA: {"latency_ms": 5}}}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "lambdas")])}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -699,7 +697,6 @@ def test_given_the_cli_then_it_serves_on_the_chosen_port_logs_calls_and_stops_on
             str(config_file),
         ],
         cwd=REPO,
-        env=env,
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -30,7 +30,7 @@ TOY = "toy_deferred"
 
 
 @pytest.fixture
-def toy_package(tmp_path: Path) -> Iterator[Path]:
+def toy_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """toy_deferred/__init__.py counts its runs (in toy_counter) and re-exports toy_deferred.sub.VALUE."""
     package = tmp_path / TOY
     package.mkdir()
@@ -45,9 +45,8 @@ def toy_package(tmp_path: Path) -> Iterator[Path]:
         "import toy_deferred as _self\n"
         "assert not hasattr(_self, 'nope')  # a lookup from inside the __init__: no rerun, no deadlock\n"
     )
-    sys.path.insert(0, str(tmp_path))
+    monkeypatch.syspath_prepend(tmp_path)  # pytest's own fixture: the toy importable for this test only
     yield package
-    sys.path.remove(str(tmp_path))
     for name in [n for n in sys.modules if n in ("toy_counter", TOY) or n.startswith(f"{TOY}.")]:
         del sys.modules[name]
 

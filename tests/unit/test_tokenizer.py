@@ -12,8 +12,6 @@ import pytest
 
 from bedrock_pipeline import tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
-
 # Runs in a fresh interpreter: sockets and DNS raise, no tiktoken cache dir is configured and the temp
 # dir (tiktoken's default cache) is empty, so only the vendored file can make the counts come out right.
 _OFFLINE_PROBE = """
@@ -48,7 +46,6 @@ def test_given_no_network_and_no_cache_when_counting_then_vendored_cl100k_gives_
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
     env["TMPDIR"] = str(tmp_path)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "lambdas")])
 
     result = subprocess.run(
         [sys.executable, "-c", _OFFLINE_PROBE],

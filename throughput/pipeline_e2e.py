@@ -1,6 +1,6 @@
 """(c) The pipeline end to end: a prompt file uploaded to the bucket until its last run is recorded.
 
-    python -m bench.pipeline_e2e --tracking-uri URL --emulator-url URL --moto-url URL --access-log PATH
+    python -m throughput.pipeline_e2e --tracking-uri URL --emulator-url URL --moto-url URL --access-log PATH
 
 The deployed handlers (handlers.ingest, handlers.runner) run in this process behind the event pump,
 with Lambda's settings: the work queue's batch size and ``max_concurrency``
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.access_log import AccessLog
-from bench.phase import emit_result, phase_parser
+from throughput.access_log import AccessLog
+from throughput.phase import emit_result, phase_parser
 
 MODEL_ID = "amazon.nova-lite-v1:0"
 

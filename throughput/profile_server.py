@@ -1,8 +1,8 @@
 """Where a traced run's server time goes: py-spy samples the MLflow server under the ceiling's load.
 
-    python -m bench.profile_server [--workers 2] [--seconds 25] [--py-spy PATH]
+    python -m throughput.profile_server [--workers 2] [--seconds 25] [--py-spy PATH]
 
-Starts the same server as `make bench` (fresh PostgreSQL database), drives it with bench/ceiling.py,
+Starts the same server as `make throughput` (fresh PostgreSQL database), drives it with throughput/ceiling.py,
 samples every server process with ``py-spy record --subprocesses --format raw`` and prints the share
 of samples spent under each request handler and in the layers below them (database driver, ORM,
 serialization, ASGI/WSGI plumbing). py-spy is not a project dependency: ``pip install py-spy==0.4.3``
@@ -20,8 +20,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from bench.phase import run_phase
-from bench.services import emulator, fresh_database, mlflow_server
+from throughput.phase import run_phase
+from throughput.services import emulator, fresh_database, mlflow_server
 
 # Frame substrings -> bucket. A sample counts once per bucket whose frame appears in its stack.
 HANDLERS = {
@@ -94,7 +94,7 @@ def main() -> None:
         def drive() -> None:
             load.update(
                 run_phase(
-                    "bench.ceiling",
+                    "throughput.ceiling",
                     [
                         "--tracking-uri",
                         server.url,

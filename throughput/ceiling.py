@@ -1,6 +1,6 @@
 """(a) The ceiling: traced runs per second one MLflow server takes from many concurrent clients.
 
-    python -m bench.ceiling --tracking-uri URL --emulator-url URL --access-log PATH [--threads 16]
+    python -m throughput.ceiling --tracking-uri URL --emulator-url URL --access-log PATH [--threads 16]
 
 Each client thread loops: ``create_run``, one Converse call to the emulator (zero latency) traced by
 ``mlflow.bedrock.autolog`` inside a span linked to the run (as the runner does), ``log_batch``
@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.access_log import AccessLog, RequestCounts
-from bench.phase import emit_result, phase_parser
+from throughput.access_log import AccessLog, RequestCounts
+from throughput.phase import emit_result, phase_parser
 
 MODEL_ID = "amazon.nova-lite-v1:0"
 

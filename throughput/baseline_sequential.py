@@ -1,6 +1,6 @@
 """(b) The sequential baseline, in the common style: call Bedrock, log with MLflow's fluent API, repeat.
 
-    python -m bench.baseline_sequential --tracking-uri URL --emulator-url URL --access-log PATH [--prompts 40]
+    python -m throughput.baseline_sequential --tracking-uri URL --emulator-url URL --access-log PATH [--prompts 40]
 
 What most notebooks and scripts do: ``mlflow.bedrock.autolog()``, then per prompt ``start_run``,
 ``log_params``, the Converse call (traced by autolog, linked to the active run), ``log_metrics``.
@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.access_log import AccessLog
-from bench.phase import emit_result, phase_parser
+from throughput.access_log import AccessLog
+from throughput.phase import emit_result, phase_parser
 
 MODEL_ID = "amazon.nova-lite-v1:0"
 WARMUP_PROMPTS = 3

@@ -1,6 +1,6 @@
 """Sequential boto3 throughput against the Bedrock emulator (Converse and ConverseStream).
 
-    .venv/bin/python bench/emulator_bench.py [--calls 500] [--url http://127.0.0.1:4010] [--in-process]
+    .venv/bin/python -m throughput.emulator_bench [--calls 500] [--url http://127.0.0.1:4010] [--in-process]
 
 Without --url it starts the emulator CLI in a child process on a free loopback port (so client and
 server do not share a GIL, as in the local stack), measures, and stops it. Zero configured latency:
@@ -15,14 +15,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "lambdas")]
-
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
+import boto3
+from botocore.config import Config
 
 MODEL_ID = "amazon.nova-lite-v1:0"
 
@@ -38,7 +34,7 @@ def _emulator(url: str | None, in_process: bool) -> Iterator[str]:
         with EmulatorServer(quiet=True) as server:
             yield server.url
         return
-    from bench.services import emulator  # the CLI in a child process, as make bench starts it
+    from throughput.services import emulator  # the CLI in a child process, as make throughput starts it
 
     with emulator(latency_ms=0.0) as child_url:
         yield child_url

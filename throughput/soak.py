@@ -1,7 +1,7 @@
 """Soak: 1,000+ records across several files through the real handlers with faults on, then count.
 
-    .venv/bin/python bench/soak.py [--records 1000] [--files 5] [--throttle 0.05] [--errors 0.03]
-                                   [--duplicates 60] [--no-mlflow-restart] [--postgres URI]
+    .venv/bin/python -m throughput.soak [--records 1000] [--files 5] [--throttle 0.05] [--errors 0.03]
+                                        [--duplicates 60] [--no-mlflow-restart] [--postgres URI]
 
 Starts its own moto, MLflow server (SQLite in a temp folder, or a fresh PostgreSQL database with
 --postgres) and Bedrock emulator on free loopback ports; fresh resources; the event pump feeding the
@@ -26,9 +26,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "lambdas")]
-
 MODELS = ("amazon.nova-lite-v1:0", "anthropic.claude-3-haiku-20240307-v1:0", "meta.llama3-1-8b-instruct-v1:0")
 UNKNOWN_MODEL = "acme.unknown-model-v9:0"
 
@@ -52,7 +49,7 @@ def prompt_file(index: int, records: int) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/soak.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m throughput.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1000, help="records in total (default 1000)")
     parser.add_argument("--files", type=int, default=5, help="prompt files (default 5)")
     parser.add_argument("--throttle", type=float, default=0.05, help="emulator throttling rate")

@@ -94,11 +94,9 @@ def moto(state_dir: Path) -> Iterator[ManagedProcess]:
 @contextmanager
 def emulator(latency_ms: float = 0.0) -> Iterator[str]:
     """The Bedrock emulator CLI in a child process (its own GIL, as in the local stack)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "lambdas")])}
     process = subprocess.Popen(
         [sys.executable, "-m", "local_stack.bedrock_emulator", "--port", "0", "--quiet"],
         cwd=REPO_ROOT,
-        env=env,
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -1,8 +1,8 @@
 """Server and database CPU per trace: MLflow's export order against the runner's (trace info first).
 
-    python -m bench.trace_export_order [--traces 300] [--rounds 2]
+    python -m throughput.trace_export_order [--traces 300] [--rounds 2]
 
-Starts the bench's MLflow server (one worker, fresh PostgreSQL database) and writes traces shaped as
+Starts the throughput run's MLflow server (one worker, fresh PostgreSQL database) and writes traces shaped as
 the runner's (a record span with the runner's nine trace tags and a model-call child), from 10
 threads, each holding its traces for sets of 10 as a runner batch does (bedrock_pipeline/
 trace_export.py). The orders alternate in rounds on one server:
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.services import fresh_database, group_cpu_seconds, mlflow_server, postgres_cpu_seconds
+from throughput.services import fresh_database, group_cpu_seconds, mlflow_server, postgres_cpu_seconds
 
 THREADS = 10
 SET_SIZE = 10

@@ -1,4 +1,4 @@
-"""`make bench` pins the machine's PostgreSQL with the MLflow server, and gives it its own mask back."""
+"""`make throughput` pins the machine's PostgreSQL with the MLflow server, and gives it its own mask back."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import psycopg
 
-from bench.services import postgres_pinned
+from throughput.services import postgres_pinned
 
 
 def _backend_pid(connection: psycopg.Connection) -> int:
@@ -26,7 +26,7 @@ def test_given_postgres_when_pinned_then_old_and_new_backends_run_there_until_re
         original = os.sched_getaffinity(old_backend)
         assert original != target
         with postgres_pinned(postgres_admin_uri, target) as pinned:
-            assert pinned, "this user may not re-pin PostgreSQL (make bench runs as root here)"
+            assert pinned, "this user may not re-pin PostgreSQL (make throughput runs as root here)"
             assert os.sched_getaffinity(old_backend) == target
             with psycopg.connect(postgres_admin_uri) as during:  # forked from the pinned postmaster
                 assert os.sched_getaffinity(_backend_pid(during)) == target

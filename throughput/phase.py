@@ -41,8 +41,7 @@ def run_phase(
     module: str, args: Sequence[str], *, timeout: float, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """``python -m <module> <args>``; its stderr passes through, its result line is returned."""
-    paths = [str(REPO_ROOT), str(REPO_ROOT / "lambdas")]
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     completed = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,

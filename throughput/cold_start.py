@@ -1,6 +1,6 @@
 """Cold start: the runner bundle's unzipped size and import times, each in fresh subprocesses.
 
-    python -m bench.cold_start [--repeats 5]
+    python -m throughput.cold_start [--repeats 5]
 
 - Bundle: built exactly as the CDK app does (stacks.bundling.build_bundle: lambdas/requirements.txt
   pip-installed for Lambda's platform, cached under build/lambda-deps/, plus the lambdas/ code).
@@ -8,7 +8,8 @@
   ``python -c "import mlflow"`` (the full package, as installed in .venv), ``python -c "import
   handlers.runner"`` in .venv (full mlflow installed beside it), and the same handler import from a
   bundle holding only the runner's requirements (mlflow-skinny), installed once for this machine's
-  interpreter (cached under build/bench/), with and without compiled bytecode.
+  interpreter (cached under build/throughput/), plus the lambdas/ code, with and without compiled
+  bytecode.
 - The deployed bundle itself, when this machine has the Lambda runtime's Python (3.12; see
   stacks.bundling.target_python): imported with ``python3.12 -S`` and nothing allowed to write
   bytecode, as on Lambda's read-only /var/task: with the bytecode it ships, and with that bytecode
@@ -28,12 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.phase import emit_result
 from local_stack.config import REPO_ROOT
+from throughput.phase import emit_result
 
 LAMBDAS = REPO_ROOT / "lambdas"
 REQUIREMENTS = LAMBDAS / "requirements.txt"
-BENCH_BUILD = REPO_ROOT / "build" / "bench"
+BENCH_BUILD = REPO_ROOT / "build" / "throughput"
 VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 HANDLER = "handlers.runner"
 
@@ -100,9 +101,9 @@ def local_bundle(python: str) -> Path:
     return target
 
 
-def _time_import(argv: list[str], env: dict[str, str]) -> float:
+def _time_import(argv: list[str], env: dict[str, str], cwd: Path | None) -> float:
     started = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -112,53 +113,58 @@ DEPLOYED_IGNORED = f"import {HANDLER} (deployed bundle, Python 3.12, no bytecode
 
 def import_times(repeats: int, deployed: Path | None, lambda_python: str | None) -> dict[str, Any]:
     base_python = os.path.realpath(VENV_PYTHON)  # the interpreter .venv was made from
-    deps = local_bundle(base_python)
     from bedrock_pipeline.settings import OFFLINE_ENVIRONMENT
+    from stacks.bundling import assemble_bundle
 
+    # The runner's requirements for this interpreter and the lambdas/ code in one directory, as on
+    # Lambda; beside the cached install, so its files are hard links rather than copies.
+    deps = local_bundle(base_python)
+    skinny = Path(tempfile.mkdtemp(prefix="skinny-", dir=BENCH_BUILD))
     # Every case alike: MLflow's telemetry off, as the handlers and the deployed functions have it.
-    venv_env = {**os.environ, **OFFLINE_ENVIRONMENT, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{LAMBDAS}"}
+    venv_env = {**os.environ, **OFFLINE_ENVIRONMENT}
     venv_env.pop("PYTHONDONTWRITEBYTECODE", None)
-    # -S: no site-packages at all, only the bundle and the code, as on Lambda.
-    bundle_env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": f"{deps}{os.pathsep}{LAMBDAS}",
-        "LANG": "C.UTF-8",
-        **OFFLINE_ENVIRONMENT,
-    }
+    # -S: no site-packages at all; ``-c`` puts the working directory, the bundle, first on the path, as
+    # Lambda puts its task root.
+    bundle_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **OFFLINE_ENVIRONMENT}
     compiled_cache = Path(tempfile.mkdtemp(prefix="pyc-"))
-    cases: dict[str, tuple[list[str], dict[str, str]]] = {
-        "import mlflow (full, .venv)": ([str(VENV_PYTHON), "-c", "import mlflow"], venv_env),
-        f"import {HANDLER} (.venv)": ([str(VENV_PYTHON), "-c", f"import {HANDLER}"], venv_env),
+    cases: dict[str, tuple[list[str], dict[str, str], Path | None]] = {
+        "import mlflow (full, .venv)": ([str(VENV_PYTHON), "-c", "import mlflow"], venv_env, None),
+        f"import {HANDLER} (.venv)": ([str(VENV_PYTHON), "-c", f"import {HANDLER}"], venv_env, None),
         f"import {HANDLER} (skinny bundle, bytecode compiled)": (
             [base_python, "-S", "-c", f"import {HANDLER}"],
             {**bundle_env, "PYTHONPYCACHEPREFIX": str(compiled_cache)},
+            skinny,
         ),
         f"import {HANDLER} (skinny bundle, no bytecode)": (
             [base_python, "-S", "-c", f"import {HANDLER}"],
-            # The bundle holds no __pycache__ (pip --no-compile) and nothing may write one; the
-            # standard library keeps its own compiled files, as Lambda's runtime does.
+            # The bundle holds no __pycache__ (pip --no-compile, none copied from lambdas/) and nothing
+            # may write one; the standard library keeps its own compiled files, as Lambda's runtime does.
             {**bundle_env, "PYTHONDONTWRITEBYTECODE": "1"},
+            skinny,
         ),
         "import mlflow (skinny bundle, bytecode compiled)": (
             [base_python, "-S", "-c", "import mlflow"],
             {**bundle_env, "PYTHONPYCACHEPREFIX": str(compiled_cache)},
+            skinny,
         ),
     }
     if deployed is not None and lambda_python is not None:
-        lambda_env = {**bundle_env, "PYTHONPATH": str(deployed), "PYTHONDONTWRITEBYTECODE": "1"}
-        cases[DEPLOYED_SHIPPED] = ([lambda_python, "-S", "-c", f"import {HANDLER}"], lambda_env)
+        lambda_env = {**bundle_env, "PYTHONDONTWRITEBYTECODE": "1"}
+        cases[DEPLOYED_SHIPPED] = ([lambda_python, "-S", "-c", f"import {HANDLER}"], lambda_env, deployed)
         # A cache prefix makes Python look for bytecode only there (an empty directory): none is found.
         ignored = {**lambda_env, "PYTHONPYCACHEPREFIX": str(Path(compiled_cache) / "none")}
-        cases[DEPLOYED_IGNORED] = ([lambda_python, "-S", "-c", f"import {HANDLER}"], ignored)
+        cases[DEPLOYED_IGNORED] = ([lambda_python, "-S", "-c", f"import {HANDLER}"], ignored, deployed)
     try:
-        for argv, env in cases.values():  # warm the OS file cache and the compiled bytecode cache
-            _time_import(argv, env)
+        assemble_bundle(deps, LAMBDAS, skinny)
+        for argv, env, cwd in cases.values():  # warm the OS file cache and the compiled bytecode cache
+            _time_import(argv, env, cwd)
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(repeats):
-            for name, (argv, env) in cases.items():
-                samples[name].append(_time_import(argv, env))
+            for name, (argv, env, cwd) in cases.items():
+                samples[name].append(_time_import(argv, env, cwd))
     finally:
         shutil.rmtree(compiled_cache, ignore_errors=True)
+        shutil.rmtree(skinny, ignore_errors=True)
     return {
         "repeats": repeats,
         "python": base_python,

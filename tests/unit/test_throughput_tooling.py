@@ -1,4 +1,4 @@
-"""The benchmark's own tooling counts what it claims to (bench/access_log.py, bench/phase.py, run_all)."""
+"""The throughput tooling counts what it claims to (throughput/access_log.py, throughput/phase.py, report.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.access_log import AccessLog, classify, count_lines
-from bench.ceiling import traced_runs_completed
-from bench.phase import emit_result, parse_result
-from bench.run_all import _cpu_line, _import_lines, split_per_record
-from bench.services import pin_process_group, split_cpus
+from throughput.access_log import AccessLog, classify, count_lines
+from throughput.ceiling import traced_runs_completed
+from throughput.phase import emit_result, parse_result
+from throughput.report import cpu_line, import_lines, split_per_record
+from throughput.services import pin_process_group, split_cpus
 
 # Lines as MLflow 3.17's uvicorn writes them (copied from a real server's log).
 RUN_LINES = [
@@ -167,13 +167,13 @@ def _pgid(pid: int) -> int | None:
 def test_given_a_phase_with_warm_up_when_cpu_is_reported_then_every_record_of_the_phase_divides_it() -> None:
     # CPU is read over the whole phase: 50 warm-up and tail records beside the 100 the rate counts.
     result = {"cpu_seconds": {"mlflow_server": 15.0, "postgres": 3.0, "moto": 0.0, "client": 1.5}}
-    assert _cpu_line({**result, "records_in_phase": 150}, 100).endswith("  100 / 20 / 0 / 10   ")
-    assert _cpu_line(result, 100).endswith("  150 / 30 / 0 / 15   ")
+    assert cpu_line({**result, "records_in_phase": 150}, 100).endswith("  100 / 20 / 0 / 10   ")
+    assert cpu_line(result, 100).endswith("  150 / 30 / 0 / 15   ")
 
 
 def test_given_py_spy_samples_when_reported_then_each_handler_gets_its_ms_per_record(tmp_path: Path) -> None:
-    from bench.profile_server import summarize
-    from bench.run_all import _profile_lines
+    from throughput.profile_server import summarize
+    from throughput.report import profile_lines
 
     raw = tmp_path / "profile.txt"
     raw.write_text(
@@ -183,11 +183,11 @@ def test_given_py_spy_samples_when_reported_then_each_handler_gets_its_ms_per_re
     )
     # 50 busy samples at 50 Hz over 2 records: 500 ms each, 60 % under log_batch, 40 % under StartTrace.
     result = {"records_in_phase": 2, "server_profile": {**summarize(raw), "rate": 50}}
-    lines = _profile_lines(result, 99)
+    lines = profile_lines(result, 99)
     assert lines[0].split()[-1] == "500"
     by_handler = {line.strip().rsplit(maxsplit=1)[0]: line.split()[-1] for line in lines[1:]}
     assert by_handler == {"log_batch": "300", "start_trace (trace info)": "200"}
-    assert _profile_lines({"records_in_phase": 2}, 2) == []  # no --py-spy: no lines
+    assert profile_lines({"records_in_phase": 2}, 2) == []  # no --py-spy: no lines
 
 
 def test_given_import_times_when_reported_then_only_the_import_as_deployed_is_held_to_the_target() -> None:
@@ -195,13 +195,13 @@ def test_given_import_times_when_reported_then_only_the_import_as_deployed_is_he
     deployed = "import handlers.runner (deployed bundle, Python 3.12, with its bytecode)"
     compiled = "import handlers.runner (skinny bundle, bytecode compiled)"
     venv = "import handlers.runner (.venv)"
-    lines = _import_lines({full: 2.0, deployed: 1.0, compiled: 1.4, venv: 2.2})
+    lines = import_lines({full: 2.0, deployed: 1.0, compiled: 1.4, venv: 2.2})
     ratios = [line for line in lines if "handler / full mlflow" in line]
     assert len(ratios) == 3
     assert ratios[0].split()[-4:] == ["0.50", "<=", "0.6", "ok"] and "with its bytecode" in ratios[0]
     assert all(line.endswith("(for reference)") for line in ratios[1:])
     # Without Python 3.12 here the skinny bundle with bytecode carries the target, and can miss it.
     (targeted, _) = [
-        line for line in _import_lines({full: 2.0, compiled: 1.4, venv: 2.2}) if "handler /" in line
+        line for line in import_lines({full: 2.0, compiled: 1.4, venv: 2.2}) if "handler /" in line
     ]
     assert "bytecode compiled" in targeted and targeted.endswith("MISSED")
