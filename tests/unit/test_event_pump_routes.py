@@ -6,7 +6,7 @@ import pytest
 
 from bedrock_pipeline import function_catalogue as catalogue
 from bedrock_pipeline.function_catalogue import EventSourceSpec
-from local_stack.event_pump import default_routes
+from local_stack.event_pump import QueueRoute, default_routes
 from local_stack.resources import LocalResources, QueueInfo
 
 
@@ -63,3 +63,16 @@ def test_given_limits_aws_rejects_when_an_event_source_is_declared_then_it_fails
 ) -> None:
     with pytest.raises(ValueError):
         EventSourceSpec(catalogue.WORK_QUEUE, batch_size=batch_size, max_concurrency=max_concurrency)
+
+
+def test_given_a_handler_override_when_routes_are_built_then_only_that_queues_handler_changes() -> None:
+    resources = _resources()
+    routes = {route.queue_url: route for route in default_routes(resources, handler_paths={"work": "x.y"})}
+    assert routes[resources.work.url].handler == "x.y"
+    assert routes[resources.work.url].batch_size == catalogue.RUNNER.event_source.batch_size  # type: ignore[union-attr]
+    assert routes[resources.ingest.url].handler == catalogue.INGEST.handler
+
+
+def test_given_a_function_no_queue_feeds_when_a_route_is_asked_for_then_it_is_refused() -> None:
+    with pytest.raises(ValueError, match="not fed by a queue"):
+        QueueRoute.for_function(catalogue.BENCHMARK, "http://sqs.local/q")
