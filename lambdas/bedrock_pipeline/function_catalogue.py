@@ -75,8 +75,8 @@ QUEUES: Final = (INGEST_QUEUE, WORK_QUEUE, EVALUATION_QUEUE)
 
 # One prompt file per invocation. A file is the unit of work (up to 50 MB and 50,000 records, read,
 # validated and split within the 120 s timeout), and a timeout fails the whole batch, not one item:
-# five files to a batch (the stack's old value) let one large file push four others past the timeout
-# and back onto the queue. S3 sends one message per object, so batching saves little.
+# with several files to a batch, one large file would push the others past the timeout and back onto
+# the queue. S3 sends one message per object, so batching would save little.
 INGEST_BATCH_SIZE: Final = 1
 # One evaluation job per invocation: a job answers a dataset with every model and may take the
 # whole 15-minute timeout.
