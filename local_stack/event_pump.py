@@ -14,99 +14,61 @@ Semantics follow the SQS event source mapping with ``ReportBatchItemFailures`` o
 
 Moving a message to its DLQ after ``maxReceiveCount`` receives is left to SQS itself: moto applies
 the queue's RedrivePolicy in server mode (verified by tests/integration/test_event_pump.py).
-The Lambda context is a small double: no real Lambda runtime can exist offline.
+The routes (which handler, batch size, pollers, timeout) come from the function catalogue
+(local_stack/pump_routes.py); the Lambda side of the contract (event, context, response) is
+imitated in local_stack/lambda_sqs.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import importlib
-import json
 import logging
 import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import boto3
 
-from bedrock_pipeline import settings
 from local_stack.config import REGION, LocalStackConfig
-from local_stack.resources import DUMMY_CREDENTIALS, LocalResources, handler_environment, lookup_resources
+from local_stack.lambda_sqs import (
+    Handler,
+    InvalidBatchResponse,
+    LambdaContext,
+    failed_message_ids,
+    import_handler,
+    lambda_message_attribute,
+    lambda_sqs_event,
+    lambda_sqs_record,
+)
+from local_stack.pump_routes import SQS_MAX_BATCH, QueueRoute, default_routes
+from local_stack.resources import DUMMY_CREDENTIALS, handler_environment, lookup_resources
+
+# The pump's public names, wherever they are defined (tests, bench and the CLI import them from here).
+__all__ = [
+    "SQS_MAX_BATCH",
+    "EventPump",
+    "Handler",
+    "InvalidBatchResponse",
+    "LambdaContext",
+    "PumpCounters",
+    "QueueRoute",
+    "default_routes",
+    "failed_message_ids",
+    "import_handler",
+    "lambda_message_attribute",
+    "lambda_sqs_event",
+    "lambda_sqs_record",
+    "main",
+    "queue_backlog",
+]
 
 logger = logging.getLogger("local_stack.event_pump")
-
-Handler = Callable[[dict[str, Any], Any], Any]
-
-# Queue role -> handler dotted path (the Lambda "handler" setting), as the CDK app wires them.
-HANDLER_PATHS: dict[str, str] = {
-    "ingest": "handlers.ingest.handler",
-    "work": "handlers.runner.handler",
-    "evaluation": "handlers.evaluator.handler",
-}
-
-SQS_MAX_BATCH = 10  # ReceiveMessage returns at most 10 messages
-
-
-@dataclass
-class QueueRoute:
-    """One SQS event source mapping: a queue, the function it feeds and how."""
-
-    queue_url: str
-    handler: Handler | str  # a callable or a dotted path such as "handlers.ingest.handler"
-    batch_size: int = 10
-    wait_time_seconds: int = 1
-    function_timeout_seconds: float = 60.0
-    function_name: str | None = None
-    memory_limit_in_mb: int = 1024
-    concurrency: int = 1  # pollers (and so concurrent invocations) for this queue
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.batch_size <= SQS_MAX_BATCH:
-            raise ValueError(f"batch_size must be 1..{SQS_MAX_BATCH}, got {self.batch_size}")
-        if not 0 <= self.wait_time_seconds <= 20:
-            raise ValueError("wait_time_seconds must be 0..20 (the SQS long-poll limit)")
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
-
-    @property
-    def resolved_function_name(self) -> str:
-        if self.function_name:
-            return self.function_name
-        if isinstance(self.handler, str):
-            return self.handler.rsplit(".", 1)[0].replace(".", "-")
-        return getattr(self.handler, "__name__", "handler")
-
-
-@dataclass
-class LambdaContext:
-    """The attributes and method of Lambda's context object that handlers and Powertools use."""
-
-    function_name: str
-    invoked_function_arn: str
-    memory_limit_in_mb: int
-    aws_request_id: str
-    timeout_seconds: float
-    function_version: str = "$LATEST"
-    log_group_name: str = ""
-    log_stream_name: str = ""
-    _deadline: float = field(default=0.0, repr=False)
-
-    def __post_init__(self) -> None:
-        self._deadline = time.monotonic() + self.timeout_seconds
-        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = (
-            self.log_stream_name or f"local/[$LATEST]{self.aws_request_id.replace('-', '')}"
-        )
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 @dataclass
@@ -116,45 +78,6 @@ class PumpCounters:
     failed_items: int = 0  # messages left on the queue after an invocation (partial or whole failure)
     handler_errors: int = 0  # invocations that raised, timed out or answered unparseably
     import_errors: int = 0
-
-
-def lambda_message_attribute(value: Mapping[str, Any]) -> dict[str, Any]:
-    """SQS API MessageAttributeValue -> Lambda event shape (camelCase, binary as base64 text)."""
-    converted: dict[str, Any] = {
-        "stringListValues": list(value.get("StringListValues", [])),
-        "binaryListValues": [base64.b64encode(item).decode() for item in value.get("BinaryListValues", [])],
-        "dataType": value["DataType"],
-    }
-    if "StringValue" in value:
-        converted["stringValue"] = value["StringValue"]
-    if "BinaryValue" in value:
-        converted["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
-    return converted
-
-
-def lambda_sqs_record(message: Mapping[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
-    """One ReceiveMessage message -> one record of Lambda's SQS event."""
-    record: dict[str, Any] = {
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message["Body"],
-        "attributes": dict(message.get("Attributes", {})),
-        "messageAttributes": {
-            name: lambda_message_attribute(value)
-            for name, value in message.get("MessageAttributes", {}).items()
-        },
-        "md5OfBody": message["MD5OfBody"],
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": region,
-    }
-    if "MD5OfMessageAttributes" in message:
-        record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
-    return record
-
-
-def lambda_sqs_event(messages: Sequence[Mapping[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
-    return {"Records": [lambda_sqs_record(message, queue_arn, region) for message in messages]}
 
 
 def queue_backlog(sqs: Any, queue_urls: Sequence[str]) -> int:
@@ -171,53 +94,6 @@ def queue_backlog(sqs: Any, queue_urls: Sequence[str]) -> int:
         )["Attributes"]
         total += sum(int(value) for value in attributes.values())
     return total
-
-
-class InvalidBatchResponse(ValueError):
-    """The handler's response cannot be read as a partial batch response: the whole batch failed."""
-
-
-def failed_message_ids(response: Any, message_ids: set[str]) -> set[str]:
-    """Message ids a handler reported as failed, by Lambda's ReportBatchItemFailures rules.
-
-    Success: None, an object without ``batchItemFailures``, or a null/empty list. Anything Lambda
-    could not parse raises InvalidBatchResponse (the caller treats the whole batch as failed).
-    """
-    try:
-        json.dumps(response)  # Lambda serializes the return value; failing that is Runtime.MarshalError
-    except (TypeError, ValueError) as error:
-        raise InvalidBatchResponse(f"response is not JSON-serializable: {error}") from error
-    if response is None:
-        return set()
-    if not isinstance(response, dict):
-        raise InvalidBatchResponse(f"response is not an object: {type(response).__name__}")
-    failures = response.get("batchItemFailures")
-    if failures is None:
-        return set()
-    if not isinstance(failures, list):
-        raise InvalidBatchResponse("batchItemFailures is not a list")
-    failed: set[str] = set()
-    for failure in failures:
-        identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
-        if not isinstance(identifier, str) or not identifier:
-            raise InvalidBatchResponse(f"missing or empty itemIdentifier in {failure!r}")
-        if identifier not in message_ids:
-            raise InvalidBatchResponse(f"itemIdentifier {identifier!r} is not a message of this batch")
-        failed.add(identifier)
-    return failed
-
-
-def import_handler(dotted_path: str) -> Handler:
-    """``package.module.function`` -> the function (Lambda's handler setting)."""
-    module_name, _, attribute = dotted_path.rpartition(".")
-    if not module_name:
-        raise ImportError(f"handler {dotted_path!r} is not of the form module.function")
-    handler = getattr(importlib.import_module(module_name), attribute, None)
-    if handler is None:  # Lambda's Runtime.HandlerNotFound
-        raise ImportError(f"module {module_name!r} has no attribute {attribute!r}")
-    if not callable(handler):
-        raise ImportError(f"handler {dotted_path!r} is not callable")
-    return handler  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -465,40 +341,6 @@ class EventPump:
         return len(response.get("Successful", []))
 
 
-def default_routes(
-    resources: LocalResources, *, wait_time_seconds: int = 1, handler_paths: Mapping[str, str] | None = None
-) -> list[QueueRoute]:
-    """The three event source mappings of the deployed pipeline, pointed at the local queues."""
-    paths = {**HANDLER_PATHS, **(handler_paths or {})}
-    return [
-        # One prompt file (S3 event) or one evaluation job per invocation: each is a large unit.
-        QueueRoute(
-            resources.ingest.url,
-            paths["ingest"],
-            batch_size=1,
-            wait_time_seconds=wait_time_seconds,
-            function_timeout_seconds=settings.INGEST_TIMEOUT_SECONDS,
-            function_name="ingest",
-        ),
-        QueueRoute(
-            resources.work.url,
-            paths["work"],
-            batch_size=settings.WORK_BATCH_SIZE,
-            wait_time_seconds=wait_time_seconds,
-            function_timeout_seconds=settings.RUNNER_TIMEOUT_SECONDS,
-            function_name="runner",
-        ),
-        QueueRoute(
-            resources.evaluation.url,
-            paths["evaluation"],
-            batch_size=1,
-            wait_time_seconds=wait_time_seconds,
-            function_timeout_seconds=settings.EVALUATOR_TIMEOUT_SECONDS,
-            function_name="evaluator",
-        ),
-    ]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m local_stack.event_pump``: pump the running stack's queues until SIGTERM/Ctrl-C."""
     parser = argparse.ArgumentParser(prog="python -m local_stack.event_pump", description=main.__doc__)
@@ -519,13 +361,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             resources=resources,
         )
     )
-    pump = EventPump(default_routes(resources), endpoint_url=config.moto_url)
+    routes = default_routes(resources)
+    pump = EventPump(routes, endpoint_url=config.moto_url)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     pump.start()
     logger.info(
-        "pumping %s", ", ".join(f"{q.name} -> {HANDLER_PATHS[r]}" for r, q in resources.queues.items())
+        "pumping %s",
+        ", ".join(
+            f"{r.queue_url} -> {r.handler} (batch {r.batch_size}, {r.concurrency} pollers)" for r in routes
+        ),
     )
     if args.ready_file:
         args.ready_file.parent.mkdir(parents=True, exist_ok=True)

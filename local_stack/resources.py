@@ -17,14 +17,13 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from bedrock_pipeline import function_catalogue as catalogue
 from bedrock_pipeline import settings
 from local_stack.config import REGION
 
-# Queue role -> (settings name, function timeout the visibility timeout derives from).
+# Queue role -> (settings name, timeout of the function it feeds, which its visibility timeout derives from).
 QUEUE_ROLES: dict[str, tuple[str, int]] = {
-    "ingest": (settings.INGEST_QUEUE_NAME, settings.INGEST_TIMEOUT_SECONDS),
-    "work": (settings.WORK_QUEUE_NAME, settings.RUNNER_TIMEOUT_SECONDS),
-    "evaluation": (settings.EVALUATION_QUEUE_NAME, settings.EVALUATOR_TIMEOUT_SECONDS),
+    queue.role: (queue.name, catalogue.consumer_of(queue).timeout_seconds) for queue in catalogue.QUEUES
 }
 
 # Dummy credentials: moto accepts anything, and real ones must never be sent to it.

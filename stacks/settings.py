@@ -57,14 +57,8 @@ class PlatformSettings(BaseModel):
     postgres_username: str = "mlflow"
     mlflow_admin_username: str = "admin"
 
-    ingest_memory_mib: int = 512
-    runner_memory_mib: int = 1024
-    evaluator_memory_mib: int = 1024
-    benchmark_memory_mib: int = 1024
-    ingest_batch_size: int = Field(default=5, ge=1, le=10)
-    ingest_max_concurrency: int = Field(default=2, ge=2, le=1000)
-    evaluation_batch_size: int = Field(default=1, ge=1, le=10)
-    evaluation_max_concurrency: int = Field(default=2, ge=2, le=1000)
+    # Function memory, batch sizes and concurrency are not settings here: the local event pump runs the
+    # same functions, so they live in bedrock_pipeline.function_catalogue, shared by both.
     artifact_noncurrent_version_days: int = 30
     prompt_object_expiration_days: int = 180
     log_retention_days: int = pipeline.LOG_RETENTION_DAYS

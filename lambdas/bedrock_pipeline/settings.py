@@ -11,7 +11,6 @@ from typing import Final
 PROMPT_BUCKET_NAME: Final = "bedrock-prompts"  # local stack bucket; CDK lets CloudFormation name it
 INCOMING_PREFIX: Final = "incoming/"
 RESULTS_PREFIX: Final = "results/"
-JOBS_PREFIX: Final = "jobs/"  # job manifests written by the ingest handler
 INGEST_QUEUE_NAME: Final = "bedrock-ingest"
 WORK_QUEUE_NAME: Final = "bedrock-work"
 EVALUATION_QUEUE_NAME: Final = "bedrock-evaluation"
@@ -40,7 +39,8 @@ ENV_BENCHMARK_SUITE: Final = "BENCHMARK_SUITE"
 ENV_RETRY_BASE_SECONDS: Final = "RETRY_BASE_SECONDS"
 ENV_RETRY_MAX_SECONDS: Final = "RETRY_MAX_SECONDS"
 
-# --- Lambda sizes and timeouts ---
+# --- Lambda timeouts and batching the core code also reads (each function's whole deployment, memory
+# and event source included, is in function_catalogue.py) ---
 INGEST_TIMEOUT_SECONDS: Final = 120
 RUNNER_TIMEOUT_SECONDS: Final = 300
 EVALUATOR_TIMEOUT_SECONDS: Final = 900

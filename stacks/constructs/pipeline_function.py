@@ -1,4 +1,5 @@
-"""A pipeline Lambda: Python 3.12 in the isolated subnets, JSON logs in its own log group."""
+"""A pipeline Lambda as the function catalogue describes it: Python 3.12 in the isolated subnets, JSON
+logs in its own log group."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from bedrock_pipeline.function_catalogue import FunctionSpec
+
 
 class PipelineFunction(Construct):
     def __init__(
@@ -17,11 +20,8 @@ class PipelineFunction(Construct):
         scope: Construct,
         construct_id: str,
         *,
+        spec: FunctionSpec,
         code: lambda_.Code,
-        handler: str,
-        image_dockerfile: str | None = None,
-        timeout_seconds: int,
-        memory_mib: int,
         vpc: ec2.IVpc,
         security_group: ec2.ISecurityGroup,
         environment: dict[str, str],
@@ -35,8 +35,9 @@ class PipelineFunction(Construct):
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         common = dict(
-            timeout=cdk.Duration.seconds(timeout_seconds),
-            memory_size=memory_mib,
+            timeout=cdk.Duration.seconds(spec.timeout_seconds),
+            memory_size=spec.memory_mib,
+            retry_attempts=spec.async_retry_attempts,
             vpc=vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
             security_groups=[security_group],
@@ -47,40 +48,54 @@ class PipelineFunction(Construct):
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
         )
         self.function: lambda_.Function
-        if image_dockerfile is not None:
+        if spec.image_dockerfile is not None:
             # A container image for code whose dependencies exceed the 250 MB zip limit; built from
             # lambdas/ at deploy time (synth only stages the folder, no Docker needed here).
             self.function = lambda_.DockerImageFunction(
                 self,
                 "Function",
                 code=lambda_.DockerImageCode.from_image_asset(
-                    str(LAMBDAS_DIR), file=image_dockerfile, cmd=[handler], exclude=_IMAGE_EXCLUDES
+                    str(LAMBDAS_DIR), file=spec.image_dockerfile, cmd=[spec.handler], exclude=_IMAGE_EXCLUDES
                 ),
                 architecture=lambda_.Architecture.X86_64,
                 **common,  # type: ignore[arg-type]
             )
-            return
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.X86_64,  # matches the manylinux x86_64 wheels bundled
-            code=code,
-            handler=handler,
-            **common,  # type: ignore[arg-type]
-        )
+        else:
+            self.function = lambda_.Function(
+                self,
+                "Function",
+                runtime=lambda_.Runtime.PYTHON_3_12,
+                architecture=lambda_.Architecture.X86_64,  # matches the manylinux x86_64 wheels bundled
+                code=code,
+                handler=spec.handler,
+                **common,  # type: ignore[arg-type]
+            )
+            cdk.Validations.of(self.function).acknowledge(
+                cdk.Acknowledgment(
+                    id="AwsSolutions-L1",
+                    reason="Pinned to Python 3.12 on purpose: the bundled wheels (pydantic-core, tiktoken, "
+                    "regex) are built for cp312 and the handlers are tested on 3.11/3.12.",
+                )
+            )
         cdk.Validations.of(self.function).acknowledge(
-            cdk.Acknowledgment(
-                id="AwsSolutions-L1",
-                reason="Pinned to Python 3.12 on purpose: the bundled wheels (pydantic-core, tiktoken, "
-                "regex) are built for cp312 and the handlers are tested on 3.11/3.12.",
+            *(
+                cdk.Acknowledgment(
+                    id=f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/{policy}]",
+                    reason=reason,
+                )
+                for policy, reason in _MANAGED_POLICIES.items()
             )
         )
 
 
 LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
 _IMAGE_EXCLUDES = ["**/__pycache__", "**/*.pyc"]
-
+# What CDK attaches to a function in a VPC.
+_MANAGED_POLICIES = {
+    "AWSLambdaBasicExecutionRole": "AWS-managed basic execution role: it writes only the function's own logs.",
+    "AWSLambdaVPCAccessExecutionRole": "AWS-managed VPC role: ENI create/describe/delete, which the EC2 API "
+    "only authorizes on '*'.",
+}
 
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,

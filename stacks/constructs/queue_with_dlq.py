@@ -6,15 +6,18 @@ import aws_cdk as cdk
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from bedrock_pipeline import settings as pipeline
+from bedrock_pipeline.function_catalogue import FunctionSpec, QueueSpec
 
 
 class QueueWithDlq(Construct):
     """Queue whose visibility timeout is 6x its consumer's timeout, with a DLQ after N receives."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, consumer_timeout_seconds: int) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, spec: QueueSpec, consumer: FunctionSpec
+    ) -> None:
         super().__init__(scope, construct_id)
-        self.visibility_timeout_seconds = pipeline.visibility_timeout_for(consumer_timeout_seconds)
+        self.spec = spec
+        self.visibility_timeout_seconds = consumer.visibility_timeout_seconds
         self.dead_letter_queue = sqs.Queue(
             self,
             "Dlq",
@@ -36,6 +39,6 @@ class QueueWithDlq(Construct):
             visibility_timeout=cdk.Duration.seconds(self.visibility_timeout_seconds),
             retention_period=cdk.Duration.days(4),
             dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dead_letter_queue, max_receive_count=pipeline.MAX_RECEIVE_COUNT
+                queue=self.dead_letter_queue, max_receive_count=spec.max_receive_count
             ),
         )

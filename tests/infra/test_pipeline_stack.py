@@ -1,13 +1,15 @@
-"""Properties of the pipeline stack: IAM, event sources, environment, placement, queues."""
+"""Properties of the pipeline stack: Bedrock access, environment, placement, encryption, wiring, ids."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 
 from bedrock_pipeline import settings as pipeline
+from stacks.constructs import benchmark_schedule
 from tests.infra.conftest import Synthesized
 
 HANDLERS = {
@@ -71,38 +73,37 @@ def test_given_every_policy_when_resources_are_read_then_star_is_used_only_where
             assert set(_as_list(statement["Action"])) <= only_on_star, lid
 
 
-def test_given_the_queues_when_synthesized_then_each_event_source_reports_item_failures_with_capped_concurrency(
-    synthesized: Synthesized,
-) -> None:
-    template = synthesized.templates["pipeline"]
-    mappings = synthesized.resources("pipeline", "AWS::Lambda::EventSourceMapping")
-    assert {m["Properties"]["FunctionName"]["Ref"].split("Function")[0] for m in mappings.values()} == {
-        "Ingest",
-        "Runner",
-        "Evaluator",
-    }
-    for mapping in mappings.values():
-        assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-        assert mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"] >= 2
-    template.has_resource_properties(
-        "AWS::Lambda::EventSourceMapping",
-        {
-            "FunctionName": {"Ref": Match.string_like_regexp("^RunnerFunction")},
-            "BatchSize": pipeline.WORK_BATCH_SIZE,
-            "ScalingConfig": {"MaximumConcurrency": pipeline.WORK_MAX_CONCURRENCY},
-        },
-    )
+# Event sources, timeouts, memory and queue visibility: tests/infra/test_catalogue_deployment.py.
+# Stateful resources keep the logical ids they were deployed with: a new id makes CloudFormation create
+# a new resource, and the retained bucket and jobs table (with their data) would be left behind.
+DEPLOYED_LOGICAL_IDS = {
+    "AWS::S3::Bucket": {"PromptsBucketC8F33F2C"},
+    "AWS::DynamoDB::GlobalTable": {"IdempotencyC15CBC33", "JobsDF1CC2D4"},
+    "AWS::SQS::Queue": {
+        "IngestQueue88A12394",
+        "IngestQueueDlqA9931369",
+        "WorkQueueAD162499",
+        "WorkQueueDlqD0816F74",
+        "EvaluationQueue1E8CF1D2",
+        "EvaluationQueueDlqAA19CABD",
+    },
+    "AWS::CloudWatch::Dashboard": {"Dashboard9E4231ED"},  # named: a second one by that name would clash
+}
 
 
-def test_given_each_consumed_queue_when_synthesized_then_visibility_is_six_times_its_function_timeout(
-    synthesized: Synthesized,
+@pytest.mark.parametrize("resource_type", sorted(DEPLOYED_LOGICAL_IDS))
+def test_given_stateful_resources_when_synthesized_then_they_keep_their_deployed_logical_ids(
+    synthesized: Synthesized, resource_type: str
 ) -> None:
-    resources = synthesized.json("pipeline")["Resources"]
-    for mapping in synthesized.resources("pipeline", "AWS::Lambda::EventSourceMapping").values():
-        queue = resources[mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]]["Properties"]
-        function = resources[mapping["Properties"]["FunctionName"]["Ref"]]["Properties"]
-        assert queue["VisibilityTimeout"] == pipeline.visibility_timeout_for(function["Timeout"])
-        assert queue["RedrivePolicy"]["maxReceiveCount"] == pipeline.MAX_RECEIVE_COUNT
+    assert set(synthesized.resources("pipeline", resource_type)) == DEPLOYED_LOGICAL_IDS[resource_type]
+
+
+def test_given_the_benchmark_prefixes_when_the_stack_names_them_then_they_are_the_handlers() -> None:
+    """The stack cannot import the benchmark package (it imports MLflow), so it spells the prefixes."""
+    from bedrock_pipeline.benchmark import settings as benchmark_settings
+
+    assert benchmark_schedule.SUITES_PREFIX == benchmark_settings.SUITES_PREFIX
+    assert benchmark_schedule.RESULTS_PREFIX == benchmark_settings.RESULTS_PREFIX
 
 
 def test_given_the_functions_when_synthesized_then_environment_names_come_from_the_shared_settings(
