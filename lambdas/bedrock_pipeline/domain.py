@@ -97,7 +97,7 @@ class WorkItem(BaseModel):
     @property
     def bound_job(self) -> JobRef:
         if self.job is None:
-            raise ValueError(f"work item {self.record_id} on {self.model_id} is not bound to a job")
+            raise self._unbound()
         return self.job
 
     @property
@@ -110,14 +110,21 @@ class WorkItem(BaseModel):
         return item_digest(self.key)
 
     def to_message(self) -> str:
-        self.bound_job  # noqa: B018 - an unbound item must never reach the queue
-        return self.model_dump_json(exclude_none=False)
+        """The work-queue message body. Only a bound item can be one: a runner records under its job."""
+        if self.job is None:
+            raise self._unbound()
+        return self.model_dump_json()
 
     @classmethod
     def from_message(cls, body: str | bytes) -> WorkItem:
+        """A work-queue message body back into its item; a body without its job is refused."""
         item = cls.model_validate_json(body)
-        item.bound_job  # noqa: B018 - a message without its job cannot be run or recorded
+        if item.job is None:
+            raise item._unbound()
         return item
+
+    def _unbound(self) -> ValueError:
+        return ValueError(f"work item {self.record_id} on {self.model_id} is not bound to a job")
 
 
 @dataclass(frozen=True)

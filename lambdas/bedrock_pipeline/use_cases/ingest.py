@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bedrock_pipeline import settings
-from bedrock_pipeline.domain import JobKind, JobRef, WorkItem, experiment_for, job_id_for
+from bedrock_pipeline.domain import JobKind, JobRef, experiment_for, job_id_for
 from bedrock_pipeline.estimate import estimate_items
 from bedrock_pipeline.ports import JobLedger, PromptSource, ResultStore, RunRecorder, SourceObject, WorkQueue
 from bedrock_pipeline.pricing import PriceTable
@@ -180,6 +180,3 @@ def file_problem(body: bytes) -> str | None:
 def ingest_failed(deps: IngestDeps, *, body: str, reason: str, receive_count: int) -> None:
     """Why an ingest message failed, for `dlq inspect` (the message itself returns to the queue)."""
     deps.ledger.note_failure(body, reason, receive_count)
-
-
-__all__ = ["IngestDeps", "IngestReport", "WorkItem", "file_problem", "ingest_failed", "ingest_prompt_file"]
