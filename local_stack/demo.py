@@ -19,7 +19,7 @@ from local_stack.bedrock_emulator.client import EmulatorAdmin
 from local_stack.config import REPO_ROOT, LocalStackConfig
 from local_stack.stack import LocalStack
 from pipeline_cli.follow import job_rows, submit, wait_for_jobs
-from pipeline_cli.target import Target, local_target
+from pipeline_cli.target import local_target
 
 DEMO_DIR = REPO_ROOT / "batch_prompts" / "demo"
 DEMO_LATENCIES = {
@@ -34,11 +34,9 @@ DEMO_LATENCIES = {
 }
 
 
-def experiment_names(target: Target, mlflow_url: str, job_ids: list[str]) -> list[str]:
+def experiment_names(ledger: JobLedger, client: MlflowClient, job_ids: list[str]) -> list[str]:
     """The MLflow experiments the jobs wrote to, as the ledger recorded them."""
-    ledger = JobLedger(target.client("dynamodb"), target.jobs_table)
-    client = MlflowClient(tracking_uri=mlflow_url)
-    ids = {job.experiment_id for job in map(ledger.job, job_ids) if job is not None}
+    ids = {state.job.experiment_id for state in map(ledger.state, job_ids) if state is not None}
     return sorted(client.get_experiment(experiment_id).name for experiment_id in ids)
 
 
@@ -58,7 +56,11 @@ def run_demo(files: list[Path], timeout_s: float, config: LocalStackConfig) -> i
         finished = wait_for_jobs(target, [s.job_id for s in submitted], timeout_s)
         elapsed = time.monotonic() - run_started
         rows, rejected = job_rows(target, [s.job_id for s in submitted])
-        experiments = experiment_names(target, stack.mlflow_url, [s.job_id for s in submitted])
+        experiments = experiment_names(
+            JobLedger(target.client("dynamodb"), target.jobs_table),
+            MlflowClient(tracking_uri=stack.mlflow_url),
+            [s.job_id for s in submitted],
+        )
     print()
     print(format_table(rows))
     calls = sum(r.records for r in rows)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from local_stack.demo import experiment_names
 from tests.integration.harness import Stack
 
 pytestmark = pytest.mark.integration
@@ -46,6 +47,9 @@ def test_a_prompt_file_becomes_one_traced_run_per_record_and_model(stack: Stack)
     assert parent.data.metrics["records"] == 33 and parent.data.metrics["rejected_lines"] == 1
     experiment = stack.mlflow.get_experiment(parent.info.experiment_id)
     assert experiment.name == "demo/questions"
+    assert experiment_names(stack.ledger, stack.mlflow, [job_id]) == [
+        "demo/questions"
+    ]  # what the demo prints
 
     for run in calls:
         assert run.info.status == "FINISHED"
