@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bedrock_pipeline import settings
-from bedrock_pipeline.domain import job_id_for
+from bedrock_pipeline.domain import ResultLine, job_id_for
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.results import ModelSummary, summarize
 from bedrock_pipeline.storage import S3ResultStore
@@ -56,7 +56,7 @@ def wait_for_jobs(target: Target, job_ids: list[str], timeout_s: float, *, progr
 def job_rows(target: Target, job_ids: list[str]) -> tuple[list[ModelSummary], int]:
     """Per-model rows over several finished jobs, and the number of rejected lines."""
     store = S3ResultStore(target.client("s3"), target.bucket)
-    lines: list[dict[str, object]] = []
+    lines: list[ResultLine] = []
     rejected = 0
     for job_id in job_ids:
         summary = store.get_summary(job_id)

@@ -34,19 +34,6 @@ def prompt_file(records: int, experiment: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _size_item_pool(threads: int) -> int | None:
-    """On Lambda each of the ``concurrency`` instances runs RUNNER_ITEM_CONCURRENCY items at once; here the
-    pollers share one process and so the runner's one module-level pool: give it the instances' total."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import handlers.runner
-
-    if not isinstance(getattr(handlers.runner, "_pool", None), ThreadPoolExecutor):
-        return None  # the runner no longer keeps a module pool: measure it as it is
-    handlers.runner._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="item")
-    return threads
-
-
 def measure(
     tracking_uri: str,
     emulator_url: str,
@@ -56,7 +43,6 @@ def measure(
     prompts: int,
     concurrency: int,
     timeout: float,
-    lambda_like_pool: bool = True,
 ) -> dict[str, Any]:
     from bedrock_pipeline import settings
     from bedrock_pipeline.domain import job_id_for
@@ -110,9 +96,6 @@ def measure(
             time.sleep(0.2)
         raise TimeoutError(f"job {job_id} did not finish in {timeout} s: {ledger.counts(job_id)}")
 
-    item_threads = (
-        _size_item_pool(concurrency * settings.RUNNER_ITEM_CONCURRENCY) if lambda_like_pool else None
-    )
     pump = EventPump(routes, endpoint_url=moto_url)
     pump.start()
     try:
@@ -130,7 +113,6 @@ def measure(
         "work_concurrency": concurrency,
         "runner_item_concurrency": settings.RUNNER_ITEM_CONCURRENCY,
         "batch_size": settings.WORK_BATCH_SIZE,
-        "item_threads_in_process": item_threads,
         "warmup_seconds": round(warm["finalized_s"], 2),
         "seconds_to_last_run": round(job["all_ended_s"], 2),
         "seconds_to_finalized": round(job["finalized_s"], 2),
@@ -151,11 +133,6 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=settings.WORK_MAX_CONCURRENCY)
     parser.add_argument("--timeout", type=float, default=500.0)
-    parser.add_argument(
-        "--shared-item-pool",
-        action="store_true",
-        help="keep the runner's one pool for every poller (fewer items in flight than on Lambda)",
-    )
     args = parser.parse_args()
     emit_result(
         measure(
@@ -166,7 +143,6 @@ def main() -> None:
             prompts=args.prompts,
             concurrency=args.concurrency,
             timeout=args.timeout,
-            lambda_like_pool=not args.shared_item_pool,
         )
     )
 

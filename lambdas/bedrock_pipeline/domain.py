@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,10 +66,6 @@ class JobRef(BaseModel):
     def source_uri(self) -> str:
         return f"s3://{self.source_bucket}/{self.source_key}"
 
-    @property
-    def results_prefix(self) -> str:
-        return results_prefix(self.job_id)
-
 
 class WorkItem(BaseModel):
     """One Bedrock call to make: a Converse request body (without ``modelId``) on one model.
@@ -78,7 +75,9 @@ class WorkItem(BaseModel):
     work-queue message, and has an identity (`key`, `digest`) that is the same on every delivery.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Unknown keys are ignored, as they were on the queue's messages before: a message a newer (or
+    # older) version of the runner wrote during a deploy still runs instead of going to the DLQ.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     version: int = MESSAGE_VERSION
     job: JobRef | None = None
@@ -215,6 +214,9 @@ class ResultLine:
     model_input: dict[str, Any] | None
     outcome: CallOutcome
     mlflow: RunRef = RunRef()
+    # The line exactly as it was stored, when it was read back: merged into results.jsonl unchanged
+    # (keys a newer version added are kept, not dropped by this one).
+    stored: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def for_item(cls, item: WorkItem, outcome: CallOutcome, mlflow: RunRef = RunRef()) -> ResultLine:
@@ -241,6 +243,8 @@ class ResultLine:
         return self.outcome.cost.total_usd if self.outcome.cost is not None else None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.stored is not None:
+            return dict(self.stored)
         line: dict[str, Any] = {
             "recordId": self.record_id,
             "modelId": self.model_id,
@@ -262,18 +266,20 @@ class ResultLine:
 
     @classmethod
     def from_dict(cls, line: dict[str, Any]) -> ResultLine:
-        """The inverse of `to_dict` (results the finalizer merges were written by `to_dict`)."""
+        """The inverse of `to_dict` (results the finalizer merges were written by `to_dict`); lenient
+        where a line from another version might differ, so one odd line cannot stop a job finalizing."""
         if "error" in line:
-            error = line["error"]
-            outcome = CallOutcome(error=CallError(error["errorCode"], error["errorMessage"]))
+            error = line["error"] or {}
+            outcome = CallOutcome(error=CallError(error.get("errorCode", ""), error.get("errorMessage", "")))
         else:
-            output = line["modelOutput"]
+            output = line.get("modelOutput") or {}
+            latency = float(line.get("latencyMs") or 0.0)
             answer = ModelResponse(
-                output_message=output["output"]["message"],
+                output_message=(output.get("output") or {}).get("message") or {},
                 stop_reason=output.get("stopReason", ""),
-                usage={k: int(v) for k, v in line.get("usage", {}).items()},
-                latency_ms=float(line["latencyMs"]),
-                wall_ms=float(line["latencyMs"]),
+                usage={k: int(v) for k, v in (line.get("usage") or {}).items() if isinstance(v, int | float)},
+                latency_ms=latency,
+                wall_ms=latency,
             )
             cost = line.get("costUsd")
             # Only the total travels in a line; its parts are on the run.
@@ -281,10 +287,11 @@ class ResultLine:
             outcome = CallOutcome(answer=answer, cost=priced)
         mlflow = line.get("mlflow") or {}
         return cls(
-            record_id=line["recordId"],
-            model_id=line["modelId"],
+            record_id=str(line.get("recordId", "")),
+            model_id=str(line.get("modelId", "")),
             line_number=line.get("lineNumber"),
             model_input=line.get("modelInput"),
             outcome=outcome,
             mlflow=RunRef(mlflow.get("runId"), mlflow.get("traceId")),
+            stored=line,
         )

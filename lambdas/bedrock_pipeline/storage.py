@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from bedrock_pipeline.domain import CallError, ModelResponse, ResultLine, results_prefix
 from bedrock_pipeline.ports import SourceObject
+from bedrock_pipeline.use_cases.fan_out import fan_out
 
 RESULTS_FILE = "results.jsonl"
 ERRORS_FILE = "errors.jsonl"
@@ -74,13 +74,12 @@ class S3ResultStore:
                 json.loads(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
             )
 
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            lines = list(pool.map(fetch, keys))
+        lines = fan_out(keys, fetch, max_workers=16)
         return sorted(lines, key=lambda line: (line.line_number or 0, line.model_id))
 
-    def put_results(self, job_id: str, lines: Sequence[ResultLine | Mapping[str, Any]]) -> None:
-        dicts = (line.to_dict() if isinstance(line, ResultLine) else line for line in lines)
-        self._put(results_prefix(job_id) + RESULTS_FILE, to_jsonl(dicts), "application/x-ndjson")
+    def put_results(self, job_id: str, lines: Sequence[ResultLine]) -> None:
+        body = to_jsonl(line.to_dict() for line in lines)
+        self._put(results_prefix(job_id) + RESULTS_FILE, body, "application/x-ndjson")
 
     def put_errors(self, job_id: str, errors: Sequence[Mapping[str, Any]]) -> None:
         self._put(results_prefix(job_id) + ERRORS_FILE, to_jsonl(errors), "application/x-ndjson")

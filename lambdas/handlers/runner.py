@@ -12,6 +12,7 @@ from handlers.cold_start import lean_imports
 
 with lean_imports():  # what the cold start imports, without GC passes or MLflow's AI gateway
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
     from typing import Any
 
     import mlflow
@@ -27,7 +28,7 @@ with lean_imports():  # what the cold start imports, without GC passes or MLflow
 
     from bedrock_pipeline.domain import WorkItem
     from bedrock_pipeline.trace_export import holding_finished_traces
-    from bedrock_pipeline.use_cases.fan_out import item_executor
+    from bedrock_pipeline.use_cases.fan_out import item_pool
     from bedrock_pipeline.use_cases.finalize import finalize_if_complete
     from bedrock_pipeline.use_cases.run_item import item_failed, malformed_message, run_item
     from handlers.runtime import describe_failure, logger, metrics, model_core, queue_retries
@@ -37,7 +38,8 @@ class _Invocation:
     """Per-invocation state. On Lambda one process runs one invocation at a time; the local event pump
     may run several in one process (pollers as threads), so nothing here is module-global."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool  # this invocation's item threads
         self.jobs_touched: set[str] = set()
         self.poison: set[str] = set()
 
@@ -79,16 +81,16 @@ class _Invocation:
             reason = f"malformed work message: {describe_failure(exc)}"
             count = int(record.attributes.approximate_receive_count or 1)
             await loop.run_in_executor(
-                item_executor(),
+                self.pool,
                 lambda: malformed_message(
                     model_core().runner, body=record.body, reason=reason, receive_count=count
                 ),
             )
             raise
         try:
-            outcome = await loop.run_in_executor(item_executor(), run_item, model_core().runner, item)
+            outcome = await loop.run_in_executor(self.pool, run_item, model_core().runner, item)
         except Exception as exc:
-            await loop.run_in_executor(item_executor(), self.after_failure, record, item, exc)
+            await loop.run_in_executor(self.pool, self.after_failure, record, item, exc)
             raise
         self.jobs_touched.add(outcome.job_id)
         if outcome.duplicate:
@@ -101,11 +103,21 @@ class _Invocation:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    invocation = _Invocation()
     core = model_core()
     if core.once is not None:
         core.once.register_lambda_context(context)
 
+    with item_pool() as pool:
+        invocation = _Invocation(pool)
+        response = _process_batch(event, context, invocation)
+    queue_retries().back_off(event, response, immediate=invocation.poison)
+    for job_id in sorted(invocation.jobs_touched):
+        if finalize_if_complete(core.finalize, job_id) is not None:
+            logger.info("job finalized", extra={"job_id": job_id})
+    return response
+
+
+def _process_batch(event: dict[str, Any], context: LambdaContext, invocation: _Invocation) -> dict[str, Any]:
     async def record_handler(record: SQSRecord) -> None:
         await invocation.record_handler(record)
 
@@ -123,8 +135,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # The batch's traces went out as its hold ended (above), so this returns at once; it matters
         # only if MLFLOW_ENABLE_ASYNC_TRACE_LOGGING is turned back on: nothing may wait in a frozen process.
         mlflow.flush_trace_async_logging()
-    queue_retries().back_off(event, response, immediate=invocation.poison)
-    for job_id in sorted(invocation.jobs_touched):
-        if finalize_if_complete(core.finalize, job_id) is not None:
-            logger.info("job finalized", extra={"job_id": job_id})
     return response

@@ -109,13 +109,17 @@ class Core:
     once: OncePerItem | None = None
 
     @functools.cached_property
+    def results(self) -> S3ResultStore:
+        return S3ResultStore(self.s3, self.bucket)
+
+    @functools.cached_property
     def ingest(self) -> IngestDeps:
         return IngestDeps(
             source=S3PromptSource(self.s3),
             queue=SqsWorkQueue(self.sqs, self.work_queue_url),
             ledger=self.ledger,
             recorder=self.recorder,
-            results=S3ResultStore(self.s3, self.bucket),
+            results=self.results,
             prices=self.prices,
             default_models=self.default_models,
         )
@@ -133,15 +137,11 @@ class Core:
 
     @functools.cached_property
     def runner(self) -> RunnerDeps:
-        return RunnerDeps(
-            call=self.calls, ledger=self.ledger, results=S3ResultStore(self.s3, self.bucket), once=self.once
-        )
+        return RunnerDeps(call=self.calls, ledger=self.ledger, results=self.results, once=self.once)
 
     @functools.cached_property
     def finalize(self) -> FinalizeDeps:
-        return FinalizeDeps(
-            ledger=self.ledger, results=S3ResultStore(self.s3, self.bucket), recorder=self.recorder
-        )
+        return FinalizeDeps(ledger=self.ledger, results=self.results, recorder=self.recorder)
 
 
 # functools.cache does not lock: pollers running as threads of one process (the local event pump)

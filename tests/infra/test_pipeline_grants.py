@@ -14,7 +14,7 @@ import pytest
 from bedrock_pipeline import function_catalogue as catalogue
 from tests.infra.conftest import Synthesized
 
-# Queues each function sends to. Ingest: Pipeline._enqueue (work items). Evaluator: evaluate.reject
+# Queues each function sends to. Ingest: SqsWorkQueue.send (work items). Evaluator: dead_letter.reject
 # parks a job that can never run in its queue's DLQ. Runner and benchmark send nothing; consuming their
 # own queue (receive, delete, change visibility for back-off) comes with the event source.
 SENDS_TO = {
@@ -24,7 +24,7 @@ SENDS_TO = {
     "benchmark": set(),
 }
 # Prompt-bucket keys each function reads. Ingest: the prompt file. Runner: cached model responses and
-# item results under results/ (ResponseCache, ResultStore.item_results). Evaluator: a dataset anywhere in
+# item results under results/ (S3AnswerCache, S3ResultStore.item_results). Evaluator: a dataset anywhere in
 # the bucket (the job names its key). Benchmark: its suite under benchmarks/.
 READS = {
     "ingest": {"incoming/*"},

@@ -10,11 +10,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyItemAlreadyExistsError,
+    IdempotencyItemNotFoundError,
+)
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+
 from bedrock_pipeline.domain import CallError, CallOutcome, JobRef, ModelResponse, ResultLine, WorkItem
+from bedrock_pipeline.ledger import FINALIZATION_LEASE_SECONDS
 from bedrock_pipeline.ports import BedrockCallError, CallRun, ItemEnd, JobCounts, JobState, SourceObject
 
 
@@ -95,17 +104,19 @@ class _Job:
     rejected_lines: int
     rejected_reason: str | None
     enqueued: bool = False
-    finalizing: bool = False
+    finalizing_since: float | None = None
     finalized: bool = False
-    ends: dict[str, ItemEnd] = field(default_factory=dict)
 
 
 class MemoryLedger:
-    """The DynamoDB ledger's contract: every conditional write is atomic (one lock)."""
+    """The DynamoDB ledger's contract: every conditional write is atomic (one lock); an item's end lives
+    apart from its job (as the end shards do); a finalization claim older than the lease may be taken."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self.jobs: dict[str, _Job] = {}
+        self.ends: dict[str, dict[str, ItemEnd]] = {}
         self.attempts: dict[tuple[str, str], int] = {}
         self.failures: dict[str, tuple[str, int]] = {}
         self.finalizations = 0
@@ -126,11 +137,11 @@ class MemoryLedger:
 
     def item_end(self, job_id: str, item_key: str) -> ItemEnd | None:
         with self._lock:
-            return self.jobs[job_id].ends.get(item_key)
+            return self.ends.get(job_id, {}).get(item_key)
 
     def record_end(self, job_id: str, item_key: str, *, succeeded: bool, retryable: bool = False) -> bool:
         with self._lock:
-            ends = self.jobs[job_id].ends
+            ends = self.ends.setdefault(job_id, {})
             if item_key in ends:
                 return False
             ends[item_key] = ItemEnd(succeeded=succeeded, retryable=retryable)
@@ -138,12 +149,14 @@ class MemoryLedger:
 
     def revise_end(self, job_id: str, item_key: str, *, succeeded: bool) -> bool:
         with self._lock:
-            job = self.jobs[job_id]
-            end = job.ends.get(item_key)
+            ends = self.ends.get(job_id, {})
+            end = ends.get(item_key)
             if end is None or not end.retryable:
                 return False
-            job.ends[item_key] = ItemEnd(succeeded=succeeded, retryable=False)
-            job.finalizing = job.finalized = False
+            ends[item_key] = ItemEnd(succeeded=succeeded, retryable=False)
+            if job_id in self.jobs:  # reopen the job's finalization, as the real transaction does
+                self.jobs[job_id].finalizing_since = None
+                self.jobs[job_id].finalized = False
             return True
 
     def begin_attempt(self, job_id: str, item_key: str) -> int:
@@ -155,13 +168,13 @@ class MemoryLedger:
         with self._lock:
             return self._counts(self.jobs[job_id])
 
-    @staticmethod
-    def _counts(job: _Job) -> JobCounts:
-        succeeded = sum(1 for end in job.ends.values() if end.succeeded)
+    def _counts(self, job: _Job) -> JobCounts:
+        ends = self.ends.get(job.job.job_id, {})
+        succeeded = sum(1 for end in ends.values() if end.succeeded)
         return JobCounts(
             expected=job.expected,
             succeeded=succeeded,
-            failed=len(job.ends) - succeeded,
+            failed=len(ends) - succeeded,
             rejected_lines=job.rejected_lines,
             finalized=job.finalized,
         )
@@ -169,17 +182,21 @@ class MemoryLedger:
     def claim_finalization(self, job_id: str) -> JobState | None:
         with self._lock:
             job = self.jobs.get(job_id)
-            if job is None or job.finalizing or job.finalized:
+            if job is None or job.finalized:
                 return None
             counts = self._counts(job)
-            if not counts.complete:
+            now = self._clock()
+            held = (
+                job.finalizing_since is not None and now - job.finalizing_since < FINALIZATION_LEASE_SECONDS
+            )
+            if not counts.complete or held:
                 return None
-            job.finalizing = True
+            job.finalizing_since = now
             return JobState(job.job, counts, job.rejected_reason)
 
     def release_finalization(self, job_id: str) -> None:
         with self._lock:
-            self.jobs[job_id].finalizing = False
+            self.jobs[job_id].finalizing_since = None
 
     def mark_finalized(self, job_id: str) -> None:
         with self._lock:
@@ -319,3 +336,34 @@ class ScriptedGateway:
         usage = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
         message = {"role": "assistant", "content": [{"text": f"answer from {model_id}"}]}
         return ModelResponse(message, "end_turn", usage, latency_ms=12.0, wall_ms=13.0)
+
+
+class MemoryIdempotency(BasePersistenceLayer):
+    """Powertools' persistence contract in memory: a put fails while a live record holds the key (as the
+    DynamoDB layer's conditional put does); an expired one may be replaced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.records: dict[str, DataRecord] = {}
+
+    def _get_record(self, idempotency_key: str) -> DataRecord:
+        with self._lock:
+            if idempotency_key not in self.records:
+                raise IdempotencyItemNotFoundError
+            return self.records[idempotency_key]
+
+    def _put_record(self, data_record: DataRecord) -> None:
+        with self._lock:
+            existing = self.records.get(data_record.idempotency_key)
+            if existing is not None and not existing.is_expired:
+                raise IdempotencyItemAlreadyExistsError(old_data_record=existing)
+            self.records[data_record.idempotency_key] = data_record
+
+    def _update_record(self, data_record: DataRecord) -> None:
+        with self._lock:
+            self.records[data_record.idempotency_key] = data_record
+
+    def _delete_record(self, data_record: DataRecord) -> None:
+        with self._lock:
+            self.records.pop(data_record.idempotency_key, None)

@@ -1,6 +1,10 @@
 """Per-model summary of result lines."""
 
-from bedrock_pipeline.domain import CallCost, CallError, CallOutcome, ModelResponse, ResultLine
+import json
+
+import pytest
+
+from bedrock_pipeline.domain import CallCost, CallError, CallOutcome, ModelResponse, ResultLine, RunRef
 from bedrock_pipeline.results import format_table, percentile, summarize
 
 
@@ -40,3 +44,78 @@ def test_given_successes_and_failures_when_summarized_then_each_model_gets_its_o
 def test_table_lists_every_model_with_its_cost():
     table = format_table(summarize([_ok("model-x", 10, 0.25)]))
     assert "model-x" in table and "0.250000" in table and "p95 ms" in table.splitlines()[0]
+
+
+# --- the results.jsonl line: its shape is a contract (README "Results") -----------------------------------
+def test_a_fresh_line_has_bedrock_batch_output_keys_and_reads_back_as_itself() -> None:
+    usage = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
+    answer = ModelResponse({"role": "assistant", "content": [{"text": "4"}]}, "end_turn", usage, 120.0, 125.0)
+    line = ResultLine(
+        "q1",
+        "m",
+        3,
+        {"messages": []},
+        CallOutcome(answer=answer, cost=CallCost(1e-5, 2e-5, 3e-5)),
+        RunRef("r", "t"),
+    )
+    written = line.to_dict()
+    assert list(written) == [
+        "recordId",
+        "modelId",
+        "lineNumber",
+        "modelInput",
+        "modelOutput",
+        "usage",
+        "latencyMs",
+        "costUsd",
+        "mlflow",
+    ]
+    assert written["modelOutput"] == {
+        "output": {"message": {"role": "assistant", "content": [{"text": "4"}]}},
+        "stopReason": "end_turn",
+        "usage": usage,
+        "metrics": {"latencyMs": 120.0},
+    }
+    assert written["costUsd"] == 3e-5 and written["mlflow"] == {"runId": "r", "traceId": "t"}
+    read = ResultLine.from_dict(json.loads(json.dumps(written)))
+    assert (read.text, read.usage, read.latency_ms, read.cost_usd) == ("4", usage, 120.0, 3e-5)
+    assert read.to_dict() == written
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {
+            "recordId": "q2",
+            "modelId": "m",
+            "lineNumber": 4,
+            "modelInput": {"messages": []},
+            "error": {"errorCode": "ValidationException", "errorMessage": "bad"},
+            "mlflow": {"runId": "r", "traceId": "t"},
+        },
+        {
+            "recordId": "q3",
+            "modelId": "m",
+            "lineNumber": 5,
+            "modelInput": {},
+            "error": {"errorCode": "RetriesExhausted", "errorMessage": "gave up after 5 attempts: boom"},
+            "mlflow": {"runId": None, "traceId": None},
+        },
+        {  # a key a later version may add survives the merge
+            "recordId": "q4",
+            "modelId": "m",
+            "lineNumber": 6,
+            "modelInput": {},
+            "modelOutput": {"output": {"message": {"content": []}}, "stopReason": "end_turn"},
+            "usage": {"inputTokens": 1, "outputTokens": 1},
+            "latencyMs": 5.0,
+            "costUsd": None,
+            "mlflow": {"runId": "r", "traceId": None},
+            "reasoning": {"text": "..."},
+        },
+    ],
+)
+def test_a_stored_line_is_merged_into_results_exactly_as_it_was_written(stored: dict) -> None:
+    read = ResultLine.from_dict(stored)
+    assert read.to_dict() == stored
+    assert read.succeeded == ("error" not in stored)

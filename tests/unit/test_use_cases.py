@@ -8,20 +8,31 @@ give-ups and duplicate deliveries, and that a job finalizes exactly once.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
-from bedrock_pipeline.domain import JobRef, WorkItem
+from bedrock_pipeline.domain import JobRef, ModelResponse, WorkItem
+from bedrock_pipeline.ledger import FINALIZATION_LEASE_SECONDS
 from bedrock_pipeline.ports import BedrockCallError, TransientItemError
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps, finalize_if_complete
 from bedrock_pipeline.use_cases.ingest import IngestDeps, IngestReport, ingest_prompt_file
-from bedrock_pipeline.use_cases.run_item import CallDeps, RunnerDeps, item_failed, record_call, run_item
+from bedrock_pipeline.use_cases.run_item import (
+    IDEMPOTENCY_KEY_NAME,
+    CallDeps,
+    OncePerItem,
+    RunnerDeps,
+    item_failed,
+    record_call,
+    run_item,
+)
 from tests.unit.fakes import (
     MemoryAnswers,
+    MemoryIdempotency,
     MemoryLedger,
     MemoryQueue,
     MemoryRecorder,
@@ -295,7 +306,7 @@ def test_record_call_is_the_same_recording_for_items_no_queue_carries(world: Wor
 def test_given_the_last_items_end_concurrently_then_exactly_one_runner_finalizes(world: World) -> None:
     _, report = world.upload("incoming/race.jsonl", [{"job": {"models": [MODEL, OTHER]}}, *_records(8)])
     items = world.queue.received()
-    start = threading.Barrier(len(items))
+    start = threading.Barrier(len(items), timeout=30)  # a thread that failed breaks it: no hang
 
     def run_then_finalize(item: WorkItem) -> bool:
         run_item(world.runner, item)
@@ -307,12 +318,14 @@ def test_given_the_last_items_end_concurrently_then_exactly_one_runner_finalizes
 
     assert finalized.count(True) == 1 and world.ledger.finalizations == 1
     summary = world.results.summaries[report.job_id]
+    priced = sum(run.metrics["cost_usd"] for run in world.recorder.call_runs())
     assert summary["totals"] == {
         "records": 16,
         "succeeded": 16,
         "failed": 0,
-        "cost_usd": summary["totals"]["cost_usd"],
+        "cost_usd": pytest.approx(priced),
     }
+    assert priced > 0
     assert [(line.line_number, line.model_id) for line in world.results.results[report.job_id]] == sorted(
         (i.line_number, i.model_id) for i in items
     )
@@ -335,3 +348,58 @@ def test_given_finalizing_fails_then_the_claim_is_released_for_the_next_runner(w
         finalize_if_complete(broken, report.job_id)
     assert finalize_if_complete(world.finalize, report.job_id) is not None
     assert finalize_if_complete(world.finalize, report.job_id) is None  # once
+
+
+# --- Powertools idempotency, as wired by the runner ----------------------------------------------------
+class BlockingGateway(ScriptedGateway):
+    """Holds every call until released: a delivery whose model call is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def invoke(self, model_id: str, request: dict[str, object], *, stream: bool) -> ModelResponse:
+        self.entered.set()
+        assert self.release.wait(timeout=30)
+        return super().invoke(model_id, request, stream=stream)
+
+
+def test_given_a_delivery_in_progress_then_a_concurrent_duplicate_returns_to_the_queue_uncalled(
+    world: World,
+) -> None:
+    world.gateway = BlockingGateway()
+    store = MemoryIdempotency()
+    deps = replace(world.runner, once=OncePerItem.with_persistence(store))
+    world.upload("incoming/concurrent.jsonl", _records(1))
+    (item,) = world.queue.received()
+
+    with ThreadPoolExecutor(max_workers=1) as first_delivery:
+        first = first_delivery.submit(run_item, deps, item)
+        assert world.gateway.entered.wait(timeout=30)
+        with pytest.raises(TransientItemError, match="in progress"):
+            run_item(deps, item)
+        world.gateway.release.set()
+        assert first.result(timeout=30).succeeded
+
+    assert world.gateway.calls == [MODEL]
+    (key,) = store.records
+    # The key keeps the name it had before the use cases moved: earlier deployments' records still match.
+    function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "test-func")
+    assert key.startswith(f"{function}.{IDEMPOTENCY_KEY_NAME}#")
+    assert store.records[key].status == "COMPLETED"
+
+
+def test_given_a_finalizer_that_died_holding_its_claim_then_another_takes_over_after_the_lease(
+    world: World,
+) -> None:
+    now = [1000.0]
+    world.ledger = MemoryLedger(clock=lambda: now[0])
+    _, report = world.upload("incoming/lease.jsonl", _records(1))
+    (item,) = world.queue.received()
+    run_item(world.runner, item)
+    assert world.ledger.claim_finalization(report.job_id) is not None  # then the claimant dies
+
+    assert finalize_if_complete(world.finalize, report.job_id) is None  # its lease still holds
+    now[0] += FINALIZATION_LEASE_SECONDS + 1
+    assert finalize_if_complete(world.finalize, report.job_id) is not None

@@ -29,8 +29,9 @@ from bedrock_pipeline.benchmark.suite import Suite, load_suite
 from bedrock_pipeline.domain import CallError, CallOutcome, JobRef, ResultLine, WorkItem
 from bedrock_pipeline.ports import ModelGateway, TransientItemError
 from bedrock_pipeline.pricing import PriceTable
+from bedrock_pipeline.run_names import TAG_JOB_ID, TAG_KIND, TAG_ROLE, TAG_SOURCE, TAG_SOURCE_ETAG
 from bedrock_pipeline.storage import to_jsonl
-from bedrock_pipeline.tracking import TAG_JOB_ID, TAG_KIND, TAG_ROLE, TAG_SOURCE, TAG_SOURCE_ETAG, RunTracker
+from bedrock_pipeline.tracking import RunTracker
 from bedrock_pipeline.use_cases.fan_out import fan_out
 from bedrock_pipeline.use_cases.run_item import CallDeps, record_call
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,20 +40,24 @@ from bedrock_pipeline.evaluation.job import (
 from bedrock_pipeline.evaluation.scorers import JudgeSpend, build_scorers
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.results import percentile
-from bedrock_pipeline.storage import S3ResultStore
-from bedrock_pipeline.tracking import (
+from bedrock_pipeline.run_names import (
     TAG_ERROR,
     TAG_JOB_ID,
     TAG_KIND,
     TAG_ROLE,
     TAG_SOURCE,
     TAG_SOURCE_ETAG,
-    RunTracker,
     user_tags,
 )
+from bedrock_pipeline.storage import S3ResultStore
+from bedrock_pipeline.tracking import RunTracker
 from bedrock_pipeline.use_cases.run_item import CallDeps
 
 logger = logging.getLogger(__name__)
+# MLflow's fluent API keeps the active experiment and run per process. On Lambda one invocation runs
+# at a time; the local event pump runs the evaluator's pollers (function_catalogue) as threads of one
+# process, so two jobs' evaluations take turns here instead of switching each other's experiment.
+_FLUENT_STATE = threading.Lock()
 
 KIND = "evaluation"
 ROLE_EVALUATION = "evaluation"
@@ -275,11 +280,12 @@ class Evaluator:
         # Fluent API on purpose: mlflow.genai.evaluate logs into the active run (it is not thread-safe;
         # models are evaluated one after the other). A warm process may hold another job's active
         # experiment, and start_run refuses a run outside it: point it at this job's first.
-        mlflow.set_experiment(experiment_id=job_ref.experiment_id)
-        with mlflow.start_run(run_id=run_id):
-            if data:
-                result = mlflow.genai.evaluate(data=data, scorers=scorers)
-                metrics = dict(result.metrics)
+        with _FLUENT_STATE:
+            mlflow.set_experiment(experiment_id=job_ref.experiment_id)
+            with mlflow.start_run(run_id=run_id):
+                if data:
+                    result = mlflow.genai.evaluate(data=data, scorers=scorers)
+                    metrics = dict(result.metrics)
         latencies = [a.line.latency_ms for a in answers if a.line.latency_ms is not None]
         cost = sum(a.line.cost_usd or 0.0 for a in answers if a.ok)
         extra = {

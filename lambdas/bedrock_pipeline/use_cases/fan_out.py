@@ -1,4 +1,5 @@
-"""One bounded concurrent fan-out for a job's calls: the runner's batch, the evaluator's rows, the benchmark's prompts.
+"""One bounded concurrent fan-out for a job's calls: the evaluator's rows, the benchmark's prompts,
+and (through `item_pool`) the runner's batch.
 
 A batch ends with its slowest call, so every call of it runs at once up to the bound (threads: boto3
 and MlflowClient are thread-safe and the work is I/O).
@@ -6,7 +7,6 @@ and MlflowClient are thread-safe and the work is I/O).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -15,6 +15,13 @@ from bedrock_pipeline import settings
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
+
+
+def item_pool(max_workers: int = settings.RUNNER_ITEM_CONCURRENCY) -> ThreadPoolExecutor:
+    """The threads one invocation runs its calls on. One pool per invocation, as each Lambda instance
+    has its own: pollers sharing a process (the local event pump) then get as many calls in flight as
+    that many Lambda instances would, not one pool's worth between them."""
+    return ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="call")
 
 
 def fan_out(
@@ -27,10 +34,3 @@ def fan_out(
         max_workers=max(1, min(max_workers, len(items))), thread_name_prefix="call"
     ) as pool:
         return list(pool.map(work, items))
-
-
-@functools.cache
-def item_executor() -> ThreadPoolExecutor:
-    """The runner's pool, kept for the life of the process: Powertools' async batch processor hands each
-    record to it (one invocation after another, or several at once under the local event pump)."""
-    return ThreadPoolExecutor(max_workers=settings.RUNNER_ITEM_CONCURRENCY, thread_name_prefix="item")

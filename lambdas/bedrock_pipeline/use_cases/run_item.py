@@ -8,8 +8,11 @@ attempt left, the ledger counts the item once. `item_failed` is what happens whe
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +49,11 @@ logger = logging.getLogger(__name__)
 # How long a completed item's idempotency record answers duplicates. After it expires the ledger's end
 # mark still stops a duplicate; the record matters for concurrent duplicates and the crash window.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# Powertools keys a record "<function>.<module>.<qualname>#<hash>" unless told otherwise. The name the
+# attempt had before the use cases moved out of the Pipeline class, fixed here: records written by
+# earlier deployments (in flight during a deploy, or within their TTL) still match, so a concurrent
+# duplicate across a deploy cannot call Bedrock twice, and moving code never changes a key again.
+IDEMPOTENCY_KEY_NAME = "bedrock_pipeline.pipeline.Pipeline._run_item_body"
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,17 @@ class OncePerItem:
         """An in-progress record then expires with the invocation: a crashed one does not block."""
         if context is not None:
             self.config.register_lambda_context(context)
+
+    @functools.cached_property
+    def attempt(self) -> Callable[..., dict[str, Any]]:
+        """`_attempt`, at most once per item at a time (Powertools `idempotent_function`)."""
+        function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "test-func")  # Powertools' own default
+        return idempotent_function(  # type: ignore[no-any-return]
+            data_keyword_argument="work",
+            persistence_store=self.persistence,
+            config=self.config,
+            key_prefix=f"{function}.{IDEMPOTENCY_KEY_NAME}",
+        )(_attempt)
 
 
 @dataclass(frozen=True)
@@ -179,11 +198,8 @@ def run_item(deps: RunnerDeps, item: WorkItem) -> ItemOutcome:
         return ItemOutcome(job_id=job_id, succeeded=end.succeeded, duplicate=True)
     work = {"item_key": item.key}
     if deps.once is not None:
-        attempt_once = idempotent_function(
-            data_keyword_argument="work", persistence_store=deps.once.persistence, config=deps.once.config
-        )(_attempt)
         try:
-            done = attempt_once(work=work, deps=deps, item=item)
+            done = deps.once.attempt(work=work, deps=deps, item=item)
         except IdempotencyAlreadyInProgressError as exc:
             # Another delivery of the same item is running right now: come back later.
             raise TransientItemError("another delivery of this item is in progress") from exc
