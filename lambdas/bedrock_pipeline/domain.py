@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.pricing import Cost
 
 JobKind = Literal["batch", "evaluation", "benchmark"]
 MESSAGE_VERSION = 1
@@ -135,15 +136,6 @@ class CallError:
 
 
 @dataclass(frozen=True)
-class CallCost:
-    """USD. ``input_usd`` includes cache reads and writes at their own prices."""
-
-    input_usd: float
-    output_usd: float
-    total_usd: float
-
-
-@dataclass(frozen=True)
 class ModelResponse:
     """What one Converse or ConverseStream call produced, in Converse's response shape."""
 
@@ -185,7 +177,7 @@ class CallOutcome:
 
     answer: ModelResponse | None = None
     error: CallError | None = None
-    cost: CallCost | None = None
+    cost: Cost | None = None
 
     def __post_init__(self) -> None:
         if (self.answer is None) == (self.error is None):
@@ -283,7 +275,7 @@ class ResultLine:
             )
             cost = line.get("costUsd")
             # Only the total travels in a line; its parts are on the run.
-            priced = None if cost is None else CallCost(input_usd=0.0, output_usd=0.0, total_usd=float(cost))
+            priced = None if cost is None else Cost.of_total(float(cost))
             outcome = CallOutcome(answer=answer, cost=priced)
         mlflow = line.get("mlflow") or {}
         return cls(

@@ -69,6 +69,13 @@ class Cost:
     cache_write_usd: float
     total_usd: float
 
+    @classmethod
+    def of_total(cls, total_usd: float) -> Cost:
+        """A cost known only as its total (a results line carries no more; its parts are on the run)."""
+        return cls(
+            input_usd=0.0, output_usd=0.0, cache_read_usd=0.0, cache_write_usd=0.0, total_usd=total_usd
+        )
+
 
 class _PriceEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

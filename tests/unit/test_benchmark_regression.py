@@ -24,7 +24,8 @@ from bedrock_pipeline.benchmark import (
     thresholds_from_env,
 )
 from bedrock_pipeline.benchmark.regression import DIRECTIONS, limit_for
-from bedrock_pipeline.domain import CallCost, CallError, CallOutcome, ModelResponse, ResultLine
+from bedrock_pipeline.domain import CallError, CallOutcome, ModelResponse, ResultLine
+from bedrock_pipeline.pricing import Cost
 
 T = RegressionThresholds()
 METRICS = tuple(DIRECTIONS)
@@ -233,7 +234,7 @@ def test_figures_count_failures_as_wrong_and_price_per_100_answered_prompts() ->
         answer = ModelResponse(
             {"role": "assistant", "content": [{"text": text}]}, "end_turn", usage, latency, latency
         )
-        priced = None if cost is None else CallCost(cost, 0.0, cost)
+        priced = None if cost is None else Cost.of_total(cost)
         return ResultLine(record, "m", 1, {}, CallOutcome(answer=answer, cost=priced))
 
     lines = [

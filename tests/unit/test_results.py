@@ -4,14 +4,15 @@ import json
 
 import pytest
 
-from bedrock_pipeline.domain import CallCost, CallError, CallOutcome, ModelResponse, ResultLine, RunRef
+from bedrock_pipeline.domain import CallError, CallOutcome, ModelResponse, ResultLine, RunRef
+from bedrock_pipeline.pricing import Cost
 from bedrock_pipeline.results import format_table, percentile, summarize
 
 
 def _ok(model: str, latency: float, cost: float, tokens_in: int = 10, tokens_out: int = 5) -> ResultLine:
     usage = {"inputTokens": tokens_in, "outputTokens": tokens_out}
     answer = ModelResponse({"role": "assistant", "content": []}, "end_turn", usage, latency, latency)
-    return ResultLine("r", model, 1, {}, CallOutcome(answer=answer, cost=CallCost(cost, 0.0, cost)))
+    return ResultLine("r", model, 1, {}, CallOutcome(answer=answer, cost=Cost.of_total(cost)))
 
 
 def _failed(model: str) -> ResultLine:
@@ -55,7 +56,7 @@ def test_a_fresh_line_has_bedrock_batch_output_keys_and_reads_back_as_itself() -
         "m",
         3,
         {"messages": []},
-        CallOutcome(answer=answer, cost=CallCost(1e-5, 2e-5, 3e-5)),
+        CallOutcome(answer=answer, cost=Cost(1e-5, 2e-5, 0.0, 0.0, 3e-5)),
         RunRef("r", "t"),
     )
     written = line.to_dict()

@@ -25,7 +25,6 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.domain import (
-    CallCost,
     CallError,
     CallOutcome,
     ModelResponse,
@@ -120,11 +119,7 @@ def priced(prices: PriceTable, model_id: str, answer: ModelResponse | CallError)
     """The outcome of a call, priced here and only here."""
     if isinstance(answer, CallError):
         return CallOutcome(error=answer)
-    cost = prices.cost(model_id, answer.usage)
-    return CallOutcome(
-        answer=answer,
-        cost=None if cost is None else CallCost(cost.input_usd, cost.output_usd, cost.total_usd),
-    )
+    return CallOutcome(answer=answer, cost=prices.cost(model_id, answer.usage))
 
 
 def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLine:
