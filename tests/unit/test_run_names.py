@@ -1,0 +1,39 @@
+"""The names a call run records are the documented ones (README "MLflow names", run_names.py)."""
+
+from __future__ import annotations
+
+from bedrock_pipeline.domain import CallError, CallOutcome, JobRef, ModelResponse, WorkItem
+from bedrock_pipeline.pricing import PriceTable
+from bedrock_pipeline.run_names import METRIC_NAMES, PARAM_NAMES
+from bedrock_pipeline.tracking import call_metrics, call_params, call_tags
+
+JOB = JobRef(
+    job_id="j",
+    experiment_id="1",
+    parent_run_id="p",
+    source_bucket="b",
+    source_key="incoming/x",
+    source_etag="e",
+)
+ITEM = WorkItem(
+    job=JOB,
+    record_id="r",
+    line_number=1,
+    model_id="amazon.nova-lite-v1:0",
+    request={"messages": [], "inferenceConfig": {"maxTokens": 5, "temperature": 0.1, "topP": 0.9}},
+    tags={"team": "a", "pipeline.kind": "spoofed", "mlflow.user": "spoofed"},
+)
+
+
+def test_a_priced_answer_records_every_documented_metric_and_param() -> None:
+    usage = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
+    answer = ModelResponse({"content": []}, "end_turn", usage, 10.0, 11.0)
+    outcome = CallOutcome(answer=answer, cost=PriceTable.load().cost(ITEM.model_id, usage))
+    assert tuple(call_metrics(outcome)) == METRIC_NAMES
+    assert tuple(call_params(ITEM)) == PARAM_NAMES
+
+
+def test_a_failed_call_records_no_metrics_and_a_record_cannot_spoof_pipeline_tags() -> None:
+    assert call_metrics(CallOutcome(error=CallError("ValidationException", "no"))) == {}
+    tags = call_tags(ITEM)
+    assert tags["team"] == "a" and tags["pipeline.kind"] == "batch" and "mlflow.user" not in tags
