@@ -9,15 +9,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from bedrock_pipeline.estimate import estimate_items
-from bedrock_pipeline.ledger import JobLedger
+from bedrock_pipeline.estimate import estimate_items, over_budget_reason
 from bedrock_pipeline.pricing import PriceTable
-from bedrock_pipeline.prompt_file import parse_prompt_file
-from bedrock_pipeline.results import format_table, summarize
+from bedrock_pipeline.prompt_file import read_prompt_file
 from bedrock_pipeline.settings import DEFAULT_MODELS
-from bedrock_pipeline.storage import S3ResultStore
 from pipeline_cli import benchmark, dlq, evaluate
+from pipeline_cli.errors import EXIT_FAILURE, CliError, OneLineParser, describe, read_input, report
 from pipeline_cli.follow import submit, wait_for_jobs
+from pipeline_cli.status import print_status
 from pipeline_cli.target import DEPLOYED_STACK_NAME, Target, deployed_target, local_target
 
 EPILOG = """
@@ -51,10 +50,15 @@ def _target(args: argparse.Namespace) -> Target:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    parsed = parse_prompt_file(Path(args.file).read_bytes(), default_models=args.models or DEFAULT_MODELS)
+    body = read_input(args.file, "a JSON Lines prompt file")
+    # The very function ingest calls: the same rejections, in the same words.
+    parsed = read_prompt_file(body, default_models=args.models or DEFAULT_MODELS)
+    for error in parsed.errors:
+        print(f"line {error.line_number}: {error.reason}", file=sys.stderr)
+    for warning in parsed.warnings:
+        print(f"line {warning.line_number}: warning: {warning.reason}", file=sys.stderr)
     if parsed.rejected:
-        print(f"rejected: {parsed.rejected}", file=sys.stderr)
-        return 2
+        raise CliError(f"file rejected: {parsed.rejected}")
     estimate = estimate_items(parsed.items, PriceTable.load())
     print(f"{'model':<48} {'items':>6} {'input tok':>10} {'max out tok':>12} {'max cost USD':>13}")
     for model_id, m in sorted(estimate.models.items()):
@@ -64,55 +68,37 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         f"{'total':<48} {sum(m.items for m in estimate.models.values()):>6} {estimate.input_tokens:>10,} "
         f"{estimate.max_output_tokens:>12,} {estimate.cost_usd:>13.6f}"
     )
-    for error in parsed.errors:
-        print(f"line {error.line_number}: {error.reason}", file=sys.stderr)
-    if parsed.job.budget_usd is not None and estimate.cost_usd > parsed.job.budget_usd:
-        print(f"over budget: the job allows {parsed.job.budget_usd} USD", file=sys.stderr)
-        return 3
+    over = over_budget_reason(estimate, parsed.job.budget_usd) if parsed.job.budget_usd is not None else None
+    if over:
+        raise CliError(f"file rejected: {over}")
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     target = _target(args)
-    submitted = [submit(target, Path(f), args.folder) for f in args.files]
+    bodies = [
+        (Path(f), read_input(f, "a JSON Lines prompt file")) for f in args.files
+    ]  # all, before any upload
+    submitted = [submit(target, path, args.folder, body=body) for path, body in bodies]
     for s in submitted:
         print(f"{s.path} -> s3://{target.bucket}/{s.key}  job {s.job_id}")
     if not args.wait:
         print("follow with: python -m pipeline_cli status " + " ".join(s.job_id for s in submitted))
         return 0
     done = wait_for_jobs(target, [s.job_id for s in submitted], args.timeout)
-    for s in submitted:
-        _print_status(target, s.job_id)
-    return 0 if done else 1
+    codes = [print_status(target, s.job_id) for s in submitted]
+    if not done:
+        raise CliError(f"not every job ended within {args.timeout:.0f} s: follow them with `status`")
+    return max(codes)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     target = _target(args)
-    return max(_print_status(target, job_id) for job_id in args.job_ids)
-
-
-def _print_status(target: Target, job_id: str) -> int:
-    counts = JobLedger(target.client("dynamodb"), target.jobs_table).counts(job_id)
-    if counts is None:
-        print(f"job {job_id}: not known (yet): the file may still be waiting for the ingest handler")
-        return 1
-    state = "finished" if counts.finalized else "running"
-    print(
-        f"job {job_id}: {state}; {counts.ended}/{counts.expected} items ended "
-        f"({counts.succeeded} succeeded, {counts.failed} failed); {counts.rejected_lines} rejected lines"
-    )
-    store = S3ResultStore(target.client("s3"), target.bucket)
-    summary = store.get_summary(job_id)
-    if summary is not None:
-        print(format_table(summarize(store.item_results(job_id))))
-        print(f"results: s3://{target.bucket}/results/{job_id}/results.jsonl")
-    if counts.rejected_lines:
-        print(f"bad lines: s3://{target.bucket}/results/{job_id}/errors.jsonl")
-    return 0
+    return max(print_status(target, job_id) for job_id in args.job_ids)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m pipeline_cli",
         description="Run prompt files against Amazon Bedrock as traced MLflow runs, locally or on AWS.",
         epilog=EPILOG,
@@ -124,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stack", default=DEPLOYED_STACK_NAME, help="deployed pipeline stack name (with --aws)"
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("estimate", help="count tokens and estimate cost of a prompt file, offline")
@@ -140,8 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait with --wait (default 900)")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("status", help="a job's progress and its per-model summary")
-    p.add_argument("job_ids", nargs="+", help="job ids printed by submit")
+    p = sub.add_parser(
+        "status",
+        help="a job's progress and summary (batch, evaluation or benchmark); exit 1 if rejected or failed",
+    )
+    p.add_argument("job_ids", nargs="+", help="job ids printed by submit or evaluate, or benchmark run ids")
     p.set_defaults(func=cmd_status)
 
     evaluate.register(sub)
@@ -152,7 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        report(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        report("interrupted")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        report(describe(exc))
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from bedrock_pipeline import settings
 from bedrock_pipeline.domain import WorkItem
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.work_queue import queue_url_of
+from pipeline_cli.errors import CliError
 from pipeline_cli.target import Target, deployed_target, local_target
 
 QUEUE_NAMES = {
@@ -75,7 +76,7 @@ def resolve_queue(
         "Attributes"
     ]
     if "RedrivePolicy" not in attributes:
-        raise SystemExit(f"the {role} queue has no dead-letter queue")
+        raise CliError(f"the {role} queue has no dead-letter queue")
     dlq_arn = json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"]
     dlq_url = queue_url_of(sqs, dlq_arn)
     return QueuePair(role, url, attributes["QueueArn"], dlq_url, dlq_arn)

@@ -23,10 +23,11 @@ class Submitted:
     job_id: str
 
 
-def submit(target: Target, path: Path, folder: str = "") -> Submitted:
+def submit(target: Target, path: Path, folder: str = "", *, body: bytes | None = None) -> Submitted:
     folder = folder.strip("/")
     key = f"{settings.INCOMING_PREFIX}{folder + '/' if folder else ''}{path.name}"
-    response = target.client("s3").put_object(Bucket=target.bucket, Key=key, Body=path.read_bytes())
+    body = path.read_bytes() if body is None else body
+    response = target.client("s3").put_object(Bucket=target.bucket, Key=key, Body=body)
     return Submitted(path=path, key=key, job_id=job_id_for(key, response["ETag"].strip('"')))
 
 

@@ -10,6 +10,7 @@ import boto3
 
 from bedrock_pipeline import settings
 from local_stack.config import REGION, LocalStackConfig
+from pipeline_cli.errors import CliError
 
 # CloudFormation outputs of the deployed pipeline stack (docs/DEPLOY.md lists them).
 DEPLOYED_STACK_NAME = os.environ.get("PIPELINE_STACK_NAME", "BedrockMlflow-Pipeline")
@@ -52,7 +53,7 @@ def deployed_target(stack_name: str = DEPLOYED_STACK_NAME) -> Target:
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     missing = [k for k in (OUTPUT_BUCKET, OUTPUT_JOBS_TABLE) if k not in outputs]
     if missing:
-        raise SystemExit(f"stack {stack_name} has no output(s) {', '.join(missing)}: is it deployed?")
+        raise CliError(f"stack {stack_name} has no output(s) {', '.join(missing)}: is it deployed?")
     return Target(
         name=stack_name,
         bucket=outputs[OUTPUT_BUCKET],

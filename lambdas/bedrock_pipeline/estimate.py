@@ -58,3 +58,10 @@ def estimate_items(items: Iterable[WorkItem], prices: PriceTable) -> Estimate:
         else:
             model.cost_usd = round(model.cost_usd + cost.total_usd, 10)
     return estimate
+
+
+def over_budget_reason(estimate: Estimate, budget_usd: float) -> str | None:
+    """Why a job over its budget is refused (ingest and `estimate` print the same words)."""
+    if estimate.cost_usd <= budget_usd:
+        return None
+    return f"estimated cost {estimate.cost_usd:.4f} USD exceeds the job budget {budget_usd:.4f} USD"

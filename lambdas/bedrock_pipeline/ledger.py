@@ -233,6 +233,15 @@ class JobLedger:
         )
         return int(response["Attributes"]["attempts"]["N"])
 
+    def count_retry(self, job_id: str) -> None:
+        """One ADD on the job's item, made only by attempts after an item's first: never on the happy path."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=_job_key(job_id),
+            UpdateExpression="ADD retries :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+
     def note_failure(
         self,
         body: str,
@@ -290,7 +299,7 @@ class JobLedger:
                 "Keys": keys,
                 "ConsistentRead": True,
                 "ProjectionExpression": "pk, job, expected, rejected_lines, rejected_reason, finalized_at, "
-                "succeeded, failed",
+                "succeeded, failed, retries",
             }
         }
         while request:
@@ -307,6 +316,7 @@ class JobLedger:
             failed=sum(int(i.get("failed", {"N": "0"})["N"]) for i in shards),
             rejected_lines=int(job.get("rejected_lines", {"N": "0"})["N"]),
             finalized="finalized_at" in job,
+            retries=int(job.get("retries", {"N": "0"})["N"]),
         )
         return JobState(
             job=JobRef.model_validate_json(job["job"]["S"]),

@@ -104,6 +104,7 @@ class JobCounts:
     failed: int
     rejected_lines: int
     finalized: bool
+    retries: int = 0  # attempts beyond each item's first (throttling, MLflow down, redrives)
 
     @property
     def ended(self) -> int:
@@ -140,6 +141,10 @@ class JobLedger(Protocol):
 
     def revise_end(self, job_id: str, item_key: str, *, succeeded: bool) -> bool: ...
     def begin_attempt(self, job_id: str, item_key: str) -> int: ...
+    def count_retry(self, job_id: str) -> None:
+        """One more retry in the job (an attempt > 1 at any of its items): `JobCounts.retries`."""
+        ...
+
     def claim_finalization(self, job_id: str) -> JobState | None:
         """The job, for exactly one caller once every item has ended; None for everyone else."""
         ...

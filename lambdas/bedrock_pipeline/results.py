@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from bedrock_pipeline.domain import ResultLine
 
@@ -55,9 +55,49 @@ def summarize(lines: Iterable[ResultLine]) -> list[ModelSummary]:
     return rows
 
 
-def summary_document(job_id: str, rows: list[ModelSummary], rejected_lines: int) -> dict[str, Any]:
+JobStatus = Literal["finished", "failed", "rejected"]
+
+
+@dataclass(frozen=True)
+class JobVerdict:
+    """How a finished job ended, in one word and why: what `status`, summary.json and the parent run say."""
+
+    status: JobStatus
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished"
+
+
+def job_verdict(lines: Iterable[ResultLine], rejected_reason: str | None) -> JobVerdict:
+    """`rejected`: nothing ran (the file was refused); `failed`: every call failed; `finished` otherwise
+    (some calls may have failed: the totals say how many)."""
+    if rejected_reason:
+        return JobVerdict("rejected", rejected_reason)
+    lines = list(lines)
+    if not lines:
+        return JobVerdict("rejected", "no valid record to run")
+    if any(line.succeeded for line in lines):
+        return JobVerdict("finished")
+    first = next((line.outcome.error for line in lines if line.outcome.error is not None), None)
+    detail = f"; first: {first.code}: {first.message}" if first is not None else ""
+    return JobVerdict("failed", f"every call failed ({len(lines)}){detail}")
+
+
+def summary_document(
+    job_id: str,
+    rows: list[ModelSummary],
+    rejected_lines: int,
+    *,
+    verdict: JobVerdict = JobVerdict("finished"),
+    retries: int = 0,
+) -> dict[str, Any]:
     return {
         "jobId": job_id,
+        "status": verdict.status,
+        "reason": verdict.reason,
+        "retries": retries,
         "rejectedLines": rejected_lines,
         "models": [asdict(row) for row in rows],
         "totals": {

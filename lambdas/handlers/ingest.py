@@ -51,6 +51,8 @@ def record_handler(record: SQSRecord, poison: set[str]) -> None:
             logger.warning("prompt file skipped", extra={"reason": report.skipped})
             continue
         logger.info("prompt file ingested", extra={"bucket": ref.bucket, "key": ref.key, **report.__dict__})
+        if report.duplicate:  # a redelivered event: its job was counted when it was first enqueued
+            continue
         metrics.add_metric(name="WorkItemsEnqueued", unit=MetricUnit.Count, value=report.items)
         metrics.add_metric(name="RejectedLines", unit=MetricUnit.Count, value=report.rejected_lines)
         if report.rejected_reason:

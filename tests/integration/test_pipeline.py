@@ -164,3 +164,36 @@ def test_a_file_over_its_budget_is_rejected_before_any_call(stack: Stack) -> Non
     (error,) = stack.results(job_id, "errors.jsonl")
     assert "budget" in error["reason"]
     assert stack.emulator.stats()["total_calls"] == 0
+
+
+def test_a_binary_file_is_rejected_whole_and_status_says_so(
+    stack: Stack, moto_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given a binary file, then one rejection (not one error per 'line'), summary.json says `rejected`
+    and why, and `status` prints it and exits 1, against the real servers."""
+    from pipeline_cli.status import print_status
+    from pipeline_cli.target import Target
+
+    job_id = stack.upload(key="incoming/tests/photo.jsonl", body=bytes(range(256)) * 16)
+    stack.wait(job_id)
+
+    (error,) = stack.results(job_id, "errors.jsonl")
+    assert error["reason"].startswith("file rejected: the file is binary")
+    body = stack.s3.get_object(Bucket=stack.resources.bucket, Key=f"results/{job_id}/summary.json")["Body"]
+    summary = json.loads(body.read())
+    assert summary["status"] == "rejected" and summary["reason"] == error["reason"].removeprefix(
+        "file rejected: "
+    )
+    (parent,) = _runs_of(stack, job_id, "job")
+    assert parent.info.status == "FAILED" and parent.data.tags["pipeline.error"] == summary["reason"]
+
+    target = Target(
+        name="local",
+        bucket=stack.resources.bucket,
+        jobs_table=stack.resources.jobs_table,
+        mlflow_uri="",
+        client_kwargs={"endpoint_url": moto_server},
+    )
+    assert print_status(target, job_id) == 1
+    assert f"job {job_id}: rejected: the file is binary" in capsys.readouterr().out
+    assert stack.emulator.stats()["total_calls"] == 0

@@ -104,6 +104,7 @@ class _Job:
     rejected_lines: int
     rejected_reason: str | None
     enqueued: bool = False
+    retries: int = 0
     finalizing_since: float | None = None
     finalized: bool = False
 
@@ -164,6 +165,10 @@ class MemoryLedger:
             self.attempts[(job_id, item_key)] = self.attempts.get((job_id, item_key), 0) + 1
             return self.attempts[(job_id, item_key)]
 
+    def count_retry(self, job_id: str) -> None:
+        with self._lock:
+            self.jobs[job_id].retries += 1
+
     def counts(self, job_id: str) -> JobCounts:
         with self._lock:
             return self._counts(self.jobs[job_id])
@@ -177,6 +182,7 @@ class MemoryLedger:
             failed=len(ends) - succeeded,
             rejected_lines=job.rejected_lines,
             finalized=job.finalized,
+            retries=job.retries,
         )
 
     def claim_finalization(self, job_id: str) -> JobState | None:

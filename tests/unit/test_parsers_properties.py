@@ -11,11 +11,10 @@ import json
 from urllib.parse import quote_plus
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bedrock_pipeline.prompt_file import Limits, parse_prompt_file
-from bedrock_pipeline.use_cases.ingest import file_problem
+from bedrock_pipeline.prompt_file import Limits, file_problem, parse_prompt_file
 from handlers.s3_events import MalformedEvent, ObjectRef, object_refs_in_message
 
 MODELS = ("amazon.nova-lite-v1:0", "anthropic.claude-3-haiku-20240307-v1:0")
@@ -24,7 +23,10 @@ SMALL = Limits(max_line_bytes=400, max_records=30, max_file_bytes=20_000, max_it
 prompts = st.text(min_size=1, max_size=60).filter(lambda s: s.strip() != "")
 ids = st.text(alphabet=st.characters(codec="utf-8", categories=["L", "N"]), min_size=1, max_size=20)
 bad_lines = st.one_of(
-    st.binary(min_size=1, max_size=40).filter(lambda b: b"\n" not in b and b.strip() != b""),
+    # Not starting with a BOM: at the top of a file that is the file's BOM, not a line.
+    st.binary(min_size=1, max_size=40).filter(
+        lambda b: b"\n" not in b and b.strip() != b"" and not b.startswith(b"\xef\xbb\xbf")
+    ),
     st.just(b"{not json"),
     st.just(b'{"prompt": ""}'),
     st.just(b'{"prompt": 42}'),
@@ -114,11 +116,36 @@ def test_foreign_encodings_and_empty_files_are_named_as_such(body: bytes, words:
     assert problem is not None and words in problem
 
 
-@given(st.text(max_size=80))
+text_characters = st.characters(codec="utf-8", exclude_categories=["Cc"]) | st.sampled_from("\t\r\n")
+
+
+@given(st.text(alphabet=text_characters, max_size=80))
 def test_utf8_text_files_pass_the_whole_file_check_unless_blank(text: str) -> None:
-    """Given any UTF-8 text, then only a blank one is a whole-file problem."""
+    """Given any UTF-8 text (control characters are what binary files are made of), then only a blank
+    one is a whole-file problem."""
     problem = file_problem(text.encode())
     assert (problem is not None) == (text.encode().strip() == b"")
+
+
+@settings(max_examples=50)
+@given(st.binary(min_size=64, max_size=4_000))
+def test_random_bytes_are_named_binary_not_reported_line_by_line(noise: bytes) -> None:
+    """Given random bytes (what an image, an archive or a compiled file look like), then the whole-file
+    check names the file binary, unless chance made them blank."""
+    assume(noise.strip() != b"" and not noise.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")))
+    problem = file_problem(noise)
+    assert problem is not None and "binary" in problem
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "café, crème brûlée, à bientôt\n".encode("latin-1") * 3,  # a few invalid bytes: line errors
+        '{"prompt": "日本語のテキスト"}\n'.encode() * 40,  # multi-byte characters cut at 1 KiB
+    ],
+)
+def test_text_with_a_few_odd_bytes_is_not_called_binary(body: bytes) -> None:
+    assert file_problem(body) is None
 
 
 # --- S3 notifications in SQS bodies ---------------------------------------------------------

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from bedrock_pipeline.domain import JobRef
 from bedrock_pipeline.prompt_file import (
     CONVERSE_BODY_KEYS,
+    MAX_NESTING_DEPTH,
     InferenceSettings,
     JobDefaults,
     Limits,
@@ -401,9 +402,37 @@ def test_given_a_very_long_bad_line_then_its_excerpt_is_truncated() -> None:
     assert error.excerpt == "x" * 200 + "…"
 
 
-def test_given_deeply_nested_json_then_it_is_a_line_error_not_a_crash() -> None:
+def test_given_deeply_nested_json_then_it_is_a_line_error_saying_so_with_the_limit() -> None:
+    """Valid JSON 100,000 levels deep is not "invalid JSON" (nor a recursion error): it is too deep."""
     parsed = parse("[" * 100_000 + "]" * 100_000, {"prompt": "ok"})
     assert len(parsed.items) == 1 and parsed.errors[0].line_number == 1
+    reason = parsed.errors[0].reason
+    assert "nested too deeply" in reason and "100,000 levels" in reason
+    assert f"the limit is {MAX_NESTING_DEPTH}" in reason and "JSON" not in reason
+
+
+def test_given_nesting_at_the_limit_or_brackets_inside_strings_then_the_record_runs() -> None:
+    at_limit = {
+        "prompt": "ok",
+        "extra": json.loads("[" * (MAX_NESTING_DEPTH - 1) + "]" * (MAX_NESTING_DEPTH - 1)),
+    }
+    brackets_in_text = {"prompt": "[" * 5000 + "{" * 5000}
+    parsed = parse(at_limit, brackets_in_text)
+    assert parsed.errors == [] and len(parsed.items) == 2
+
+
+def test_given_reserved_tags_on_a_record_then_it_still_runs_and_a_warning_names_them() -> None:
+    parsed = parse(
+        {"job": {"tags": {"mlflow.user": "x"}}},
+        {"prompt": "a", "tags": {"pipeline.job_id": "mine", "team": "a"}},
+        {"prompt": "b", "tags": {"team": "b"}},
+    )
+    assert [i.line_number for i in parsed.items] == [2, 3] and parsed.errors == []
+    assert [(w.line_number, w.reason.split(" are reserved")[0]) for w in parsed.warnings] == [
+        (1, "tags ['mlflow.user']"),
+        (2, "tags ['pipeline.job_id']"),
+    ]
+    assert "still runs" in parsed.warnings[1].reason
 
 
 # --- file-level handling -------------------------------------------------------------------------------

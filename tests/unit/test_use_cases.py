@@ -138,18 +138,52 @@ def test_given_bad_lines_when_ingested_then_each_is_reported_with_its_line_and_t
     assert "errors.jsonl" in world.recorder.runs[report.parent_run_id].artifacts
 
 
-@pytest.mark.parametrize("body", [b"", b"\n  \n", "\ufeff{}".encode("utf-16")])
-def test_given_a_file_nothing_can_run_from_when_ingested_then_the_job_is_rejected_and_finalized_at_once(
-    world: World, body: bytes
-) -> None:
-    _, report = world.upload("incoming/empty.jsonl", body)
+BINARY = bytes(range(256)) * 8  # what an image or an archive looks like to the parser
 
-    assert report.items == 0 and report.rejected_reason
+
+@pytest.mark.parametrize(
+    ("body", "words", "bad_lines"),
+    [
+        (b"", "empty", 0),
+        (b"\n  \n", "empty", 0),
+        ("\ufeff{}".encode("utf-16"), "UTF-16", 0),
+        (BINARY, "binary", 0),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + BINARY, "binary", 0),
+        (b'[{"prompt": "a"}, {"prompt": "b"}]\n', "JSON array", 0),
+        (b'[\n  {"prompt": "a"},\n  {"prompt": "b"}\n]\n', "JSON array", 0),  # line 3 alone would run
+        (b'{"prompt": ""}\nnot json\n', "no valid record: 2 bad line(s), first: line 1", 2),
+        (b'{"job": {"models": ["amazon.nova-lite-v1:0"]}}\n', "no records", 0),
+    ],
+)
+def test_given_a_file_nothing_can_run_from_when_ingested_then_the_job_is_rejected_one_way_whatever_the_cause(
+    world: World, body: bytes, words: str, bad_lines: int
+) -> None:
+    """Empty, foreign encoding, binary, a JSON array, only bad lines, only a header: one rejection each,
+    with one reason, finalized at once, and the summary says `rejected` and why."""
+    _, report = world.upload("incoming/nothing.jsonl", body)
+
+    assert report.items == 0 and report.rejected_reason and words in report.rejected_reason
     assert world.queue.bodies == [] and world.gateway.calls == []
-    assert world.results.errors[report.job_id][0]["reason"].startswith("file rejected: ")
+    errors = world.results.errors[report.job_id]
+    assert errors[0] == {"lineNumber": None, "reason": f"file rejected: {report.rejected_reason}"}
+    assert len(errors) == 1 + bad_lines  # a binary file is one reason, not one error per "line"
     parent = world.recorder.runs[report.parent_run_id]
     assert parent.status == "FAILED" and parent.tags["pipeline.error"] == report.rejected_reason
-    assert world.results.summaries[report.job_id]["totals"]["records"] == 0
+    summary = world.results.summaries[report.job_id]
+    assert summary["status"] == "rejected" and summary["reason"] == report.rejected_reason
+    assert summary["totals"]["records"] == 0
+
+
+def test_given_reserved_tags_on_a_record_then_it_runs_and_errors_jsonl_lists_a_warning(world: World) -> None:
+    body = b'{"id": "a", "prompt": "q", "tags": {"pipeline.job_id": "x", "team": "t"}}\nnot json\n'
+    _, report = world.upload("incoming/tags.jsonl", body)
+
+    assert report.items == 1 and report.rejected_lines == 1 and report.rejected_reason is None
+    warning, error = world.results.errors[report.job_id]
+    assert warning["lineNumber"] == 1 and warning["level"] == "warning"
+    assert "pipeline.job_id" in warning["reason"] and "level" not in error
+    world.run_all()
+    assert world.results.summaries[report.job_id]["status"] == "finished"
 
 
 def test_given_a_job_over_its_budget_when_ingested_then_no_item_is_enqueued(world: World) -> None:
@@ -224,6 +258,46 @@ def test_given_a_throttled_call_then_the_item_returns_to_the_queue_and_its_retry
 
     assert run_item(world.runner, item).succeeded
     assert len(world.recorder.call_runs()) == 1 and world.gateway.calls == [MODEL, MODEL]
+
+
+def test_given_an_item_that_succeeded_on_a_retry_then_the_job_counts_the_retry_everywhere(
+    world: World,
+) -> None:
+    """A retry is visible: the ledger's job counts it, summary.json and the parent run's metric show it."""
+    throttled = BedrockCallError("ThrottlingException", "slow down", permanent=False)
+    world.gateway = ScriptedGateway({MODEL: [throttled, throttled]})
+    _, report = world.upload("incoming/retried.jsonl", _records(2))
+    first, _ = world.queue.received()
+    for _ in range(2):
+        with pytest.raises(TransientItemError):
+            run_item(world.runner, first)
+    world.run_all()
+
+    assert world.ledger.counts(report.job_id).retries == 2
+    summary = world.results.summaries[report.job_id]
+    assert summary["retries"] == 2 and summary["status"] == "finished" and summary["reason"] is None
+    parent = world.recorder.runs[report.parent_run_id]
+    assert parent.metrics["retries"] == 2 and parent.status == "FINISHED"
+
+
+def test_given_items_that_succeed_at_once_then_no_retry_is_counted(world: World) -> None:
+    _, report = world.upload("incoming/smooth.jsonl", _records(3))
+    world.run_all()
+    assert world.ledger.counts(report.job_id).retries == 0
+    assert world.results.summaries[report.job_id]["retries"] == 0
+
+
+def test_given_every_call_failing_then_the_job_is_failed_with_the_first_reason(world: World) -> None:
+    invalid = BedrockCallError("ValidationException", "bad input", permanent=True)
+    world.gateway = ScriptedGateway({MODEL: [invalid, invalid]})
+    _, report = world.upload("incoming/all-bad.jsonl", _records(2))
+    world.run_all()
+
+    summary = world.results.summaries[report.job_id]
+    assert summary["status"] == "failed"
+    assert summary["reason"] == "every call failed (2); first: ValidationException: bad input"
+    parent = world.recorder.runs[report.parent_run_id]
+    assert parent.status == "FAILED" and parent.tags["pipeline.error"] == summary["reason"]
 
 
 def test_given_a_permanent_error_then_the_item_ends_failed_with_its_reason_and_is_not_called_again(

@@ -48,8 +48,14 @@ Work items (`domain.WorkItem`, bound to their job at ingest) travel as SQS messa
 ``Limits.max_item_bytes`` (200 KiB by default) keeps one serialized item well under SQS's classic
 256 KiB message size, leaving room for the job reference and the envelope.
 
+Whole files: ``read_prompt_file`` (what ingest and ``pipeline_cli estimate`` call) adds the
+whole-file checks (empty, UTF-16/32, binary) and rejects a file with no valid record left, with one
+reason. A record's reserved tags (``pipeline.*``, ``mlflow.*``) are dropped and listed in
+``warnings``; JSON nested deeper than ``MAX_NESTING_DEPTH`` is a line error saying so.
+
 Modules: ``schema`` (result types, limits, the record shapes a line is validated against),
-``parser`` (``parse_prompt_file``), ``anthropic`` (Anthropic Messages bodies -> Converse).
+``parser`` (``parse_prompt_file``), ``whole_file`` (``read_prompt_file``, ``file_problem``),
+``anthropic`` (Anthropic Messages bodies -> Converse).
 Import from the package: its names below are the public ones.
 """
 
@@ -58,6 +64,7 @@ from bedrock_pipeline.prompt_file.schema import (
     CONVERSE_BODY_KEYS,
     EXCERPT_CHARS,
     MAX_MODEL_ID_CHARS,
+    MAX_NESTING_DEPTH,
     MAX_RECORD_ID_CHARS,
     MAX_TAG_KEY_CHARS,
     MAX_TAG_VALUE_CHARS,
@@ -69,11 +76,13 @@ from bedrock_pipeline.prompt_file.schema import (
     WorkItem,
     coerce_tags,
 )
+from bedrock_pipeline.prompt_file.whole_file import file_problem, read_prompt_file
 
 __all__ = [
     "CONVERSE_BODY_KEYS",
     "EXCERPT_CHARS",
     "MAX_MODEL_ID_CHARS",
+    "MAX_NESTING_DEPTH",
     "MAX_RECORD_ID_CHARS",
     "MAX_TAG_KEY_CHARS",
     "MAX_TAG_VALUE_CHARS",
@@ -84,5 +93,7 @@ __all__ = [
     "ParsedPromptFile",
     "WorkItem",
     "coerce_tags",
+    "file_problem",
     "parse_prompt_file",
+    "read_prompt_file",
 ]

@@ -7,7 +7,8 @@ The format, precedence and error rules are described in the package docstring
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -16,6 +17,7 @@ from bedrock_pipeline.prompt_file.anthropic import from_anthropic, is_anthropic
 from bedrock_pipeline.prompt_file.schema import (
     CONVERSE_BODY_KEYS,
     EXCERPT_CHARS,
+    MAX_NESTING_DEPTH,
     MAX_RECORD_ID_CHARS,
     BedrockRecord,
     ConverseBody,
@@ -32,6 +34,7 @@ from bedrock_pipeline.prompt_file.schema import (
     first_set,
     validate,
 )
+from bedrock_pipeline.run_names import RESERVED_TAG_PREFIXES
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -55,6 +58,7 @@ def parse_prompt_file(
     lines = [(n, raw) for n, raw in lines if raw.strip()]
 
     header_line: int | None = None
+    header_warning: str | None = None
     if lines and _looks_like_header(lines[0][1]):
         header_line, raw = lines.pop(0)
         try:
@@ -66,6 +70,7 @@ def parse_prompt_file(
                 header_line_number=header_line,
             )
         job = job.merged(header.job)
+        header_warning = _reserved_tags_warning(header.job.tags)
 
     if len(lines) > limits.max_records:
         return ParsedPromptFile(
@@ -77,10 +82,13 @@ def parse_prompt_file(
     models = job.models or tuple(dict.fromkeys(default_models))
     items: list[WorkItem] = []
     errors: list[LineError] = []
+    warnings: list[LineError] = []
+    if header_line is not None and header_warning:
+        warnings.append(LineError(line_number=header_line, reason=header_warning))
     first_seen: dict[str, int] = {}
     for line_number, raw in lines:
         try:
-            record_items = _parse_line(line_number, raw, job, models, limits)
+            record_items, warning = _parse_line(line_number, raw, job, models, limits)
             record_id = record_items[0].record_id
             if record_id in first_seen:
                 raise LineRejected(
@@ -88,9 +96,13 @@ def parse_prompt_file(
                 )
             first_seen[record_id] = line_number
             items.extend(record_items)
+            if warning:
+                warnings.append(LineError(line_number=line_number, reason=warning, excerpt=_excerpt(raw)))
         except LineRejected as exc:
             errors.append(LineError(line_number=line_number, reason=str(exc), excerpt=_excerpt(raw)))
-    return ParsedPromptFile(job=job, items=items, errors=errors, header_line_number=header_line)
+    return ParsedPromptFile(
+        job=job, items=items, errors=errors, warnings=warnings, header_line_number=header_line
+    )
 
 
 def _looks_like_header(raw: bytes) -> bool:
@@ -103,13 +115,20 @@ def _looks_like_header(raw: bytes) -> bool:
 
 def _parse_line(
     line_number: int, raw: bytes, job: JobDefaults, models: tuple[str, ...], limits: Limits
-) -> list[WorkItem]:
+) -> tuple[list[WorkItem], str | None]:
+    """The line's items, and a warning when it runs not quite as written."""
     if len(raw) > limits.max_line_bytes:
         raise LineRejected(f"line is {len(raw):,} bytes; the limit is {limits.max_line_bytes:,}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise LineRejected(f"not valid UTF-8 (byte {exc.start})") from None
+    depth = _nesting_depth(raw)
+    if depth > MAX_NESTING_DEPTH:
+        raise LineRejected(
+            f"the record is nested too deeply ({depth:,} levels of arrays/objects; the limit is "
+            f"{MAX_NESTING_DEPTH})"
+        )
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
@@ -128,6 +147,7 @@ def _parse_line(
         record_id, request, stream, tags = _simple_request(record, job)
         targets = (record.model,) if record.model else models
         shape: Literal["bedrock-batch", "simple"] = "simple"
+        warning = _reserved_tags_warning(record.tags)
     elif "modelInput" in value:
         bedrock = validate(BedrockRecord, value)
         record_id = _record_id(bedrock.recordId)
@@ -136,6 +156,7 @@ def _parse_line(
         tags = {**job.tags, **bedrock.tags}
         targets = models
         shape = "bedrock-batch"
+        warning = _reserved_tags_warning(bedrock.tags)
     else:
         raise LineRejected(
             'a record needs "prompt" (simple shape) or "modelInput" (Bedrock batch-inference shape)'
@@ -170,7 +191,16 @@ def _parse_line(
                 update={"model_id": model_id, "request": json.loads(request_json), "tags": dict(tags)}
             )
         )
-    return items
+    return items, warning
+
+
+def _reserved_tags_warning(tags: Mapping[str, str]) -> str | None:
+    """Reserved tags are dropped when the run is recorded (run_names.user_tags): say which, up front."""
+    reserved = sorted(k for k in tags if k.startswith(RESERVED_TAG_PREFIXES))
+    if not reserved:
+        return None
+    prefixes = " and ".join(f"{p}*" for p in RESERVED_TAG_PREFIXES)
+    return f"tags {reserved} are reserved ({prefixes}) and will not be set; the record still runs"
 
 
 def _simple_request(
@@ -232,6 +262,25 @@ def _converse_request(model_input: dict[str, Any], inference: InferenceSettings)
 
 
 # --- helpers -------------------------------------------------------------------------------
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest (brackets inside strings do not count); 0 without a scan when
+    there are too few brackets to pass the limit (almost every line)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING_DEPTH:  # cannot be deeper: no scan
+        return 0
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_JSON_STRING.sub(b'""', raw)):
+        if bracket in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 

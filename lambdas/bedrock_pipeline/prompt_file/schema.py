@@ -26,6 +26,9 @@ MAX_RECORD_ID_CHARS = 250  # MLflow tag keys/values carry it; keep it short and 
 MAX_TAG_KEY_CHARS = 250  # MLflow's tag key limit
 MAX_TAG_VALUE_CHARS = 8000  # MLflow's tag value limit
 MAX_MODEL_ID_CHARS = 2048  # Bedrock's modelId limit
+# Deeper JSON is refused before json.loads: past ~1,000 levels it would hit Python's recursion limit
+# (and say so in words a user cannot act on); no Converse request needs anywhere near this many.
+MAX_NESTING_DEPTH = 100
 
 # Top-level members of a Converse request body other than modelId (botocore's bedrock-runtime model;
 # a unit test checks this set against it).
@@ -136,6 +139,7 @@ class ParsedPromptFile(BaseModel):
     """Items in file order (models in job order within a record); errors in line order.
 
     ``rejected`` is a reason when the file as a whole was refused (then there are no items).
+    ``warnings`` are lines that still run but not quite as written (reserved tags dropped).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -143,6 +147,7 @@ class ParsedPromptFile(BaseModel):
     job: JobDefaults = JobDefaults()
     items: list[WorkItem] = Field(default_factory=list)
     errors: list[LineError] = Field(default_factory=list)
+    warnings: list[LineError] = Field(default_factory=list)
     rejected: str | None = None
     header_line_number: int | None = None
 

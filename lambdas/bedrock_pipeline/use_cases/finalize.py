@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bedrock_pipeline.ports import JobLedger, JobState, ResultStore, RunRecorder
-from bedrock_pipeline.results import format_table, summarize, summary_document
+from bedrock_pipeline.results import format_table, job_verdict, summarize, summary_document
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,14 @@ def _finalize(deps: FinalizeDeps, state: JobState) -> dict[str, Any]:
     lines = deps.results.item_results(job.job_id)
     deps.results.put_results(job.job_id, lines)
     rows = summarize(lines)
-    summary = summary_document(job.job_id, rows, counts.rejected_lines)
+    verdict = job_verdict(lines, state.rejected_reason)
+    summary = summary_document(
+        job.job_id, rows, counts.rejected_lines, verdict=verdict, retries=counts.retries
+    )
     deps.results.put_summary(job.job_id, summary)
     totals = summary["totals"]
+    if verdict.status == "failed" and verdict.reason:  # a rejection's reason is on the run since ingest
+        deps.recorder.note_job_error(job.parent_run_id, verdict.reason)
     deps.recorder.log_job_text(job.parent_run_id, format_table(rows) + "\n", "summary.txt")
     deps.recorder.log_job_text(job.parent_run_id, json.dumps(summary, indent=2), "summary.json")
     deps.recorder.finish_job_run(
@@ -50,9 +55,9 @@ def _finalize(deps: FinalizeDeps, state: JobState) -> dict[str, Any]:
             "input_tokens": sum(r.input_tokens for r in rows),
             "output_tokens": sum(r.output_tokens for r in rows),
             "cost_usd": totals["cost_usd"],
+            "retries": counts.retries,
         },
-        # Nothing ran because nothing could: the file, or every line of it, was refused.
-        failed=totals["records"] == 0 and (counts.rejected_lines > 0 or state.rejected_reason is not None),
+        failed=not verdict.ok,
     )
     deps.ledger.mark_finalized(job.job_id)
     return summary

@@ -14,10 +14,10 @@ from typing import Any
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.domain import JobKind, JobRef, experiment_for, job_id_for
-from bedrock_pipeline.estimate import estimate_items
+from bedrock_pipeline.estimate import estimate_items, over_budget_reason
 from bedrock_pipeline.ports import JobLedger, PromptSource, ResultStore, RunRecorder, SourceObject, WorkQueue
 from bedrock_pipeline.pricing import PriceTable
-from bedrock_pipeline.prompt_file import ParsedPromptFile, parse_prompt_file
+from bedrock_pipeline.prompt_file import ParsedPromptFile, read_prompt_file
 from bedrock_pipeline.run_names import TAG_KIND, TAG_SOURCE, TAG_SOURCE_ETAG, user_tags
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps, finalize_if_complete
 
@@ -70,11 +70,7 @@ def _parse(deps: IngestDeps, source: SourceObject) -> ParsedPromptFile:
         return ParsedPromptFile.rejection(
             f"file is {source.size:,} bytes; the limit is {settings.MAX_PROMPT_FILE_BYTES:,}"
         )
-    body = deps.source.read(source)
-    problem = file_problem(body)
-    if problem:
-        return ParsedPromptFile.rejection(problem)
-    return parse_prompt_file(body, default_models=deps.default_models)
+    return read_prompt_file(deps.source.read(source), default_models=deps.default_models)
 
 
 def _start_job(
@@ -127,12 +123,7 @@ def _start_job(
 def _over_budget(deps: IngestDeps, parsed: ParsedPromptFile) -> str | None:
     if parsed.job.budget_usd is None or not parsed.items:
         return None
-    estimate = estimate_items(parsed.items, deps.prices)
-    if estimate.cost_usd <= parsed.job.budget_usd:
-        return None
-    return (
-        f"estimated cost {estimate.cost_usd:.4f} USD exceeds the job budget {parsed.job.budget_usd:.4f} USD"
-    )
+    return over_budget_reason(estimate_items(parsed.items, deps.prices), parsed.job.budget_usd)
 
 
 def _report_errors(
@@ -144,37 +135,17 @@ def _report_errors(
     if rejected_reason:
         errors.insert(0, {"lineNumber": None, "reason": f"file rejected: {rejected_reason}"})
         deps.recorder.note_job_error(job.parent_run_id, rejected_reason)
-    elif errors and not has_items:
-        # Not one good line: the job's run says so, not only its errors.jsonl.
-        first = errors[0]
-        deps.recorder.note_job_error(
-            job.parent_run_id,
-            f"no valid record; {len(errors)} bad line(s), first: line {first['lineNumber']}: {first['reason']}",
-        )
+    elif has_items:  # warnings are about lines that run; a rejected file runs none
+        warnings = [
+            {"lineNumber": w.line_number, "level": "warning", "reason": w.reason, "excerpt": w.excerpt}
+            for w in parsed.warnings
+        ]
+        errors = sorted(errors + warnings, key=lambda e: int(e["lineNumber"]))
     if errors:
         deps.results.put_errors(job.job_id, errors)
         deps.recorder.log_job_text(
             job.parent_run_id, "".join(json.dumps(e) + "\n" for e in errors), "errors.jsonl"
         )
-
-
-# Byte-order marks of encodings a prompt file must not be in (UTF-32 first: its LE mark starts like UTF-16's).
-_FOREIGN_BOMS = (
-    (b"\xff\xfe\x00\x00", "UTF-32"),
-    (b"\x00\x00\xfe\xff", "UTF-32"),
-    (b"\xff\xfe", "UTF-16"),
-    (b"\xfe\xff", "UTF-16"),
-)
-
-
-def file_problem(body: bytes) -> str | None:
-    """Whole-file problems the line parser would only report line by line, less clearly."""
-    for bom, encoding in _FOREIGN_BOMS:
-        if body.startswith(bom):
-            return f"the file is {encoding}-encoded; prompt files must be UTF-8 (JSON Lines)"
-    if not body.strip():
-        return "the file is empty: no records to run"
-    return None
 
 
 def ingest_failed(deps: IngestDeps, *, body: str, reason: str, receive_count: int) -> None:

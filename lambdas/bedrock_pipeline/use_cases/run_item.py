@@ -213,6 +213,8 @@ def _attempt(*, work: dict[str, Any], deps: RunnerDeps, item: WorkItem) -> dict[
     del work  # only the idempotency key
     job_id = item.bound_job.job_id
     attempt = deps.ledger.begin_attempt(job_id, item.key)
+    if attempt > 1:  # counted per job so status and the summary show it; the happy path pays nothing
+        deps.ledger.count_retry(job_id)
     line = record_call(item, deps.call, attempt=attempt)
     deps.results.put_item_result(job_id, item.digest, line)
     # The idempotency record keeps only this; the line itself is in S3 (it can be large).
