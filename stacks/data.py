@@ -6,18 +6,25 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_efs as efs
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from stacks.constructs.hardened_bucket import HardenedBucket, access_log_bucket
 from stacks.constructs.pipeline_function import retention_days
 from stacks.settings import PlatformSettings
 
+# Every image is built for the tasks' X86_64 runtime platform, whatever machine runs `cdk deploy`: an
+# image built on arm64 (Apple silicon, Graviton) would otherwise be arm64 and fail to start on x86_64.
+IMAGE_PLATFORM = ecr_assets.Platform.LINUX_AMD64
+TASK_RUNTIME_PLATFORM = ecs.RuntimePlatform(
+    cpu_architecture=ecs.CpuArchitecture.X86_64, operating_system_family=ecs.OperatingSystemFamily.LINUX
+)
 CONTAINERS_DIR = Path(__file__).resolve().parent.parent / "containers"
 POSTGRES_PORT = 5432
 POSTGRES_UID = "999"  # the postgres user of the Debian postgres image
@@ -111,10 +118,7 @@ class DataStack(cdk.Stack):
             "PostgresTask",
             cpu=settings.postgres_cpu,
             memory_limit_mib=settings.postgres_memory_mib,
-            runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
-                operating_system_family=ecs.OperatingSystemFamily.LINUX,
-            ),
+            runtime_platform=TASK_RUNTIME_PLATFORM,
         )
         task.add_volume(
             name="pgdata",
@@ -136,7 +140,7 @@ class DataStack(cdk.Stack):
         container = task.add_container(
             "postgres",
             # Built FROM postgres into ECR: isolated subnets cannot reach Docker Hub.
-            image=ecs.ContainerImage.from_asset(str(CONTAINERS_DIR / "postgres")),
+            image=ecs.ContainerImage.from_asset(str(CONTAINERS_DIR / "postgres"), platform=IMAGE_PLATFORM),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="postgres", log_group=log_group),
             environment={
                 "POSTGRES_DB": settings.postgres_database,
@@ -190,6 +194,11 @@ class DataStack(cdk.Stack):
             ),
         )
         self.file_system.connections.allow_default_port_from(self.postgres_service, "NFS from PostgreSQL")
+        # The first task mounts EFS as it starts: without its mount targets (and the NFS rule that lets it
+        # reach them) the mount fails, and the circuit breaker then rolls back a fresh stack's creation.
+        self.postgres_service.node.add_dependency(
+            self.file_system.mount_targets_available, *_nfs_ingress_rules(self.file_system)
+        )
         self.database_host = settings.postgres_host
 
         cdk.Validations.of(task).acknowledge(
@@ -206,3 +215,13 @@ class DataStack(cdk.Stack):
             value=self.artifact_bucket.bucket_name,
             export_name=f"{settings.prefix}-artifact-bucket",
         )
+
+
+def _nfs_ingress_rules(file_system: efs.FileSystem) -> list[IConstruct]:
+    """The ingress rules on the file system's security group (CDK adds them as child constructs)."""
+    return [
+        child
+        for group in file_system.connections.security_groups
+        for child in group.node.children
+        if isinstance(child, ec2.CfnSecurityGroupIngress)
+    ]

@@ -17,7 +17,7 @@ from constructs import Construct
 
 from bedrock_pipeline import settings as pipeline_settings
 from stacks.constructs.pipeline_function import retention_days
-from stacks.data import ECR_AUTH_WILDCARD
+from stacks.data import ECR_AUTH_WILDCARD, IMAGE_PLATFORM, TASK_RUNTIME_PLATFORM
 from stacks.settings import PlatformSettings
 
 MLFLOW_DIR = Path(__file__).resolve().parent.parent / "containers" / "mlflow"
@@ -81,10 +81,7 @@ class MlflowServiceStack(cdk.Stack):
             "Task",
             cpu=settings.mlflow_cpu,
             memory_limit_mib=settings.mlflow_memory_mib,
-            runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
-                operating_system_family=ecs.OperatingSystemFamily.LINUX,
-            ),
+            runtime_platform=TASK_RUNTIME_PLATFORM,
         )
         artifact_bucket = s3.Bucket.from_bucket_name(self, "ArtifactBucket", artifact_bucket_name)
         # The server proxies artifacts: only its task role touches the bucket.
@@ -123,7 +120,7 @@ class MlflowServiceStack(cdk.Stack):
         ]
         task.add_container(
             "mlflow",
-            image=ecs.ContainerImage.from_asset(str(MLFLOW_DIR)),
+            image=ecs.ContainerImage.from_asset(str(MLFLOW_DIR), platform=IMAGE_PLATFORM),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="mlflow", log_group=log_group),
             port_mappings=[ecs.PortMapping(container_port=MLFLOW_PORT)],
             environment={

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -55,7 +56,12 @@ class PipelineFunction(Construct):
                 self,
                 "Function",
                 code=lambda_.DockerImageCode.from_image_asset(
-                    str(LAMBDAS_DIR), file=spec.image_dockerfile, cmd=[spec.handler], exclude=_IMAGE_EXCLUDES
+                    str(LAMBDAS_DIR),
+                    file=spec.image_dockerfile,
+                    cmd=[spec.handler],
+                    exclude=_IMAGE_EXCLUDES,
+                    # Built for the function's X86_64 architecture on any deploying machine (arm64 too).
+                    platform=ecr_assets.Platform.LINUX_AMD64,
                 ),
                 architecture=lambda_.Architecture.X86_64,
                 **common,  # type: ignore[arg-type]
