@@ -116,6 +116,7 @@ class MlflowServiceStack(cdk.Stack):
             settings.mlflow_host,
             f"{settings.mlflow_host}:{MLFLOW_PORT}",
             self.load_balancer.load_balancer_dns_name,
+            *([settings.domain_name] if settings.domain_name else []),
             *settings.extra_allowed_hosts,
         ]
         task.add_container(
@@ -241,8 +242,9 @@ class MlflowServiceStack(cdk.Stack):
             scheme = "http"
             cdk.Annotations.of(self).add_warning_v2(
                 "bedrock-mlflow:PlainHttp",
-                "No certificate_arn configured: the MLflow ALB serves plain HTTP and basic-auth "
-                "passwords cross the network unencrypted. Set certificate_arn in cdk.json.",
+                "No certificate_arn configured: the MLflow ALB serves plain HTTP, which the settings allow "
+                "only while allowed_cidrs are documentation ranges nobody reaches it from. Set "
+                "certificate_arn before adding real CIDRs.",
             )
         for cidr in settings.allowed_cidrs:
             self.load_balancer_security_group.add_ingress_rule(
@@ -261,7 +263,7 @@ class MlflowServiceStack(cdk.Stack):
         cdk.CfnOutput(
             self,
             "MlflowUrl",
-            value=f"{scheme}://{self.load_balancer.load_balancer_dns_name}",
+            value=f"{scheme}://{settings.domain_name or self.load_balancer.load_balancer_dns_name}",
             description="MLflow UI/API through the ALB (reachable from allowed_cidrs only)",
             export_name=f"{settings.prefix}-mlflow-url",
         )

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bedrock_pipeline import settings as pipeline
 
@@ -21,6 +21,10 @@ CONTEXT_KEY = "bedrock_mlflow"
 # RFC 5737 TEST-NET-1: a documentation range nobody owns, so the default ALB is reachable from
 # nowhere until the operator sets their own CIDRs (never 0.0.0.0/0 by default).
 DOCUMENTATION_CIDR = "192.0.2.0/24"
+# RFC 5737's three documentation ranges: reachable by nobody, so plain HTTP to them exposes nothing.
+DOCUMENTATION_NETWORKS = tuple(
+    ipaddress.ip_network(cidr) for cidr in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+)
 
 # Cross-region (system-defined) inference profile ids carry a geography prefix.
 _PROFILE_PREFIX = re.compile(r"^(us|eu|apac|jp|au|ca|us-gov|global)\.(?P<model>.+)$")
@@ -40,7 +44,12 @@ class PlatformSettings(BaseModel):
     namespace_name: str = "bedrock-mlflow.internal"
     allowed_cidrs: tuple[str, ...] = (DOCUMENTATION_CIDR,)
     certificate_arn: str | None = None
-    # Extra Host headers MLflow accepts (e.g. a custom domain in front of the ALB).
+    # The name people use for MLflow (a DNS record pointing at the ALB, matching certificate_arn): MLflow
+    # rejects Host headers it does not know, so it joins the allowed hosts, and the MlflowUrl output uses it.
+    domain_name: str | None = Field(
+        default=None, max_length=253, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+    )
+    # Extra Host headers MLflow accepts (e.g. further names in front of the ALB).
     extra_allowed_hosts: tuple[str, ...] = ()
     models: tuple[str, ...] = pipeline.DEFAULT_MODELS
     schedule_expression: str = "rate(1 day)"
@@ -77,6 +86,18 @@ class PlatformSettings(BaseModel):
         for cidr in value:
             ipaddress.ip_network(cidr)  # raises on a typo
         return value
+
+    @model_validator(mode="after")
+    def _no_plain_http_to_real_networks(self) -> PlatformSettings:
+        # Basic-auth passwords travel in every request: without TLS they may only go to networks nobody owns.
+        if self.certificate_arn is None:
+            reachable = [cidr for cidr in self.allowed_cidrs if not _is_documentation_range(cidr)]
+            if reachable:
+                raise ValueError(
+                    f"allowed_cidrs {reachable} reach real networks but certificate_arn is not set: "
+                    "MLflow would serve basic-auth passwords over plain HTTP; set certificate_arn"
+                )
+        return self
 
     @field_validator("models")
     @classmethod
@@ -118,6 +139,14 @@ class PlatformSettings(BaseModel):
     def mlflow_tracking_uri(self) -> str:
         """What the Lambdas use: Cloud Map A records straight to the tasks, so the port is explicit."""
         return f"http://{self.mlflow_host}:5000"
+
+
+def _is_documentation_range(cidr: str) -> bool:
+    network = ipaddress.ip_network(cidr)
+    return any(
+        network.version == doc.version and network.subnet_of(doc)  # type: ignore[arg-type]
+        for doc in DOCUMENTATION_NETWORKS
+    )
 
 
 def split_inference_profile(model_id: str) -> tuple[str | None, str]:

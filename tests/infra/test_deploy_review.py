@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from tests.infra.conftest import Synthesized
+import pytest
+from aws_cdk.assertions import Template
+
+from stacks.platform import create_app
+from stacks.settings import PlatformSettings
+from tests.infra.conftest import TEST_CONTEXT, Synthesized
 
 
 def _depends_on(resource: dict[str, Any]) -> set[str]:
@@ -46,3 +52,43 @@ def test_given_every_container_image_asset_when_built_then_it_targets_linux_amd6
         assert source.get("platform") == "linux/amd64", name
     for lid, task in synthesized.all_resources("AWS::ECS::TaskDefinition").items():
         assert task["Properties"]["RuntimePlatform"]["CpuArchitecture"] == "X86_64", lid
+
+
+# --- 3. No plain HTTP to real networks; the domain people use is an allowed host ---
+
+CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0b5d6a9e-1111-2222-3333-444455556666"
+
+
+@pytest.mark.parametrize("cidrs", [["0.0.0.0/0"], ["203.0.113.0/24", "10.20.0.0/16"], ["198.51.0.0/16"]])
+def test_given_real_cidrs_without_a_certificate_when_settings_are_read_then_synth_is_refused(
+    cidrs: list[str],
+) -> None:
+    with pytest.raises(ValueError, match=r"allowed_cidrs .* certificate_arn is not set") as raised:
+        PlatformSettings.from_context({"allowed_cidrs": cidrs})
+    (error,) = raised.value.errors()  # type: ignore[attr-defined]
+    assert "\n" not in error["msg"]
+
+
+@pytest.mark.parametrize("cidrs", [["192.0.2.0/24", "198.51.100.0/25", "203.0.113.7/32"]])
+def test_given_documentation_ranges_or_a_certificate_when_settings_are_read_then_they_are_accepted(
+    cidrs: list[str],
+) -> None:
+    assert PlatformSettings.from_context({"allowed_cidrs": cidrs}).certificate_arn is None
+    with_tls = PlatformSettings.from_context(
+        {"allowed_cidrs": ["10.20.0.0/16"], "certificate_arn": CERTIFICATE}
+    )
+    assert with_tls.allowed_cidrs == ("10.20.0.0/16",)
+
+
+def test_given_a_domain_name_when_synthesized_then_mlflow_accepts_it_as_host_and_the_url_uses_it(
+    tmp_path: Path,
+) -> None:
+    context = {**TEST_CONTEXT, "bedrock_mlflow": {**TEST_CONTEXT["bedrock_mlflow"],
+               "certificate_arn": CERTIFICATE, "domain_name": "mlflow.example.com",
+               "allowed_cidrs": ["10.20.0.0/16"]}}  # fmt: skip
+    platform = create_app(context, outdir=str(tmp_path))
+    template = Template.from_stack(platform.mlflow).to_json()
+    (task,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"]
+    env = {e["Name"]: e["Value"] for e in task["Properties"]["ContainerDefinitions"][0]["Environment"]}
+    assert "mlflow.example.com" in json.dumps(env["MLFLOW_ALLOWED_HOSTS"])
+    assert template["Outputs"]["MlflowUrl"]["Value"] == "https://mlflow.example.com"
