@@ -84,6 +84,9 @@ class DataStack(cdk.Stack):
                 exclude_punctuation=True,  # goes into a postgresql:// URI
                 password_length=32,
             ),
+            # PostgreSQL keeps the password it was initialised with on the retained EFS data: the
+            # secret must outlive the stack with it.
+            removal_policy=cdk.RemovalPolicy.RETAIN,
         )
         cdk.Validations.of(self.database_secret).acknowledge(
             cdk.Acknowledgment(
@@ -91,6 +94,19 @@ class DataStack(cdk.Stack):
                 reason="Self-managed PostgreSQL on Fargate: no RDS rotation Lambda applies; rotate by "
                 "ALTER USER plus a new secret version, then restart the MLflow service (docs/DEPLOY.md).",
             )
+        )
+        # MLflow's users live in PostgreSQL on the retained EFS, so their credentials live here too and are
+        # retained with them: a recreated MLflow stack finds the same secrets. The image's start-up script
+        # sets each user's password from its secret on every start (containers/mlflow/start.py).
+        self.mlflow_admin_secret = _mlflow_user_secret(
+            self, "MlflowAdminCredentials", settings.mlflow_admin_username, "MLflow basic-auth admin (people)"
+        )
+        # The pipeline Lambdas' own, non-admin user: they never see the admin's password.
+        self.mlflow_pipeline_secret = _mlflow_user_secret(
+            self,
+            "MlflowPipelineCredentials",
+            settings.mlflow_pipeline_username,
+            "MLflow basic-auth user of the pipeline Lambdas (not an admin)",
         )
         self.database_name = settings.postgres_database
         self.database_port = POSTGRES_PORT
@@ -225,3 +241,29 @@ def _nfs_ingress_rules(file_system: efs.FileSystem) -> list[IConstruct]:
         for child in group.node.children
         if isinstance(child, ec2.CfnSecurityGroupIngress)
     ]
+
+
+def _mlflow_user_secret(
+    scope: Construct, construct_id: str, username: str, description: str
+) -> secretsmanager.Secret:
+    secret = secretsmanager.Secret(
+        scope,
+        construct_id,
+        description=f"{description}: JSON username/password",
+        generate_secret_string=secretsmanager.SecretStringGenerator(
+            secret_string_template=f'{{"username": "{username}"}}',
+            generate_string_key="password",
+            exclude_punctuation=True,
+            password_length=32,
+        ),
+        removal_policy=cdk.RemovalPolicy.RETAIN,
+    )
+    cdk.Validations.of(secret).acknowledge(
+        cdk.Acknowledgment(
+            id="AwsSolutions-SMG4",
+            reason="Rotation = put a new secret version and restart the MLflow service: its start-up script "
+            "sets the user's password from the secret (containers/mlflow/start.py). No rotation Lambda "
+            "can change a password inside MLflow's user store.",
+        )
+    )
+    return secret

@@ -38,6 +38,8 @@ class MlflowServiceStack(cdk.Stack):
         artifact_bucket_name: str,
         log_bucket: s3.IBucket,
         database_secret: secretsmanager.ISecret,
+        admin_secret: secretsmanager.ISecret,
+        pipeline_secret: secretsmanager.ISecret,
         database_host: str,
         database_port: int,
         database_name: str,
@@ -46,18 +48,8 @@ class MlflowServiceStack(cdk.Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
 
-        # Admin of MLflow's basic auth; the pipeline Lambdas read the same {username,password}.
-        self.credentials_secret = secretsmanager.Secret(
-            self,
-            "AdminCredentials",
-            description="MLflow basic-auth admin user (JSON username/password)",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template=f'{{"username": "{settings.mlflow_admin_username}"}}',
-                generate_string_key="password",
-                exclude_punctuation=True,
-                password_length=32,
-            ),
-        )
+        # Both MLflow users' secrets live in the Data stack, next to the user store they open.
+        self.credentials_secret = admin_secret
         flask_secret = secretsmanager.Secret(
             self,
             "FlaskSecretKey",
@@ -66,15 +58,13 @@ class MlflowServiceStack(cdk.Stack):
                 exclude_punctuation=True, password_length=48
             ),
         )
-        for secret in (self.credentials_secret, flask_secret):
-            cdk.Validations.of(secret).acknowledge(
-                cdk.Acknowledgment(
-                    id="AwsSolutions-SMG4",
-                    reason="MLflow only reads these at first start (admin bootstrap) or holds them in "
-                    "memory (Flask key); rotation goes through MLflow's update-password API and a "
-                    "service restart, which a rotation Lambda cannot do safely.",
-                )
+        cdk.Validations.of(flask_secret).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-SMG4",
+                reason="The Flask key is held in memory by every worker (CSRF tokens); rotating it means a "
+                "service restart, which a rotation Lambda cannot do safely.",
             )
+        )
 
         task = ecs.FargateTaskDefinition(
             self,
@@ -144,6 +134,8 @@ class MlflowServiceStack(cdk.Stack):
                 "MLFLOW_AUTH_ADMIN_PASSWORD": ecs.Secret.from_secrets_manager(
                     self.credentials_secret, "password"
                 ),
+                "MLFLOW_PIPELINE_USERNAME": ecs.Secret.from_secrets_manager(pipeline_secret, "username"),
+                "MLFLOW_PIPELINE_PASSWORD": ecs.Secret.from_secrets_manager(pipeline_secret, "password"),
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": ecs.Secret.from_secrets_manager(flask_secret),
             },
             health_check=ecs.HealthCheck(

@@ -65,6 +65,8 @@ class PlatformSettings(BaseModel):
     postgres_database: str = "mlflow"
     postgres_username: str = "mlflow"
     mlflow_admin_username: str = "admin"
+    # The pipeline Lambdas' MLflow user (not an admin); created by the MLflow image at start.
+    mlflow_pipeline_username: str = Field(default="bedrock-pipeline", pattern=r"^[a-z][a-z0-9-]{2,63}$")
 
     # Function memory, batch sizes and concurrency are not settings here: the local event pump runs the
     # same functions, so they live in bedrock_pipeline.function_catalogue, shared by both.

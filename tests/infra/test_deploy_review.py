@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
+from bedrock_pipeline import settings as pipeline
 from stacks.platform import create_app
 from stacks.settings import PlatformSettings
 from tests.infra.conftest import TEST_CONTEXT, Synthesized
@@ -92,3 +93,68 @@ def test_given_a_domain_name_when_synthesized_then_mlflow_accepts_it_as_host_and
     env = {e["Name"]: e["Value"] for e in task["Properties"]["ContainerDefinitions"][0]["Environment"]}
     assert "mlflow.example.com" in json.dumps(env["MLFLOW_ALLOWED_HOSTS"])
     assert template["Outputs"]["MlflowUrl"]["Value"] == "https://mlflow.example.com"
+
+
+# --- 4. The pipeline has its own MLflow user; no Lambda reads the admin secret ---
+
+
+def _secret_id(synth: Synthesized, construct_prefix: str) -> str:
+    (lid,) = [
+        lid
+        for lid in synth.resources("data", "AWS::SecretsManager::Secret")
+        if lid.startswith(construct_prefix)
+    ]
+    return lid
+
+
+def _lambda_role_statements(synth: Synthesized) -> list[dict[str, Any]]:
+    return [
+        statement
+        for lid, policy in synth.resources("pipeline", "AWS::IAM::Policy").items()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "secretsmanager:GetSecretValue" in json.dumps(statement["Action"])
+    ]
+
+
+def test_given_the_lambdas_when_they_read_mlflow_credentials_then_only_the_pipeline_users_secret(
+    synthesized: Synthesized,
+) -> None:
+    admin = _secret_id(synthesized, "MlflowAdminCredentials")
+    pipeline_user = _secret_id(synthesized, "MlflowPipelineCredentials")
+    statements = _lambda_role_statements(synthesized)
+    assert statements
+    for statement in statements:
+        assert admin not in json.dumps(statement["Resource"])
+        assert pipeline_user in json.dumps(statement["Resource"])
+    for function in synthesized.resources("pipeline", "AWS::Lambda::Function").values():
+        env = function["Properties"].get("Environment", {}).get("Variables", {})
+        if pipeline.ENV_MLFLOW_CREDENTIALS_SECRET_ARN in env:
+            assert pipeline_user in json.dumps(env[pipeline.ENV_MLFLOW_CREDENTIALS_SECRET_ARN])
+    # The MLflow task receives both users, so its start-up script can create and reconcile them.
+    (task,) = synthesized.resources("mlflow", "AWS::ECS::TaskDefinition").values()
+    secrets = {
+        s["Name"]: json.dumps(s["ValueFrom"])
+        for s in task["Properties"]["ContainerDefinitions"][0]["Secrets"]
+    }
+    assert (
+        pipeline_user in secrets["MLFLOW_PIPELINE_PASSWORD"]
+        and admin in secrets["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    )
+
+
+# --- 5. Credentials live and stay with the data they open ---
+
+
+def test_given_the_credentials_when_a_stack_is_deleted_then_they_are_retained_in_the_data_stack(
+    synthesized: Synthesized,
+) -> None:
+    secrets = synthesized.resources("data", "AWS::SecretsManager::Secret")
+    for prefix in ("DatabaseCredentials", "MlflowAdminCredentials", "MlflowPipelineCredentials"):
+        lid = _secret_id(synthesized, prefix)
+        assert secrets[lid]["DeletionPolicy"] == "Retain", lid
+        assert secrets[lid]["UpdateReplacePolicy"] == "Retain", lid
+    # The MLflow stack keeps no user credential of its own (only its Flask key).
+    assert all(
+        not lid.startswith(("AdminCredentials", "Mlflow"))
+        for lid in synthesized.resources("mlflow", "AWS::SecretsManager::Secret")
+    )
