@@ -15,10 +15,12 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as lambda_destinations
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from bedrock_pipeline import function_catalogue as catalogue
@@ -39,6 +41,9 @@ BEDROCK_INVOKE_ACTIONS = (
     "bedrock:InvokeModelWithResponseStream",  # also authorizes ConverseStream
 )
 RESULTS_KEYS = f"{pipeline.RESULTS_PREFIX}*"
+# Prompt-bucket prefixes whose objects expire after prompt_object_expiration_days (results/ holds the
+# benchmark runs' results too); everything else (benchmarks/: the suites) is kept.
+TRANSIENT_PREFIXES = (pipeline.INCOMING_PREFIX, pipeline.RESULTS_PREFIX)
 
 
 class PipelineStack(cdk.Stack):
@@ -100,11 +105,21 @@ class PipelineStack(cdk.Stack):
             "Prompts",
             access_log_bucket=log_bucket,
             lifecycle_rules=[
+                # Only what passes through expires: prompt files and their results. The benchmark suites
+                # under benchmarks/ are uploaded once per deploy and must outlive any number of days.
+                *(
+                    s3.LifecycleRule(
+                        id=f"expire-{prefix.rstrip('/')}",
+                        prefix=prefix,
+                        expiration=cdk.Duration.days(settings.prompt_object_expiration_days),
+                    )
+                    for prefix in TRANSIENT_PREFIXES
+                ),
                 s3.LifecycleRule(
-                    expiration=cdk.Duration.days(settings.prompt_object_expiration_days),
+                    id="old-versions-and-uploads",
                     noncurrent_version_expiration=cdk.Duration.days(7),
                     abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
-                )
+                ),
             ],
         ).bucket
 
@@ -199,6 +214,13 @@ class PipelineStack(cdk.Stack):
             **pipeline.OFFLINE_ENVIRONMENT,
         }
         code = lambda_code(LAMBDAS_DIR, BUNDLE_CACHE_DIR)
+        # A function invoked asynchronously (the scheduled benchmark) is not retried by Lambda; its failed
+        # invocations land here, with the event and the error, for the alarm and for a person to re-run.
+        self.async_failures = {
+            spec.name: _async_failure_queue(self, f"{spec.name.capitalize()}AsyncFailures")
+            for spec in catalogue.FUNCTIONS
+            if spec.async_retry_attempts is not None
+        }
         return {
             spec.name: PipelineFunction(
                 self,
@@ -209,6 +231,11 @@ class PipelineStack(cdk.Stack):
                 security_group=self.function_security_group,
                 environment={**environment, "POWERTOOLS_SERVICE_NAME": spec.name},
                 log_retention_days=settings.log_retention_days,
+                on_failure=(
+                    lambda_destinations.SqsDestination(self.async_failures[spec.name])
+                    if spec.name in self.async_failures
+                    else None
+                ),
             ).function
             for spec in catalogue.FUNCTIONS
         }
@@ -305,6 +332,24 @@ class PipelineStack(cdk.Stack):
         }
         for output_id, (value, export) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, export_name=f"{settings.prefix}-{export}")
+
+
+def _async_failure_queue(scope: Construct, construct_id: str) -> sqs.Queue:
+    queue = sqs.Queue(
+        scope,
+        construct_id,
+        encryption=sqs.QueueEncryption.SQS_MANAGED,
+        enforce_ssl=True,
+        retention_period=cdk.Duration.days(14),
+    )
+    cdk.Validations.of(queue).acknowledge(
+        cdk.Acknowledgment(
+            id="AwsSolutions-SQS3",
+            reason="This queue is itself a failure destination (Lambda's on-failure record); an alarm "
+            "watches its depth.",
+        )
+    )
+    return queue
 
 
 _MANAGED_POLICY_PREFIX = "arn:<AWS::Partition>:iam::aws:policy/service-role/"

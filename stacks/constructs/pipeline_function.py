@@ -27,6 +27,7 @@ class PipelineFunction(Construct):
         security_group: ec2.ISecurityGroup,
         environment: dict[str, str],
         log_retention_days: int,
+        on_failure: lambda_.IDestination | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
@@ -39,6 +40,7 @@ class PipelineFunction(Construct):
             timeout=cdk.Duration.seconds(spec.timeout_seconds),
             memory_size=spec.memory_mib,
             retry_attempts=spec.async_retry_attempts,
+            on_failure=on_failure,
             vpc=vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
             security_groups=[security_group],

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
+from bedrock_pipeline import function_catalogue as catalogue
 from bedrock_pipeline import settings as pipeline
+from stacks.constructs import benchmark_schedule
 from stacks.platform import create_app
 from stacks.settings import PlatformSettings
 from tests.infra.conftest import TEST_CONTEXT, Synthesized
@@ -158,3 +160,40 @@ def test_given_the_credentials_when_a_stack_is_deleted_then_they_are_retained_in
         not lid.startswith(("AdminCredentials", "Mlflow"))
         for lid in synthesized.resources("mlflow", "AWS::SecretsManager::Secret")
     )
+
+
+# --- 7. A failed scheduled benchmark is recorded, not retried ---
+
+
+def test_given_the_asynchronously_invoked_benchmark_when_it_fails_then_the_event_goes_to_a_queue(
+    synthesized: Synthesized,
+) -> None:
+    resources = synthesized.json("pipeline")["Resources"]
+    async_specs = [spec for spec in catalogue.FUNCTIONS if spec.async_retry_attempts is not None]
+    assert catalogue.BENCHMARK in async_specs
+    configs = synthesized.resources("pipeline", "AWS::Lambda::EventInvokeConfig").values()
+    assert len(list(configs)) == len(async_specs)
+    for config in configs:
+        props = config["Properties"]
+        assert props["MaximumRetryAttempts"] == 0
+        destination = props["DestinationConfig"]["OnFailure"]["Destination"]
+        queue_id = destination["Fn::GetAtt"][0]
+        assert resources[queue_id]["Type"] == "AWS::SQS::Queue"
+        assert resources[queue_id]["Properties"]["SqsManagedSseEnabled"] is True
+
+
+# --- 8. Only transient objects expire in the prompt bucket ---
+
+
+def test_given_the_prompt_bucket_when_objects_expire_then_only_incoming_and_results_do(
+    synthesized: Synthesized,
+) -> None:
+    (bucket,) = synthesized.resources("pipeline", "AWS::S3::Bucket").values()
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiring = [rule for rule in rules if "ExpirationInDays" in rule]
+    assert sorted(rule.get("Prefix") for rule in expiring) == sorted(
+        [pipeline.INCOMING_PREFIX, pipeline.RESULTS_PREFIX]
+    )
+    assert not any(benchmark_schedule.SUITES_PREFIX.startswith(rule["Prefix"]) for rule in expiring)
+    # Old versions and abandoned uploads are still cleaned up everywhere.
+    assert any("NoncurrentVersionExpiration" in rule and "Prefix" not in rule for rule in rules)
