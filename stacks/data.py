@@ -15,6 +15,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
 from constructs import Construct, IConstruct
 
+from stacks.constructs.alarm_topic import alarm_topic, notify, running_tasks_alarm
 from stacks.constructs.hardened_bucket import HardenedBucket, access_log_bucket
 from stacks.constructs.pipeline_function import retention_days
 from stacks.settings import PlatformSettings
@@ -216,6 +217,21 @@ class DataStack(cdk.Stack):
             self.file_system.mount_targets_available, *_nfs_ingress_rules(self.file_system)
         )
         self.database_host = settings.postgres_host
+
+        # Every alarm of the platform notifies this topic (the MLflow and pipeline stacks use it too).
+        self.alarm_topic = alarm_topic(self, "AlarmTopic", email=settings.alarm_email)
+        notify(
+            self.alarm_topic,
+            [
+                running_tasks_alarm(
+                    self,
+                    "PostgresRunningTasks",
+                    service=self.postgres_service,
+                    cluster=self.cluster,
+                    minimum=1,
+                )
+            ],
+        )
 
         cdk.Validations.of(task).acknowledge(
             ECR_AUTH_WILDCARD,

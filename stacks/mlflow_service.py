@@ -6,6 +6,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -13,9 +14,11 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from bedrock_pipeline import settings as pipeline_settings
+from stacks.constructs.alarm_topic import notify, running_tasks_alarm
 from stacks.constructs.pipeline_function import retention_days
 from stacks.data import ECR_AUTH_WILDCARD, IMAGE_PLATFORM, TASK_RUNTIME_PLATFORM
 from stacks.settings import PlatformSettings
@@ -44,6 +47,7 @@ class MlflowServiceStack(cdk.Stack):
         database_port: int,
         database_name: str,
         postgres_service: ecs.FargateService,
+        alarm_topic: sns.ITopic,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -242,13 +246,36 @@ class MlflowServiceStack(cdk.Stack):
             self.load_balancer_security_group.add_ingress_rule(
                 ec2.Peer.ipv4(cidr), ec2.Port.tcp(listener_port), f"MLflow UI/API from {cidr}"
             )
-        listener.add_targets(
+        target_group = listener.add_targets(
             "Mlflow",
             port=MLFLOW_PORT,
             protocol=elbv2.ApplicationProtocol.HTTP,
             targets=[self.service],
             health_check=elbv2.HealthCheck(path="/health", healthy_http_codes="200"),
             deregistration_delay=cdk.Duration.seconds(30),
+        )
+
+        # MLflow's health: the ALB's view (unhealthy targets) and ECS's (tasks running at all).
+        notify(
+            alarm_topic,
+            [
+                target_group.metrics.unhealthy_host_count(period=cdk.Duration.minutes(1)).create_alarm(
+                    self,
+                    "UnhealthyTargets",
+                    alarm_description="MLflow tasks failing the ALB's /health check",
+                    threshold=1,
+                    evaluation_periods=5,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                ),
+                running_tasks_alarm(
+                    self,
+                    "MlflowRunningTasks",
+                    service=self.service,
+                    cluster=cluster,
+                    minimum=settings.mlflow_min_tasks,
+                ),
+            ],
         )
 
         self.tracking_uri = settings.mlflow_tracking_uri

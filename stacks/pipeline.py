@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -20,6 +21,7 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -27,6 +29,7 @@ from bedrock_pipeline import function_catalogue as catalogue
 from bedrock_pipeline import settings as pipeline
 from stacks.bundling import lambda_code
 from stacks.constructs import HardenedBucket, PipelineFunction, QueueWithDlq
+from stacks.constructs.alarm_topic import notify
 from stacks.constructs.benchmark_schedule import RESULTS_PREFIX as BENCHMARK_RESULTS_PREFIX
 from stacks.constructs.benchmark_schedule import SUITES_PREFIX, schedule_benchmark
 from stacks.constructs.pipeline_monitoring import add_alarms_and_dashboard
@@ -58,6 +61,7 @@ class PipelineStack(cdk.Stack):
         mlflow_service: ec2.IConnectable,
         mlflow_port: int,
         mlflow_credentials_secret: secretsmanager.ISecret,
+        alarm_topic: sns.ITopic,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -95,6 +99,19 @@ class PipelineStack(cdk.Stack):
             metrics_namespace=settings.metrics_namespace,
             dashboard_name=f"{settings.prefix}-pipeline",
         )
+        self.alarms.extend(
+            queue.metric_approximate_number_of_messages_visible(period=cdk.Duration.minutes(5)).create_alarm(
+                self,
+                f"{name.capitalize()}AsyncFailuresDepth",
+                alarm_description=f"Failed asynchronous invocations of the {name} Lambda (not retried)",
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            for name, queue in self.async_failures.items()
+        )
+        notify(alarm_topic, self.alarms)
         self._outputs(settings)
 
     # --- resources ---

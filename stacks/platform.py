@@ -67,6 +67,7 @@ def build_platform(app: cdk.App) -> Platform:
         database_port=data.database_port,
         database_name=data.database_name,
         postgres_service=data.postgres_service,
+        alarm_topic=data.alarm_topic,
         **common,
     )
     pipeline = PipelineStack(
@@ -79,6 +80,7 @@ def build_platform(app: cdk.App) -> Platform:
         mlflow_port=MLFLOW_PORT,
         # The pipeline's own MLflow user; no Lambda can read the admin secret.
         mlflow_credentials_secret=data.mlflow_pipeline_secret,
+        alarm_topic=data.alarm_topic,
         **common,
     )
     return Platform(app, settings, network, data, mlflow, pipeline)

@@ -74,6 +74,8 @@ class PlatformSettings(BaseModel):
     prompt_object_expiration_days: int = 180
     log_retention_days: int = pipeline.LOG_RETENTION_DAYS
     metrics_namespace: str = "BedrockMlflow"
+    # Every alarm notifies one SNS topic; this address (if set) is subscribed to it (confirm the e-mail).
+    alarm_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
     @field_validator("vpc_cidr")
     @classmethod

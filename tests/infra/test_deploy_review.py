@@ -197,3 +197,46 @@ def test_given_the_prompt_bucket_when_objects_expire_then_only_incoming_and_resu
     assert not any(benchmark_schedule.SUITES_PREFIX.startswith(rule["Prefix"]) for rule in expiring)
     # Old versions and abandoned uploads are still cleaned up everywhere.
     assert any("NoncurrentVersionExpiration" in rule and "Prefix" not in rule for rule in rules)
+
+
+# --- 9. Every alarm notifies someone; MLflow's health is watched ---
+
+
+def test_given_every_alarm_when_it_fires_or_recovers_then_the_alarm_topic_is_notified(
+    synthesized: Synthesized,
+) -> None:
+    (topic_id,) = synthesized.resources("data", "AWS::SNS::Topic")
+    alarms = synthesized.all_resources("AWS::CloudWatch::Alarm")
+    assert {lid.split("/")[0] for lid in alarms} >= {"data", "mlflow", "pipeline"}
+    for lid, alarm in alarms.items():
+        props = alarm["Properties"]
+        for actions in (props.get("AlarmActions"), props.get("OKActions")):
+            assert actions and topic_id in json.dumps(actions), lid
+
+
+def test_given_mlflow_and_postgres_when_synthesized_then_unhealthy_targets_and_missing_tasks_alarm(
+    synthesized: Synthesized,
+) -> None:
+    alarms = [a["Properties"] for a in synthesized.all_resources("AWS::CloudWatch::Alarm").values()]
+    metrics = {(a["Namespace"], a["MetricName"]) for a in alarms}
+    assert ("AWS/ApplicationELB", "UnHealthyHostCount") in metrics
+    running = [a for a in alarms if a["MetricName"] == "RunningTaskCount"]
+    services = {
+        json.dumps(d["Value"]) for a in running for d in a["Dimensions"] if d["Name"] == "ServiceName"
+    }
+    assert any("Postgres" in s for s in services) and any(
+        "Service" in s and "Postgres" not in s for s in services
+    )
+    assert all(a["ComparisonOperator"] == "LessThanThreshold" and a["TreatMissingData"] == "breaching"
+               for a in running)  # fmt: skip
+
+
+def test_given_an_alarm_email_when_synthesized_then_it_is_subscribed_to_the_topic(tmp_path: Path) -> None:
+    context = {
+        **TEST_CONTEXT,
+        "bedrock_mlflow": {**TEST_CONTEXT["bedrock_mlflow"], "alarm_email": "ops@example.com"},
+    }
+    platform = create_app(context, outdir=str(tmp_path))
+    Template.from_stack(platform.data).has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"}
+    )
