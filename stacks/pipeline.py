@@ -74,7 +74,7 @@ class PipelineStack(cdk.Stack):
         self.idempotency_table, self.jobs_table = self._build_tables()
         self.function_security_group = self._build_security_group(vpc, mlflow_service, mlflow_port)
         self.functions = self._build_functions(settings, vpc, mlflow_credentials_secret)
-        self._connect_event_sources()
+        self._connect_event_sources(settings)
 
         # Least privilege per function: each gets what its handler and the core code it calls do
         # (tests/infra/test_pipeline_grants.py states the same from the code).
@@ -226,6 +226,7 @@ class PipelineStack(cdk.Stack):
             pipeline.ENV_MLFLOW_CREDENTIALS_SECRET_ARN: mlflow_credentials_secret.secret_arn,
             pipeline.ENV_DEFAULT_MODELS: ",".join(settings.models),
             pipeline.ENV_BENCHMARK_SUITE: settings.benchmark_suite,
+            pipeline.ENV_RUNNER_ITEM_CONCURRENCY: str(settings.runner_item_concurrency),
             "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # saves a get_run request per run
             **pipeline.OFFLINE_ENVIRONMENT,
@@ -257,14 +258,17 @@ class PipelineStack(cdk.Stack):
             for spec in catalogue.FUNCTIONS
         }
 
-    def _connect_event_sources(self) -> None:
+    def _connect_event_sources(self, settings: PlatformSettings) -> None:
         for spec in catalogue.queue_consumers():
             assert spec.event_source is not None
+            max_concurrency = spec.event_source.max_concurrency
+            if spec is catalogue.RUNNER and settings.runner_max_concurrency is not None:
+                max_concurrency = settings.runner_max_concurrency  # the account's Bedrock quota share
             self.functions[spec.name].add_event_source(
                 event_sources.SqsEventSource(
                     self.queues[spec.event_source.queue.role].queue,
                     batch_size=spec.event_source.batch_size,
-                    max_concurrency=spec.event_source.max_concurrency,
+                    max_concurrency=max_concurrency,
                     report_batch_item_failures=True,  # the handlers answer partial batch responses
                 )
             )

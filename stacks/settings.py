@@ -69,7 +69,15 @@ class PlatformSettings(BaseModel):
     mlflow_pipeline_username: str = Field(default="bedrock-pipeline", pattern=r"^[a-z][a-z0-9-]{2,63}$")
 
     # Function memory, batch sizes and concurrency are not settings here: the local event pump runs the
-    # same functions, so they live in bedrock_pipeline.function_catalogue, shared by both.
+    # same functions, so they live in bedrock_pipeline.function_catalogue, shared by both. The one exception
+    # is the runner's Bedrock concurrency below, which depends on the account's quotas.
+    # Bedrock concurrency = runner_max_concurrency (Lambda instances on the work queue) x
+    # runner_item_concurrency (calls each makes at once): at most 10 x 10 = 100 by default. Size the
+    # product to the account's Bedrock quotas (requests and tokens per minute, per model and region;
+    # Service Quotas console), divided by the models a job fans out to. None = the function catalogue's.
+    runner_max_concurrency: int | None = Field(default=None, ge=2, le=1000)  # SQS event source limits
+    runner_item_concurrency: int = Field(default=pipeline.RUNNER_ITEM_CONCURRENCY, ge=1, le=100)
+
     artifact_noncurrent_version_days: int = 30
     prompt_object_expiration_days: int = 180
     log_retention_days: int = pipeline.LOG_RETENTION_DAYS

@@ -240,3 +240,35 @@ def test_given_an_alarm_email_when_synthesized_then_it_is_subscribed_to_the_topi
     Template.from_stack(platform.data).has_resource_properties(
         "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"}
     )
+
+
+# --- 10. Bedrock concurrency follows the account's quotas ---
+
+
+def test_given_runner_concurrency_settings_when_synthesized_then_event_source_and_item_threads_follow(
+    tmp_path: Path,
+) -> None:
+    context = {**TEST_CONTEXT, "bedrock_mlflow": {**TEST_CONTEXT["bedrock_mlflow"],
+               "runner_max_concurrency": 3, "runner_item_concurrency": 4}}  # fmt: skip
+    template = Template.from_stack(create_app(context, outdir=str(tmp_path)).pipeline).to_json()
+    resources = template["Resources"]
+    (runner_id,) = [lid for lid, r in resources.items()
+                    if r["Type"] == "AWS::Lambda::Function" and r["Properties"].get("Handler") == catalogue.RUNNER.handler]  # fmt: skip
+    (mapping,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+                  and r["Properties"]["FunctionName"] == {"Ref": runner_id}]  # fmt: skip
+    assert mapping["ScalingConfig"]["MaximumConcurrency"] == 3
+    env = resources[runner_id]["Properties"]["Environment"]["Variables"]
+    assert env[pipeline.ENV_RUNNER_ITEM_CONCURRENCY] == "4"
+
+
+def test_given_the_item_concurrency_variable_when_the_runner_builds_its_pool_then_it_has_that_many_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bedrock_pipeline.use_cases.fan_out import item_pool
+
+    monkeypatch.setenv(pipeline.ENV_RUNNER_ITEM_CONCURRENCY, "3")
+    with item_pool() as pool:
+        assert pool._max_workers == 3
+    monkeypatch.delenv(pipeline.ENV_RUNNER_ITEM_CONCURRENCY)
+    with item_pool() as pool:
+        assert pool._max_workers == pipeline.RUNNER_ITEM_CONCURRENCY
