@@ -272,3 +272,12 @@ def test_given_the_item_concurrency_variable_when_the_runner_builds_its_pool_the
     monkeypatch.delenv(pipeline.ENV_RUNNER_ITEM_CONCURRENCY)
     with item_pool() as pool:
         assert pool._max_workers == pipeline.RUNNER_ITEM_CONCURRENCY
+
+
+# --- 11. Smaller points ---
+
+
+def test_given_the_postgres_image_when_built_then_it_is_the_current_16_minor() -> None:
+    dockerfile = (Path(__file__).resolve().parents[2] / "containers" / "postgres" / "Dockerfile").read_text()
+    (base,) = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    assert base == "postgres:16.16-bookworm"  # the 16.x minor current in November 2026
