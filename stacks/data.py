@@ -6,18 +6,26 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_efs as efs
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
-from constructs import Construct
+from constructs import Construct, IConstruct
 
+from stacks.constructs.alarm_topic import alarm_topic, notify, running_tasks_alarm
 from stacks.constructs.hardened_bucket import HardenedBucket, access_log_bucket
 from stacks.constructs.pipeline_function import retention_days
 from stacks.settings import PlatformSettings
 
+# Every image is built for the tasks' X86_64 runtime platform, whatever machine runs `cdk deploy`: an
+# image built on arm64 (Apple silicon, Graviton) would otherwise be arm64 and fail to start on x86_64.
+IMAGE_PLATFORM = ecr_assets.Platform.LINUX_AMD64
+TASK_RUNTIME_PLATFORM = ecs.RuntimePlatform(
+    cpu_architecture=ecs.CpuArchitecture.X86_64, operating_system_family=ecs.OperatingSystemFamily.LINUX
+)
 CONTAINERS_DIR = Path(__file__).resolve().parent.parent / "containers"
 POSTGRES_PORT = 5432
 POSTGRES_UID = "999"  # the postgres user of the Debian postgres image
@@ -77,6 +85,9 @@ class DataStack(cdk.Stack):
                 exclude_punctuation=True,  # goes into a postgresql:// URI
                 password_length=32,
             ),
+            # PostgreSQL keeps the password it was initialised with on the retained EFS data: the
+            # secret must outlive the stack with it.
+            removal_policy=cdk.RemovalPolicy.RETAIN,
         )
         cdk.Validations.of(self.database_secret).acknowledge(
             cdk.Acknowledgment(
@@ -84,6 +95,19 @@ class DataStack(cdk.Stack):
                 reason="Self-managed PostgreSQL on Fargate: no RDS rotation Lambda applies; rotate by "
                 "ALTER USER plus a new secret version, then restart the MLflow service (docs/DEPLOY.md).",
             )
+        )
+        # MLflow's users live in PostgreSQL on the retained EFS, so their credentials live here too and are
+        # retained with them: a recreated MLflow stack finds the same secrets. The image's start-up script
+        # sets each user's password from its secret on every start (containers/mlflow/start.py).
+        self.mlflow_admin_secret = _mlflow_user_secret(
+            self, "MlflowAdminCredentials", settings.mlflow_admin_username, "MLflow basic-auth admin (people)"
+        )
+        # The pipeline Lambdas' own, non-admin user: they never see the admin's password.
+        self.mlflow_pipeline_secret = _mlflow_user_secret(
+            self,
+            "MlflowPipelineCredentials",
+            settings.mlflow_pipeline_username,
+            "MLflow basic-auth user of the pipeline Lambdas (not an admin)",
         )
         self.database_name = settings.postgres_database
         self.database_port = POSTGRES_PORT
@@ -111,10 +135,7 @@ class DataStack(cdk.Stack):
             "PostgresTask",
             cpu=settings.postgres_cpu,
             memory_limit_mib=settings.postgres_memory_mib,
-            runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
-                operating_system_family=ecs.OperatingSystemFamily.LINUX,
-            ),
+            runtime_platform=TASK_RUNTIME_PLATFORM,
         )
         task.add_volume(
             name="pgdata",
@@ -136,7 +157,7 @@ class DataStack(cdk.Stack):
         container = task.add_container(
             "postgres",
             # Built FROM postgres into ECR: isolated subnets cannot reach Docker Hub.
-            image=ecs.ContainerImage.from_asset(str(CONTAINERS_DIR / "postgres")),
+            image=ecs.ContainerImage.from_asset(str(CONTAINERS_DIR / "postgres"), platform=IMAGE_PLATFORM),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="postgres", log_group=log_group),
             environment={
                 "POSTGRES_DB": settings.postgres_database,
@@ -190,7 +211,27 @@ class DataStack(cdk.Stack):
             ),
         )
         self.file_system.connections.allow_default_port_from(self.postgres_service, "NFS from PostgreSQL")
+        # The first task mounts EFS as it starts: without its mount targets (and the NFS rule that lets it
+        # reach them) the mount fails, and the circuit breaker then rolls back a fresh stack's creation.
+        self.postgres_service.node.add_dependency(
+            self.file_system.mount_targets_available, *_nfs_ingress_rules(self.file_system)
+        )
         self.database_host = settings.postgres_host
+
+        # Every alarm of the platform notifies this topic (the MLflow and pipeline stacks use it too).
+        self.alarm_topic = alarm_topic(self, "AlarmTopic", email=settings.alarm_email)
+        notify(
+            self.alarm_topic,
+            [
+                running_tasks_alarm(
+                    self,
+                    "PostgresRunningTasks",
+                    service=self.postgres_service,
+                    cluster=self.cluster,
+                    minimum=1,
+                )
+            ],
+        )
 
         cdk.Validations.of(task).acknowledge(
             ECR_AUTH_WILDCARD,
@@ -206,3 +247,39 @@ class DataStack(cdk.Stack):
             value=self.artifact_bucket.bucket_name,
             export_name=f"{settings.prefix}-artifact-bucket",
         )
+
+
+def _nfs_ingress_rules(file_system: efs.FileSystem) -> list[IConstruct]:
+    """The ingress rules on the file system's security group (CDK adds them as child constructs)."""
+    return [
+        child
+        for group in file_system.connections.security_groups
+        for child in group.node.children
+        if isinstance(child, ec2.CfnSecurityGroupIngress)
+    ]
+
+
+def _mlflow_user_secret(
+    scope: Construct, construct_id: str, username: str, description: str
+) -> secretsmanager.Secret:
+    secret = secretsmanager.Secret(
+        scope,
+        construct_id,
+        description=f"{description}: JSON username/password",
+        generate_secret_string=secretsmanager.SecretStringGenerator(
+            secret_string_template=f'{{"username": "{username}"}}',
+            generate_string_key="password",
+            exclude_punctuation=True,
+            password_length=32,
+        ),
+        removal_policy=cdk.RemovalPolicy.RETAIN,
+    )
+    cdk.Validations.of(secret).acknowledge(
+        cdk.Acknowledgment(
+            id="AwsSolutions-SMG4",
+            reason="Rotation = put a new secret version and restart the MLflow service: its start-up script "
+            "sets the user's password from the secret (containers/mlflow/start.py). No rotation Lambda "
+            "can change a password inside MLflow's user store.",
+        )
+    )
+    return secret

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -13,11 +14,13 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from bedrock_pipeline import settings as pipeline_settings
+from stacks.constructs.alarm_topic import notify, running_tasks_alarm
 from stacks.constructs.pipeline_function import retention_days
-from stacks.data import ECR_AUTH_WILDCARD
+from stacks.data import ECR_AUTH_WILDCARD, IMAGE_PLATFORM, TASK_RUNTIME_PLATFORM
 from stacks.settings import PlatformSettings
 
 MLFLOW_DIR = Path(__file__).resolve().parent.parent / "containers" / "mlflow"
@@ -38,26 +41,19 @@ class MlflowServiceStack(cdk.Stack):
         artifact_bucket_name: str,
         log_bucket: s3.IBucket,
         database_secret: secretsmanager.ISecret,
+        admin_secret: secretsmanager.ISecret,
+        pipeline_secret: secretsmanager.ISecret,
         database_host: str,
         database_port: int,
         database_name: str,
         postgres_service: ecs.FargateService,
+        alarm_topic: sns.ITopic,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
 
-        # Admin of MLflow's basic auth; the pipeline Lambdas read the same {username,password}.
-        self.credentials_secret = secretsmanager.Secret(
-            self,
-            "AdminCredentials",
-            description="MLflow basic-auth admin user (JSON username/password)",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template=f'{{"username": "{settings.mlflow_admin_username}"}}',
-                generate_string_key="password",
-                exclude_punctuation=True,
-                password_length=32,
-            ),
-        )
+        # Both MLflow users' secrets live in the Data stack, next to the user store they open.
+        self.credentials_secret = admin_secret
         flask_secret = secretsmanager.Secret(
             self,
             "FlaskSecretKey",
@@ -66,25 +62,20 @@ class MlflowServiceStack(cdk.Stack):
                 exclude_punctuation=True, password_length=48
             ),
         )
-        for secret in (self.credentials_secret, flask_secret):
-            cdk.Validations.of(secret).acknowledge(
-                cdk.Acknowledgment(
-                    id="AwsSolutions-SMG4",
-                    reason="MLflow only reads these at first start (admin bootstrap) or holds them in "
-                    "memory (Flask key); rotation goes through MLflow's update-password API and a "
-                    "service restart, which a rotation Lambda cannot do safely.",
-                )
+        cdk.Validations.of(flask_secret).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-SMG4",
+                reason="The Flask key is held in memory by every worker (CSRF tokens); rotating it means a "
+                "service restart, which a rotation Lambda cannot do safely.",
             )
+        )
 
         task = ecs.FargateTaskDefinition(
             self,
             "Task",
             cpu=settings.mlflow_cpu,
             memory_limit_mib=settings.mlflow_memory_mib,
-            runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
-                operating_system_family=ecs.OperatingSystemFamily.LINUX,
-            ),
+            runtime_platform=TASK_RUNTIME_PLATFORM,
         )
         artifact_bucket = s3.Bucket.from_bucket_name(self, "ArtifactBucket", artifact_bucket_name)
         # The server proxies artifacts: only its task role touches the bucket.
@@ -119,11 +110,12 @@ class MlflowServiceStack(cdk.Stack):
             settings.mlflow_host,
             f"{settings.mlflow_host}:{MLFLOW_PORT}",
             self.load_balancer.load_balancer_dns_name,
+            *([settings.domain_name] if settings.domain_name else []),
             *settings.extra_allowed_hosts,
         ]
         task.add_container(
             "mlflow",
-            image=ecs.ContainerImage.from_asset(str(MLFLOW_DIR)),
+            image=ecs.ContainerImage.from_asset(str(MLFLOW_DIR), platform=IMAGE_PLATFORM),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="mlflow", log_group=log_group),
             port_mappings=[ecs.PortMapping(container_port=MLFLOW_PORT)],
             environment={
@@ -146,6 +138,8 @@ class MlflowServiceStack(cdk.Stack):
                 "MLFLOW_AUTH_ADMIN_PASSWORD": ecs.Secret.from_secrets_manager(
                     self.credentials_secret, "password"
                 ),
+                "MLFLOW_PIPELINE_USERNAME": ecs.Secret.from_secrets_manager(pipeline_secret, "username"),
+                "MLFLOW_PIPELINE_PASSWORD": ecs.Secret.from_secrets_manager(pipeline_secret, "password"),
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": ecs.Secret.from_secrets_manager(flask_secret),
             },
             health_check=ecs.HealthCheck(
@@ -244,14 +238,15 @@ class MlflowServiceStack(cdk.Stack):
             scheme = "http"
             cdk.Annotations.of(self).add_warning_v2(
                 "bedrock-mlflow:PlainHttp",
-                "No certificate_arn configured: the MLflow ALB serves plain HTTP and basic-auth "
-                "passwords cross the network unencrypted. Set certificate_arn in cdk.json.",
+                "No certificate_arn configured: the MLflow ALB serves plain HTTP, which the settings allow "
+                "only while allowed_cidrs are documentation ranges nobody reaches it from. Set "
+                "certificate_arn before adding real CIDRs.",
             )
         for cidr in settings.allowed_cidrs:
             self.load_balancer_security_group.add_ingress_rule(
                 ec2.Peer.ipv4(cidr), ec2.Port.tcp(listener_port), f"MLflow UI/API from {cidr}"
             )
-        listener.add_targets(
+        target_group = listener.add_targets(
             "Mlflow",
             port=MLFLOW_PORT,
             protocol=elbv2.ApplicationProtocol.HTTP,
@@ -260,11 +255,34 @@ class MlflowServiceStack(cdk.Stack):
             deregistration_delay=cdk.Duration.seconds(30),
         )
 
+        # MLflow's health: the ALB's view (unhealthy targets) and ECS's (tasks running at all).
+        notify(
+            alarm_topic,
+            [
+                target_group.metrics.unhealthy_host_count(period=cdk.Duration.minutes(1)).create_alarm(
+                    self,
+                    "UnhealthyTargets",
+                    alarm_description="MLflow tasks failing the ALB's /health check",
+                    threshold=1,
+                    evaluation_periods=5,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                ),
+                running_tasks_alarm(
+                    self,
+                    "MlflowRunningTasks",
+                    service=self.service,
+                    cluster=cluster,
+                    minimum=settings.mlflow_min_tasks,
+                ),
+            ],
+        )
+
         self.tracking_uri = settings.mlflow_tracking_uri
         cdk.CfnOutput(
             self,
             "MlflowUrl",
-            value=f"{scheme}://{self.load_balancer.load_balancer_dns_name}",
+            value=f"{scheme}://{settings.domain_name or self.load_balancer.load_balancer_dns_name}",
             description="MLflow UI/API through the ALB (reachable from allowed_cidrs only)",
             export_name=f"{settings.prefix}-mlflow-url",
         )

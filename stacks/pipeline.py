@@ -11,20 +11,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as lambda_destinations
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from bedrock_pipeline import function_catalogue as catalogue
 from bedrock_pipeline import settings as pipeline
 from stacks.bundling import lambda_code
 from stacks.constructs import HardenedBucket, PipelineFunction, QueueWithDlq
+from stacks.constructs.alarm_topic import notify
 from stacks.constructs.benchmark_schedule import RESULTS_PREFIX as BENCHMARK_RESULTS_PREFIX
 from stacks.constructs.benchmark_schedule import SUITES_PREFIX, schedule_benchmark
 from stacks.constructs.pipeline_monitoring import add_alarms_and_dashboard
@@ -39,6 +44,9 @@ BEDROCK_INVOKE_ACTIONS = (
     "bedrock:InvokeModelWithResponseStream",  # also authorizes ConverseStream
 )
 RESULTS_KEYS = f"{pipeline.RESULTS_PREFIX}*"
+# Prompt-bucket prefixes whose objects expire after prompt_object_expiration_days (results/ holds the
+# benchmark runs' results too); everything else (benchmarks/: the suites) is kept.
+TRANSIENT_PREFIXES = (pipeline.INCOMING_PREFIX, pipeline.RESULTS_PREFIX)
 
 
 class PipelineStack(cdk.Stack):
@@ -53,6 +61,7 @@ class PipelineStack(cdk.Stack):
         mlflow_service: ec2.IConnectable,
         mlflow_port: int,
         mlflow_credentials_secret: secretsmanager.ISecret,
+        alarm_topic: sns.ITopic,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -65,7 +74,7 @@ class PipelineStack(cdk.Stack):
         self.idempotency_table, self.jobs_table = self._build_tables()
         self.function_security_group = self._build_security_group(vpc, mlflow_service, mlflow_port)
         self.functions = self._build_functions(settings, vpc, mlflow_credentials_secret)
-        self._connect_event_sources()
+        self._connect_event_sources(settings)
 
         # Least privilege per function: each gets what its handler and the core code it calls do
         # (tests/infra/test_pipeline_grants.py states the same from the code).
@@ -90,6 +99,19 @@ class PipelineStack(cdk.Stack):
             metrics_namespace=settings.metrics_namespace,
             dashboard_name=f"{settings.prefix}-pipeline",
         )
+        self.alarms.extend(
+            queue.metric_approximate_number_of_messages_visible(period=cdk.Duration.minutes(5)).create_alarm(
+                self,
+                f"{name.capitalize()}AsyncFailuresDepth",
+                alarm_description=f"Failed asynchronous invocations of the {name} Lambda (not retried)",
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            for name, queue in self.async_failures.items()
+        )
+        notify(alarm_topic, self.alarms)
         self._outputs(settings)
 
     # --- resources ---
@@ -100,11 +122,21 @@ class PipelineStack(cdk.Stack):
             "Prompts",
             access_log_bucket=log_bucket,
             lifecycle_rules=[
+                # Only what passes through expires: prompt files and their results. The benchmark suites
+                # under benchmarks/ are uploaded once per deploy and must outlive any number of days.
+                *(
+                    s3.LifecycleRule(
+                        id=f"expire-{prefix.rstrip('/')}",
+                        prefix=prefix,
+                        expiration=cdk.Duration.days(settings.prompt_object_expiration_days),
+                    )
+                    for prefix in TRANSIENT_PREFIXES
+                ),
                 s3.LifecycleRule(
-                    expiration=cdk.Duration.days(settings.prompt_object_expiration_days),
+                    id="old-versions-and-uploads",
                     noncurrent_version_expiration=cdk.Duration.days(7),
                     abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
-                )
+                ),
             ],
         ).bucket
 
@@ -194,11 +226,19 @@ class PipelineStack(cdk.Stack):
             pipeline.ENV_MLFLOW_CREDENTIALS_SECRET_ARN: mlflow_credentials_secret.secret_arn,
             pipeline.ENV_DEFAULT_MODELS: ",".join(settings.models),
             pipeline.ENV_BENCHMARK_SUITE: settings.benchmark_suite,
+            pipeline.ENV_RUNNER_ITEM_CONCURRENCY: str(settings.runner_item_concurrency),
             "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # saves a get_run request per run
             **pipeline.OFFLINE_ENVIRONMENT,
         }
         code = lambda_code(LAMBDAS_DIR, BUNDLE_CACHE_DIR)
+        # A function invoked asynchronously (the scheduled benchmark) is not retried by Lambda; its failed
+        # invocations land here, with the event and the error, for the alarm and for a person to re-run.
+        self.async_failures = {
+            spec.name: _async_failure_queue(self, f"{spec.name.capitalize()}AsyncFailures")
+            for spec in catalogue.FUNCTIONS
+            if spec.async_retry_attempts is not None
+        }
         return {
             spec.name: PipelineFunction(
                 self,
@@ -209,18 +249,26 @@ class PipelineStack(cdk.Stack):
                 security_group=self.function_security_group,
                 environment={**environment, "POWERTOOLS_SERVICE_NAME": spec.name},
                 log_retention_days=settings.log_retention_days,
+                on_failure=(
+                    lambda_destinations.SqsDestination(self.async_failures[spec.name])
+                    if spec.name in self.async_failures
+                    else None
+                ),
             ).function
             for spec in catalogue.FUNCTIONS
         }
 
-    def _connect_event_sources(self) -> None:
+    def _connect_event_sources(self, settings: PlatformSettings) -> None:
         for spec in catalogue.queue_consumers():
             assert spec.event_source is not None
+            max_concurrency = spec.event_source.max_concurrency
+            if spec is catalogue.RUNNER and settings.runner_max_concurrency is not None:
+                max_concurrency = settings.runner_max_concurrency  # the account's Bedrock quota share
             self.functions[spec.name].add_event_source(
                 event_sources.SqsEventSource(
                     self.queues[spec.event_source.queue.role].queue,
                     batch_size=spec.event_source.batch_size,
-                    max_concurrency=spec.event_source.max_concurrency,
+                    max_concurrency=max_concurrency,
                     report_batch_item_failures=True,  # the handlers answer partial batch responses
                 )
             )
@@ -305,6 +353,24 @@ class PipelineStack(cdk.Stack):
         }
         for output_id, (value, export) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, export_name=f"{settings.prefix}-{export}")
+
+
+def _async_failure_queue(scope: Construct, construct_id: str) -> sqs.Queue:
+    queue = sqs.Queue(
+        scope,
+        construct_id,
+        encryption=sqs.QueueEncryption.SQS_MANAGED,
+        enforce_ssl=True,
+        retention_period=cdk.Duration.days(14),
+    )
+    cdk.Validations.of(queue).acknowledge(
+        cdk.Acknowledgment(
+            id="AwsSolutions-SQS3",
+            reason="This queue is itself a failure destination (Lambda's on-failure record); an alarm "
+            "watches its depth.",
+        )
+    )
+    return queue
 
 
 _MANAGED_POLICY_PREFIX = "arn:<AWS::Partition>:iam::aws:policy/service-role/"

@@ -61,10 +61,13 @@ def build_platform(app: cdk.App) -> Platform:
         artifact_bucket_name=data.artifact_bucket_name,
         log_bucket=data.log_bucket,
         database_secret=data.database_secret,
+        admin_secret=data.mlflow_admin_secret,
+        pipeline_secret=data.mlflow_pipeline_secret,
         database_host=data.database_host,
         database_port=data.database_port,
         database_name=data.database_name,
         postgres_service=data.postgres_service,
+        alarm_topic=data.alarm_topic,
         **common,
     )
     pipeline = PipelineStack(
@@ -75,7 +78,9 @@ def build_platform(app: cdk.App) -> Platform:
         log_bucket=data.log_bucket,
         mlflow_service=mlflow.service,
         mlflow_port=MLFLOW_PORT,
-        mlflow_credentials_secret=mlflow.credentials_secret,
+        # The pipeline's own MLflow user; no Lambda can read the admin secret.
+        mlflow_credentials_secret=data.mlflow_pipeline_secret,
+        alarm_topic=data.alarm_topic,
         **common,
     )
     return Platform(app, settings, network, data, mlflow, pipeline)

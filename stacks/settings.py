@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bedrock_pipeline import settings as pipeline
 
@@ -21,6 +21,10 @@ CONTEXT_KEY = "bedrock_mlflow"
 # RFC 5737 TEST-NET-1: a documentation range nobody owns, so the default ALB is reachable from
 # nowhere until the operator sets their own CIDRs (never 0.0.0.0/0 by default).
 DOCUMENTATION_CIDR = "192.0.2.0/24"
+# RFC 5737's three documentation ranges: reachable by nobody, so plain HTTP to them exposes nothing.
+DOCUMENTATION_NETWORKS = tuple(
+    ipaddress.ip_network(cidr) for cidr in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+)
 
 # Cross-region (system-defined) inference profile ids carry a geography prefix.
 _PROFILE_PREFIX = re.compile(r"^(us|eu|apac|jp|au|ca|us-gov|global)\.(?P<model>.+)$")
@@ -40,7 +44,12 @@ class PlatformSettings(BaseModel):
     namespace_name: str = "bedrock-mlflow.internal"
     allowed_cidrs: tuple[str, ...] = (DOCUMENTATION_CIDR,)
     certificate_arn: str | None = None
-    # Extra Host headers MLflow accepts (e.g. a custom domain in front of the ALB).
+    # The name people use for MLflow (a DNS record pointing at the ALB, matching certificate_arn): MLflow
+    # rejects Host headers it does not know, so it joins the allowed hosts, and the MlflowUrl output uses it.
+    domain_name: str | None = Field(
+        default=None, max_length=253, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+    )
+    # Extra Host headers MLflow accepts (e.g. further names in front of the ALB).
     extra_allowed_hosts: tuple[str, ...] = ()
     models: tuple[str, ...] = pipeline.DEFAULT_MODELS
     schedule_expression: str = "rate(1 day)"
@@ -56,13 +65,25 @@ class PlatformSettings(BaseModel):
     postgres_database: str = "mlflow"
     postgres_username: str = "mlflow"
     mlflow_admin_username: str = "admin"
+    # The pipeline Lambdas' MLflow user (not an admin); created by the MLflow image at start.
+    mlflow_pipeline_username: str = Field(default="bedrock-pipeline", pattern=r"^[a-z][a-z0-9-]{2,63}$")
 
     # Function memory, batch sizes and concurrency are not settings here: the local event pump runs the
-    # same functions, so they live in bedrock_pipeline.function_catalogue, shared by both.
+    # same functions, so they live in bedrock_pipeline.function_catalogue, shared by both. The one exception
+    # is the runner's Bedrock concurrency below, which depends on the account's quotas.
+    # Bedrock concurrency = runner_max_concurrency (Lambda instances on the work queue) x
+    # runner_item_concurrency (calls each makes at once): at most 10 x 10 = 100 by default. Size the
+    # product to the account's Bedrock quotas (requests and tokens per minute, per model and region;
+    # Service Quotas console), divided by the models a job fans out to. None = the function catalogue's.
+    runner_max_concurrency: int | None = Field(default=None, ge=2, le=1000)  # SQS event source limits
+    runner_item_concurrency: int = Field(default=pipeline.RUNNER_ITEM_CONCURRENCY, ge=1, le=100)
+
     artifact_noncurrent_version_days: int = 30
     prompt_object_expiration_days: int = 180
     log_retention_days: int = pipeline.LOG_RETENTION_DAYS
     metrics_namespace: str = "BedrockMlflow"
+    # Every alarm notifies one SNS topic; this address (if set) is subscribed to it (confirm the e-mail).
+    alarm_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
     @field_validator("vpc_cidr")
     @classmethod
@@ -77,6 +98,18 @@ class PlatformSettings(BaseModel):
         for cidr in value:
             ipaddress.ip_network(cidr)  # raises on a typo
         return value
+
+    @model_validator(mode="after")
+    def _no_plain_http_to_real_networks(self) -> PlatformSettings:
+        # Basic-auth passwords travel in every request: without TLS they may only go to networks nobody owns.
+        if self.certificate_arn is None:
+            reachable = [cidr for cidr in self.allowed_cidrs if not _is_documentation_range(cidr)]
+            if reachable:
+                raise ValueError(
+                    f"allowed_cidrs {reachable} reach real networks but certificate_arn is not set: "
+                    "MLflow would serve basic-auth passwords over plain HTTP; set certificate_arn"
+                )
+        return self
 
     @field_validator("models")
     @classmethod
@@ -118,6 +151,14 @@ class PlatformSettings(BaseModel):
     def mlflow_tracking_uri(self) -> str:
         """What the Lambdas use: Cloud Map A records straight to the tasks, so the port is explicit."""
         return f"http://{self.mlflow_host}:5000"
+
+
+def _is_documentation_range(cidr: str) -> bool:
+    network = ipaddress.ip_network(cidr)
+    return any(
+        network.version == doc.version and network.subnet_of(doc)  # type: ignore[arg-type]
+        for doc in DOCUMENTATION_NETWORKS
+    )
 
 
 def split_inference_profile(model_id: str) -> tuple[str | None, str]:

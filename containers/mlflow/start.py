@@ -8,7 +8,11 @@ Environment contract (the ECS task definition sets these; secrets arrive as ECS 
 - ``MLFLOW_ARTIFACTS_DESTINATION``: e.g. ``s3://bucket/mlflow-artifacts``; the server proxies
   artifacts, so clients need no S3 rights (``MLFLOW_S3_ENDPOINT_URL`` points boto3 elsewhere).
 - ``MLFLOW_ALLOWED_HOSTS``: comma-separated Host headers (MLflow rejects others; /health is exempt).
-- ``MLFLOW_AUTH_ADMIN_USERNAME``, ``MLFLOW_AUTH_ADMIN_PASSWORD``: the admin user created on first start.
+- ``MLFLOW_AUTH_ADMIN_USERNAME``, ``MLFLOW_AUTH_ADMIN_PASSWORD``: the admin user (people).
+- ``MLFLOW_PIPELINE_USERNAME``, ``MLFLOW_PIPELINE_PASSWORD`` (optional): the pipeline Lambdas' own user,
+  not an admin. Both users are reconciled on every start: created if missing, their password and admin
+  flag set to what the secrets say (MLflow itself reads the admin password only into an empty user store,
+  so a replaced secret would otherwise lock every client out).
 - ``MLFLOW_FLASK_SERVER_SECRET_KEY``: shared by every worker and task (CSRF tokens must verify anywhere).
 - ``MLFLOW_WORKERS`` (1), ``MLFLOW_PORT`` (5000), ``MLFLOW_HOST`` (0.0.0.0),
   ``MLFLOW_AUTH_DEFAULT_PERMISSION`` (READ).
@@ -19,7 +23,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from urllib.parse import quote
 
 # Any stable 64-bit number: every task agrees on it, so only one migrates at a time.
@@ -69,8 +74,59 @@ def write_auth_config(database_uri: str, default_permission: str, directory: str
     return path
 
 
-def migrate(database_uri: str) -> None:
-    """Bring the tracking and auth schemas to head, one task at a time (a PostgreSQL advisory lock)."""
+@dataclass(frozen=True)
+class Account:
+    """A basic-auth user whose password lives in a Secrets Manager secret (the source of truth)."""
+
+    username: str
+    password: str
+    is_admin: bool
+
+
+def accounts(env: Mapping[str, str]) -> list[Account]:
+    """The admin (required) and the pipeline user (when configured), from the environment contract."""
+    found = [
+        Account(
+            _required(env, "MLFLOW_AUTH_ADMIN_USERNAME"), _required(env, "MLFLOW_AUTH_ADMIN_PASSWORD"), True
+        )
+    ]
+    if env.get("MLFLOW_PIPELINE_USERNAME", "").strip():
+        pipeline = Account(
+            _required(env, "MLFLOW_PIPELINE_USERNAME"), _required(env, "MLFLOW_PIPELINE_PASSWORD"), False
+        )
+        if pipeline.username == found[0].username:
+            raise ConfigError("MLFLOW_PIPELINE_USERNAME must differ from MLFLOW_AUTH_ADMIN_USERNAME")
+        found.append(pipeline)
+    return found
+
+
+def reconcile_users(store: object, wanted: Sequence[Account]) -> list[str]:
+    """Make each account exist with its secret's password and admin flag; idempotent. Returns what changed.
+
+    The pipeline user is a plain user: MLflow's basic auth gives every user ``default_permission`` (READ)
+    on everything and MANAGE on the experiments it creates (``set_can_manage_experiment_permission``), which
+    is all the pipeline needs: it creates its own experiments, runs and traces, and reads the rest. It
+    cannot manage users or touch experiments people created (mlflow.org, "Authentication with Username
+    and Password": READ / EDIT / MANAGE / NO_PERMISSIONS per experiment and registered model).
+    """
+    changes: list[str] = []
+    for account in wanted:
+        if not store.has_user(account.username, use_primary=True):  # type: ignore[attr-defined]
+            store.create_user(account.username, account.password, is_admin=account.is_admin)  # type: ignore[attr-defined]
+            changes.append(f"created {account.username}")
+            continue
+        if not store.authenticate_user(account.username, account.password, use_primary=True):  # type: ignore[attr-defined]
+            store.update_user(account.username, password=account.password)  # type: ignore[attr-defined]
+            changes.append(f"password of {account.username} set from its secret")
+        if store.get_user(account.username).is_admin != account.is_admin:  # type: ignore[attr-defined]
+            store.update_user(account.username, is_admin=account.is_admin)  # type: ignore[attr-defined]
+            changes.append(f"admin flag of {account.username} set to {account.is_admin}")
+    return changes
+
+
+def migrate(database_uri: str, wanted: Sequence[Account] = ()) -> list[str]:
+    """Bring the tracking and auth schemas to head and reconcile the users, one task at a time (a
+    PostgreSQL advisory lock). Returns the user changes made."""
     import sqlalchemy
     from mlflow.db import upgrade
     from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
@@ -81,10 +137,14 @@ def migrate(database_uri: str) -> None:
         lock.execute(sqlalchemy.text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
         try:
             upgrade.main(args=[database_uri], standalone_mode=False)
-            SqlAlchemyStore().init_db(database_uri)  # runs the auth migrations
+            store = SqlAlchemyStore()
+            store.init_db(database_uri)  # runs the auth migrations
+            changes = reconcile_users(store, wanted)
+            store.engine.dispose()
         finally:
             lock.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
     engine.dispose()
+    return changes
 
 
 def server_command(env: Mapping[str, str]) -> list[str]:
@@ -111,11 +171,14 @@ def server_command(env: Mapping[str, str]) -> list[str]:
 
 def main() -> None:
     env = dict(os.environ)
-    _required(env, "MLFLOW_AUTH_ADMIN_USERNAME")
-    _required(env, "MLFLOW_AUTH_ADMIN_PASSWORD")
+    wanted = accounts(env)
     database_uri = backend_store_uri(env)
     command = server_command(env)
-    migrate(database_uri)
+    for change in migrate(database_uri, wanted):
+        print(f"start.py: {change}", file=sys.stderr)  # names only, never a password
+    # MLflow must not see the pipeline's password; the admin variables stay (its auth app reads them).
+    for name in ("MLFLOW_PIPELINE_USERNAME", "MLFLOW_PIPELINE_PASSWORD"):
+        env.pop(name, None)
     # The URI goes through the environment, not argv, so the password never shows in `ps`.
     env["MLFLOW_BACKEND_STORE_URI"] = database_uri
     env["MLFLOW_AUTH_CONFIG_PATH"] = write_auth_config(

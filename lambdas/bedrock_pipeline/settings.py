@@ -38,6 +38,9 @@ ENV_DEFAULT_MODELS: Final = "DEFAULT_MODELS"  # comma-separated model or inferen
 ENV_BENCHMARK_SUITE: Final = "BENCHMARK_SUITE"
 ENV_RETRY_BASE_SECONDS: Final = "RETRY_BASE_SECONDS"
 ENV_RETRY_MAX_SECONDS: Final = "RETRY_MAX_SECONDS"
+# Calls one runner invocation makes at once (default RUNNER_ITEM_CONCURRENCY); a deployment lowers it to
+# fit its Bedrock quotas (stacks/settings.py runner_item_concurrency).
+ENV_RUNNER_ITEM_CONCURRENCY: Final = "RUNNER_ITEM_CONCURRENCY"
 
 # --- Lambda timeouts and batching the core code also reads (each function's whole deployment, memory
 # and event source included, is in function_catalogue.py) ---

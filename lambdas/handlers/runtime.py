@@ -59,6 +59,10 @@ class HandlerEnvironment(BaseModel):
     retry_max_seconds: int = Field(
         default=settings.RETRY_MAX_SECONDS, ge=0, le=43_200, alias=settings.ENV_RETRY_MAX_SECONDS
     )
+    # Read by fan_out.item_pool; validated here so a bad value fails the cold start, not a batch.
+    runner_item_concurrency: int = Field(
+        default=settings.RUNNER_ITEM_CONCURRENCY, ge=1, le=100, alias=settings.ENV_RUNNER_ITEM_CONCURRENCY
+    )
 
     @property
     def models(self) -> tuple[str, ...]:

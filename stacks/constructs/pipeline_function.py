@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -26,6 +27,7 @@ class PipelineFunction(Construct):
         security_group: ec2.ISecurityGroup,
         environment: dict[str, str],
         log_retention_days: int,
+        on_failure: lambda_.IDestination | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
@@ -38,6 +40,7 @@ class PipelineFunction(Construct):
             timeout=cdk.Duration.seconds(spec.timeout_seconds),
             memory_size=spec.memory_mib,
             retry_attempts=spec.async_retry_attempts,
+            on_failure=on_failure,
             vpc=vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
             security_groups=[security_group],
@@ -55,7 +58,12 @@ class PipelineFunction(Construct):
                 self,
                 "Function",
                 code=lambda_.DockerImageCode.from_image_asset(
-                    str(LAMBDAS_DIR), file=spec.image_dockerfile, cmd=[spec.handler], exclude=_IMAGE_EXCLUDES
+                    str(LAMBDAS_DIR),
+                    file=spec.image_dockerfile,
+                    cmd=[spec.handler],
+                    exclude=_IMAGE_EXCLUDES,
+                    # Built for the function's X86_64 architecture on any deploying machine (arm64 too).
+                    platform=ecr_assets.Platform.LINUX_AMD64,
                 ),
                 architecture=lambda_.Architecture.X86_64,
                 **common,  # type: ignore[arg-type]

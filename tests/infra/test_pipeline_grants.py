@@ -15,13 +15,13 @@ from bedrock_pipeline import function_catalogue as catalogue
 from tests.infra.conftest import Synthesized
 
 # Queues each function sends to. Ingest: SqsWorkQueue.send (work items). Evaluator: dead_letter.reject
-# parks a job that can never run in its queue's DLQ. Runner and benchmark send nothing; consuming their
+# parks a job that can never run in its queue's DLQ. Runner sends nothing; the benchmark only its failed async invocations (Lambda sends the on-failure record with the function role). Consuming their
 # own queue (receive, delete, change visibility for back-off) comes with the event source.
 SENDS_TO = {
     "ingest": {"work"},
     "runner": set(),
     "evaluator": {"evaluation-dlq"},
-    "benchmark": set(),
+    "benchmark": {"benchmark-async-failures"},  # Lambda's on-failure destination, sent with its role
 }
 # Prompt-bucket keys each function reads. Ingest: the prompt file. Runner: cached model responses and
 # item results under results/ (S3AnswerCache, S3ResultStore.item_results). Evaluator: a dataset anywhere in
@@ -72,6 +72,12 @@ def _labels(synth: Synthesized) -> dict[str, str]:
         labels[queue_id] = spec.queue.role
         dlq_id = resources[queue_id]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
         labels[dlq_id] = f"{spec.queue.role}-dlq"
+    for config in synth.resources("pipeline", "AWS::Lambda::EventInvokeConfig").values():
+        props = config["Properties"]
+        destination = props.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+        if destination:
+            (spec,) = [f for f in catalogue.FUNCTIONS if f.handler == functions[props["FunctionName"]["Ref"]]]
+            labels[destination["Fn::GetAtt"][0]] = f"{spec.name}-async-failures"
     for lid in synth.resources("pipeline", "AWS::S3::Bucket"):
         if lid.startswith("PromptsBucket"):
             labels[lid] = "prompts"

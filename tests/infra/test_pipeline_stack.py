@@ -86,6 +86,7 @@ DEPLOYED_LOGICAL_IDS = {
         "WorkQueueDlqD0816F74",
         "EvaluationQueue1E8CF1D2",
         "EvaluationQueueDlqAA19CABD",
+        "BenchmarkAsyncFailures954378D8",  # added by issue #16 (the benchmark's on-failure destination)
     },
     "AWS::CloudWatch::Dashboard": {"Dashboard9E4231ED"},  # named: a second one by that name would clash
 }

@@ -111,7 +111,7 @@ def test_given_the_containers_when_synthesized_then_secrets_come_from_secrets_ma
 ) -> None:
     expected = {"data": {"POSTGRES_USER", "POSTGRES_PASSWORD"},
                 "mlflow": {"DB_USERNAME", "DB_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD",
-                           "MLFLOW_FLASK_SERVER_SECRET_KEY"}}  # fmt: skip
+                           "MLFLOW_PIPELINE_USERNAME", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"}}  # fmt: skip
     for stack, names in expected.items():
         container = _container(synthesized, stack)
         assert {s["Name"] for s in container["Secrets"]} == names

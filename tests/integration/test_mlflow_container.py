@@ -6,6 +6,7 @@ basic auth and proxied artifacts, and must honour the environment contract the C
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import boto3
 import psycopg
@@ -29,6 +31,7 @@ POSTGRES_ADMIN_URI = os.environ.get(
     "PIPELINE_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 ADMIN = ("admin", "Integration-Test-Passw0rd-1234")
+PIPELINE = ("bedrock-pipeline", "Pipeline-Test-Passw0rd-5678")
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -115,6 +118,8 @@ def _container_env(database: str, s3_url: str, bucket: str, port: int) -> dict[s
         "MLFLOW_ALLOWED_HOSTS": f"127.0.0.1:{port},MLflow.Bedrock-Mlflow.Internal:5000",
         "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
         "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
+        "MLFLOW_PIPELINE_USERNAME": PIPELINE[0],
+        "MLFLOW_PIPELINE_PASSWORD": PIPELINE[1],
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "integration-test-flask-secret",
         "MLFLOW_HOST": "127.0.0.1",
         "MLFLOW_PORT": str(port),
@@ -227,3 +232,86 @@ def test_given_a_missing_artifact_destination_when_the_entrypoint_starts_then_it
     result = subprocess.run([sys.executable, str(START_SCRIPT)], env=env, capture_output=True, timeout=60)
     assert result.returncode == 2
     assert b"MLFLOW_ARTIFACTS_DESTINATION must be set" in result.stderr
+
+
+def _start_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mlflow_start", START_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def _database_uri(database: str) -> str:
+    env = _container_env(database, "http://127.0.0.1:9", "unused", 5000)
+    return str(_start_module().backend_store_uri(env))
+
+
+def _status(server: Server, auth: tuple[str, str]) -> int:
+    api = f"{server.url}/api/2.0/mlflow/experiments/search"
+    return requests.get(api, params={"max_results": 1}, auth=auth, timeout=5).status_code
+
+
+def test_given_the_pipeline_user_when_it_logs_then_it_writes_its_own_runs_but_cannot_administer(
+    server: Server,
+) -> None:
+    api = f"{server.url}/api/2.0/mlflow"
+    created = requests.post(f"{api}/experiments/create", json={"name": f"pipe-{uuid.uuid4().hex[:8]}"},
+                            auth=PIPELINE, timeout=5)  # fmt: skip
+    assert created.status_code == 200, created.text
+    run = requests.post(f"{api}/runs/create", json={"experiment_id": created.json()["experiment_id"]},
+                        auth=PIPELINE, timeout=5)  # fmt: skip
+    assert run.status_code == 200, run.text
+    # Not an admin: it cannot create users, nor write into an experiment a person (the admin) created.
+    new_user = requests.post(f"{api}/users/create", json={"username": "mallory", "password": "x" * 16},
+                             auth=PIPELINE, timeout=5)  # fmt: skip
+    assert new_user.status_code == 403
+    theirs = requests.post(f"{api}/experiments/create", json={"name": f"people-{uuid.uuid4().hex[:8]}"},
+                           auth=ADMIN, timeout=5).json()["experiment_id"]  # fmt: skip
+    denied = requests.post(f"{api}/runs/create", json={"experiment_id": theirs}, auth=PIPELINE, timeout=5)
+    assert denied.status_code == 403
+
+
+def test_given_secrets_replaced_when_the_entrypoint_reconciles_then_the_stored_passwords_follow_them(
+    server: Server,
+) -> None:
+    """What a recreated stack or a rotated secret does: the user store keeps the old passwords until the
+    start-up script sets them from the secrets; a second start changes nothing."""
+    start = _start_module()
+    uri = _database_uri(server.database)
+    admin2 = (ADMIN[0], "Rotated-Admin-Passw0rd-0001")
+    pipeline2 = (PIPELINE[0], "Rotated-Pipeline-Passw0rd-0002")
+    wanted = [start.Account(*admin2, True), start.Account(*pipeline2, False)]
+    try:
+        changes = start.migrate(uri, wanted)
+        assert changes == [f"password of {ADMIN[0]} set from its secret",
+                           f"password of {PIPELINE[0]} set from its secret"]  # fmt: skip
+        assert _status(server, admin2) == 200 and _status(server, pipeline2) == 200
+        assert _status(server, ADMIN) == 401 and _status(server, PIPELINE) == 401
+        assert start.migrate(uri, wanted) == []  # idempotent
+    finally:  # the other tests of this module use the original passwords
+        start.migrate(uri, [start.Account(*ADMIN, True), start.Account(*PIPELINE, False)])
+    assert _status(server, ADMIN) == 200 and _status(server, PIPELINE) == 200
+
+
+def test_given_a_pipeline_user_promoted_by_hand_when_the_entrypoint_reconciles_then_it_is_plain_again(
+    server: Server,
+) -> None:
+    start = _start_module()
+    uri = _database_uri(server.database)
+    promote = requests.patch(f"{server.url}/api/2.0/mlflow/users/update-admin",
+                             json={"username": PIPELINE[0], "is_admin": True}, auth=ADMIN, timeout=5)  # fmt: skip
+    assert promote.status_code == 200
+    changes = start.migrate(uri, [start.Account(*ADMIN, True), start.Account(*PIPELINE, False)])
+    assert changes == [f"admin flag of {PIPELINE[0]} set to False"]
+
+
+def test_given_the_same_name_for_admin_and_pipeline_when_the_entrypoint_starts_then_it_refuses(
+    database: str,
+) -> None:
+    env = _container_env(database, "http://127.0.0.1:9", "unused", _free_port())
+    env["MLFLOW_PIPELINE_USERNAME"] = ADMIN[0]
+    result = subprocess.run([sys.executable, str(START_SCRIPT)], env=env, capture_output=True, timeout=60)
+    assert result.returncode == 2
+    assert b"MLFLOW_PIPELINE_USERNAME must differ" in result.stderr
