@@ -95,3 +95,16 @@ def test_a_redriven_item_that_fails_again_stays_failed_and_final(ledger: JobLedg
 
 def test_counts_of_an_unknown_job_is_none(ledger: JobLedger) -> None:
     assert ledger.counts("nope") is None
+
+
+def test_a_redelivered_job_is_known_as_enqueued_and_retries_add_up_on_the_job(ledger: JobLedger) -> None:
+    """Given a job registered and enqueued, when its event comes again, then register says so (ingest
+    enqueues nothing twice); retries counted concurrently all land on the job's counters."""
+    assert ledger.register(_job("j5"), expected=3, rejected_lines=0) is False  # new: enqueue it
+    assert ledger.register(_job("j5"), expected=3, rejected_lines=0) is False  # not marked yet: again
+    ledger.mark_enqueued("j5")
+    assert ledger.register(_job("j5"), expected=3, rejected_lines=0) is True
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda _: ledger.count_retry("j5"), range(4)))
+    counts = ledger.counts("j5")
+    assert counts is not None and counts.retries == 4 and counts.ended == 0
