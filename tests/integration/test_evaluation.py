@@ -18,7 +18,9 @@ from bedrock_pipeline.evaluation.dead_letter import REJECT_REASON_ATTRIBUTE
 from local_stack.bedrock_emulator.server import EmulatorServer
 from local_stack.event_pump import EventPump, QueueRoute
 from local_stack.resources import LocalResources, handler_environment
-from pipeline_cli.evaluate import send_job
+from pipeline_cli.evaluate import send_job, wait_for_evaluation
+from pipeline_cli.status import print_status
+from pipeline_cli.target import Target
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "batch_prompts" / "eval"
 GOOD_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -34,6 +36,17 @@ class EvalStack:
     s3: Any
     sqs: Any
     emulator: EmulatorServer
+    mlflow_uri: str
+
+    def target(self) -> Target:
+        """The CLI's view of this stack (its clients find moto through the test's AWS environment)."""
+        return Target(
+            name="tests",
+            bucket=self.resources.bucket,
+            jobs_table=self.resources.jobs_table,
+            mlflow_uri=self.mlflow_uri,
+            client_kwargs={},
+        )
 
     def enqueue(self, job: dict[str, Any]) -> str:
         return str(send_job(self.sqs, self.resources.evaluation.url, job).job_id)
@@ -112,7 +125,12 @@ def eval_stack(
     pump.start()
     try:
         yield EvalStack(
-            resources, MlflowClient(tracking_uri=mlflow_server_postgres), s3, boto3.client("sqs"), emulator
+            resources,
+            MlflowClient(tracking_uri=mlflow_server_postgres),
+            s3,
+            boto3.client("sqs"),
+            emulator,
+            mlflow_server_postgres,
         )
     finally:
         pump.stop()
@@ -135,9 +153,20 @@ def test_job_answers_scores_and_compares_models(eval_stack: EvalStack) -> None:
     its assessments, the judge was called through the emulator, and the parent run ranks the strong model."""
     eval_stack.emulator.configure(GOOD_MODEL, accuracy=1.0)
     eval_stack.emulator.configure(WEAK_MODEL, accuracy=0.4)
-    job_id = eval_stack.enqueue(example_job(experiment="tests/eval-happy"))
+    sent = send_job(
+        eval_stack.sqs, eval_stack.resources.evaluation.url, example_job(experiment="tests/eval-happy")
+    )
+    job_id = str(sent.job_id)
 
-    comparison = json.loads(eval_stack.wait_for_object(f"results/{job_id}/comparison.json", timeout=80))
+    # What `evaluate --wait` does: wait for the comparison, print the table, check the gates.
+    target = eval_stack.target()
+    outcome = wait_for_evaluation(target, sent, None, 80, progress=False)
+    assert outcome is not None and outcome.comparison is not None
+    assert outcome.print({"correctness_judge": 0.5}) == 0
+    assert outcome.print({"correctness_judge": 1.01}) == 1  # the gate is not met: CI fails
+    assert print_status(target, job_id) == 0
+
+    comparison = json.loads(eval_stack.wait_for_object(f"results/{job_id}/comparison.json", timeout=5))
 
     assert comparison["bestModel"] == GOOD_MODEL
     assert comparison["primaryMetric"] == "correctness_judge"
