@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from bedrock_pipeline import settings
 from bedrock_pipeline.benchmark import settings as bench
 from bedrock_pipeline.ledger import JobLedger
+from bedrock_pipeline.ports import JobCounts
 from bedrock_pipeline.results import format_table, summarize
 from bedrock_pipeline.storage import S3ResultStore
 from pipeline_cli.errors import EXIT_FAILURE
@@ -51,7 +52,7 @@ def get_jsonl(target: Target, key: str) -> list[dict[str, Any]]:
 def print_status(target: Target, job_id: str) -> int:
     state = JobLedger(target.client("dynamodb"), target.jobs_table).state(job_id)
     if state is not None:
-        return _batch_status(target, job_id)
+        return _batch_status(target, job_id, state.counts)
     evaluation = evaluation_outcome(target, job_id)
     if evaluation is not None:
         return evaluation.print()
@@ -65,9 +66,7 @@ def print_status(target: Target, job_id: str) -> int:
     return EXIT_FAILURE
 
 
-def _batch_status(target: Target, job_id: str) -> int:
-    counts = JobLedger(target.client("dynamodb"), target.jobs_table).counts(job_id)
-    assert counts is not None
+def _batch_status(target: Target, job_id: str, counts: JobCounts) -> int:
     errors_uri = f"s3://{target.bucket}/{settings.RESULTS_PREFIX}{job_id}/errors.jsonl"
     progress = (
         f"{counts.ended}/{counts.expected} items ended ({counts.succeeded} succeeded, {counts.failed} "

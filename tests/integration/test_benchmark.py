@@ -19,6 +19,8 @@ from mlflow.artifacts import download_artifacts
 
 from handlers import runtime
 from local_stack.event_pump import LambdaContext
+from pipeline_cli.status import print_status
+from pipeline_cli.target import Target
 from tests.integration.harness import Stack
 
 pytestmark = pytest.mark.integration
@@ -129,6 +131,13 @@ def test_a_scheduled_run_records_its_figures_per_model(
     per_model = [e for e in _emf_lines(capsys.readouterr().out) if "model" in e]
     assert {e["model"] for e in per_model} == {HAIKU, NOVA}
     assert all(e["BenchmarkRegressions"] == [0.0] for e in per_model)
+
+    # `status <benchmark run id>` finds the run's summary like a batch job's (clients via the test's env).
+    target = Target("tests", bench.resources.bucket, bench.resources.jobs_table, "", {})
+    assert print_status(target, result["benchmarkRunId"]) == 0
+    assert f"benchmark run {result['benchmarkRunId']}: finished; suite core-v1; 0 regression(s)" in (
+        capsys.readouterr().out
+    )
 
 
 def test_regressions_are_flagged_when_the_model_gets_slower_less_accurate_or_fails(
