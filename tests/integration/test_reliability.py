@@ -426,7 +426,7 @@ def test_bad_files_are_reported_and_never_poison_the_ingest_queue(
 
     for job_id in (binary, utf16, empty, oversized):
         p.wait(job_id)
-    expected = {binary: "no valid record", utf16: "UTF-16", empty: "empty"}
+    expected = {binary: "binary", utf16: "UTF-16", empty: "empty"}  # each rejected whole, with one reason
     for job_id, words in expected.items():
         errors = p.results(job_id, "errors.jsonl")
         assert errors and all(e["reason"] for e in errors)
