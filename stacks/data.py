@@ -16,6 +16,7 @@ from aws_cdk import aws_servicediscovery as servicediscovery
 from constructs import Construct, IConstruct
 
 from stacks.constructs.alarm_topic import alarm_topic, notify, running_tasks_alarm
+from stacks.constructs.egress import allow_https_to_endpoints
 from stacks.constructs.hardened_bucket import HardenedBucket, access_log_bucket
 from stacks.constructs.pipeline_function import retention_days
 from stacks.settings import PlatformSettings
@@ -46,6 +47,8 @@ class DataStack(cdk.Stack):
         settings: PlatformSettings,
         vpc: ec2.IVpc,
         namespace: servicediscovery.IPrivateDnsNamespace,
+        endpoint_security_group: ec2.ISecurityGroup,
+        s3_prefix_list: str,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -122,6 +125,14 @@ class DataStack(cdk.Stack):
             performance_mode=efs.PerformanceMode.GENERAL_PURPOSE,
             throughput_mode=efs.ThroughputMode.ELASTIC,
             removal_policy=cdk.RemovalPolicy.RETAIN,
+            # The mount targets only answer NFS; they start no connection (security groups are stateful).
+            security_group=ec2.SecurityGroup(
+                self,
+                "PgDataSg",
+                vpc=vpc,
+                description="EFS mount targets of the PostgreSQL data: NFS from the PostgreSQL task only",
+                allow_all_outbound=False,
+            ),
         )
         access_point = self.file_system.add_access_point(
             "PgDataAccessPoint",
@@ -186,8 +197,14 @@ class DataStack(cdk.Stack):
             "PostgresSg",
             vpc=vpc,
             description="PostgreSQL task: ingress only from the MLflow service (added by that stack)",
-            # Isolated subnets: outbound can only reach the VPC endpoints and EFS, nothing beyond.
-            allow_all_outbound=True,
+            # Outbound: image pulls (ECR endpoints, layers from S3), logs, secrets, and NFS to its EFS
+            # (that rule comes with the file system's connection below). stacks/constructs/egress.py.
+            allow_all_outbound=False,
+        )
+        allow_https_to_endpoints(
+            self.postgres_security_group,
+            endpoint_security_group=endpoint_security_group,
+            gateway_prefix_lists={"S3": s3_prefix_list},
         )
         self.postgres_service = ecs.FargateService(
             self,
