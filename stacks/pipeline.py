@@ -171,8 +171,9 @@ class PipelineStack(cdk.Stack):
                 cdk.Validations.of(child).acknowledge(
                     cdk.Acknowledgment(
                         id=f"AwsSolutions-IAM4[Policy::{_MANAGED_POLICY_PREFIX}AWSLambdaBasicExecutionRole]",
-                        reason="CDK's bucket-notification handler: the AWS-managed basic execution role "
-                        "writes only its own logs.",
+                        reason="CDK's bucket-notification handler, run only while the stack deploys: "
+                        "the AWS-managed basic execution role allows logs:CreateLogGroup/CreateLogStream/"
+                        "PutLogEvents on '*' (any log group of the account, not only its own).",
                     )
                 )
 

@@ -386,3 +386,26 @@ def test_given_the_dynamodb_gateway_endpoint_when_synthesized_then_it_reaches_on
     for statement in statements:
         resource = json.dumps(statement["Resource"])
         assert "AWS::AccountId" in resource and ":table/" in resource, statement
+
+
+def _acknowledgments(synth: Synthesized) -> list[tuple[str, str, str]]:
+    """(construct path, acknowledged rule, reason) from every stack's cloud-assembly metadata."""
+    found: list[tuple[str, str, str]] = []
+    for metadata in synth.outdir.glob("*.metadata.json"):
+        for path, entries in json.loads(metadata.read_text()).items():
+            for entry in entries:
+                if entry["type"] == "aws:cdk:acknowledged-rules":
+                    found.extend((path, rule, reason) for rule, reason in entry["data"].items())
+    return found
+
+
+def test_given_the_basic_execution_role_when_acknowledged_then_the_reason_says_it_allows_any_log_group(
+    synthesized: Synthesized,
+) -> None:
+    # AWSLambdaBasicExecutionRole (and the VPC access role) allow logs:CreateLogGroup, CreateLogStream and
+    # PutLogEvents on "*": any log group of the account, not only the function's own.
+    basic = [(p, r) for p, rule, r in _acknowledgments(synthesized) if "AWSLambdaBasicExecutionRole" in rule]
+    assert basic
+    for path, reason in basic:
+        assert "own logs" not in reason, path
+        assert "'*'" in reason and "any log group" in reason, path
