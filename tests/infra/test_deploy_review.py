@@ -409,3 +409,11 @@ def test_given_the_basic_execution_role_when_acknowledged_then_the_reason_says_i
     for path, reason in basic:
         assert "own logs" not in reason, path
         assert "'*'" in reason and "any log group" in reason, path
+
+
+def test_given_the_vpc_when_deployed_then_its_default_security_group_loses_its_rules(
+    synthesized: Synthesized,
+) -> None:
+    # restrict_default_security_group: a CDK custom resource revokes the default group's allow-all rules.
+    (restrict,) = synthesized.resources("network", "Custom::VpcRestrictDefaultSG").values()
+    assert "DefaultSecurityGroup" in json.dumps(restrict["Properties"]["DefaultSecurityGroupId"])
