@@ -9,6 +9,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_efs as efs
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -133,6 +134,12 @@ class DataStack(cdk.Stack):
                 description="EFS mount targets of the PostgreSQL data: NFS from the PostgreSQL task only",
                 allow_all_outbound=False,
             ),
+            # Not "anonymous access allowed": this only stops CDK from adding its default statement, which
+            # grants ClientRootAccess and ClientWrite to any principal ("*") reaching a mount target. The
+            # policy added below names the PostgreSQL task role instead; with a file-system policy that grants
+            # nothing to "*", NFS clients without IAM authorization are refused ("Using IAM to control file
+            # system data access", https://docs.aws.amazon.com/efs/latest/ug/iam-access-control-nfs-efs.html).
+            allow_anonymous_access=True,
         )
         access_point = self.file_system.add_access_point(
             "PgDataAccessPoint",
@@ -159,6 +166,15 @@ class DataStack(cdk.Stack):
             ),
         )
         self.file_system.grant_read_write(task.task_role)
+        # Mount and write, through a mount target, for the PostgreSQL task role only. No root access: the
+        # access point makes every request run as the postgres user (uid 999).
+        self.file_system.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[task.task_role],
+                actions=["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
+                conditions={"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}},
+            )
+        )
         log_group = logs.LogGroup(
             self,
             "PostgresLogs",

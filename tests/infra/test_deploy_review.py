@@ -417,3 +417,17 @@ def test_given_the_vpc_when_deployed_then_its_default_security_group_loses_its_r
     # restrict_default_security_group: a CDK custom resource revokes the default group's allow-all rules.
     (restrict,) = synthesized.resources("network", "Custom::VpcRestrictDefaultSG").values()
     assert "DefaultSecurityGroup" in json.dumps(restrict["Properties"]["DefaultSecurityGroupId"])
+
+
+def test_given_the_postgres_file_system_when_its_policy_is_read_then_only_the_task_role_may_mount_it(
+    synthesized: Synthesized,
+) -> None:
+    (file_system,) = synthesized.resources("data", "AWS::EFS::FileSystem").values()
+    (task,) = synthesized.resources("data", "AWS::ECS::TaskDefinition").values()
+    task_role = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+    statements = file_system["Properties"]["FileSystemPolicy"]["Statement"]
+    assert statements
+    for statement in statements:
+        assert statement["Principal"] == {"AWS": {"Fn::GetAtt": [task_role, "Arn"]}}, statement
+        assert "elasticfilesystem:ClientRootAccess" not in json.dumps(statement["Action"]), statement
+        assert statement["Condition"]["Bool"] == {"elasticfilesystem:AccessedViaMountTarget": "true"}
