@@ -9,6 +9,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_efs as efs
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -16,6 +17,7 @@ from aws_cdk import aws_servicediscovery as servicediscovery
 from constructs import Construct, IConstruct
 
 from stacks.constructs.alarm_topic import alarm_topic, notify, running_tasks_alarm
+from stacks.constructs.egress import allow_https_to_endpoints
 from stacks.constructs.hardened_bucket import HardenedBucket, access_log_bucket
 from stacks.constructs.pipeline_function import retention_days
 from stacks.settings import PlatformSettings
@@ -46,6 +48,8 @@ class DataStack(cdk.Stack):
         settings: PlatformSettings,
         vpc: ec2.IVpc,
         namespace: servicediscovery.IPrivateDnsNamespace,
+        endpoint_security_group: ec2.ISecurityGroup,
+        s3_prefix_list: str,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -122,6 +126,20 @@ class DataStack(cdk.Stack):
             performance_mode=efs.PerformanceMode.GENERAL_PURPOSE,
             throughput_mode=efs.ThroughputMode.ELASTIC,
             removal_policy=cdk.RemovalPolicy.RETAIN,
+            # The mount targets only answer NFS; they start no connection (security groups are stateful).
+            security_group=ec2.SecurityGroup(
+                self,
+                "PgDataSg",
+                vpc=vpc,
+                description="EFS mount targets of the PostgreSQL data: NFS from the PostgreSQL task only",
+                allow_all_outbound=False,
+            ),
+            # Not "anonymous access allowed": this only stops CDK from adding its default statement, which
+            # grants ClientRootAccess and ClientWrite to any principal ("*") reaching a mount target. The
+            # policy added below names the PostgreSQL task role instead; with a file-system policy that grants
+            # nothing to "*", NFS clients without IAM authorization are refused ("Using IAM to control file
+            # system data access", https://docs.aws.amazon.com/efs/latest/ug/iam-access-control-nfs-efs.html).
+            allow_anonymous_access=True,
         )
         access_point = self.file_system.add_access_point(
             "PgDataAccessPoint",
@@ -148,6 +166,15 @@ class DataStack(cdk.Stack):
             ),
         )
         self.file_system.grant_read_write(task.task_role)
+        # Mount and write, through a mount target, for the PostgreSQL task role only. No root access: the
+        # access point makes every request run as the postgres user (uid 999).
+        self.file_system.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[task.task_role],
+                actions=["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
+                conditions={"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}},
+            )
+        )
         log_group = logs.LogGroup(
             self,
             "PostgresLogs",
@@ -186,8 +213,14 @@ class DataStack(cdk.Stack):
             "PostgresSg",
             vpc=vpc,
             description="PostgreSQL task: ingress only from the MLflow service (added by that stack)",
-            # Isolated subnets: outbound can only reach the VPC endpoints and EFS, nothing beyond.
-            allow_all_outbound=True,
+            # Outbound: image pulls (ECR endpoints, layers from S3), logs, secrets, and NFS to its EFS
+            # (that rule comes with the file system's connection below). stacks/constructs/egress.py.
+            allow_all_outbound=False,
+        )
+        allow_https_to_endpoints(
+            self.postgres_security_group,
+            endpoint_security_group=endpoint_security_group,
+            gateway_prefix_lists={"S3": s3_prefix_list},
         )
         self.postgres_service = ecs.FargateService(
             self,

@@ -19,6 +19,7 @@ from constructs import Construct
 
 from bedrock_pipeline import settings as pipeline_settings
 from stacks.constructs.alarm_topic import notify, running_tasks_alarm
+from stacks.constructs.egress import allow_https_to_endpoints
 from stacks.constructs.pipeline_function import retention_days
 from stacks.data import ECR_AUTH_WILDCARD, IMAGE_PLATFORM, TASK_RUNTIME_PLATFORM
 from stacks.settings import PlatformSettings
@@ -48,6 +49,8 @@ class MlflowServiceStack(cdk.Stack):
         database_name: str,
         postgres_service: ecs.FargateService,
         alarm_topic: sns.ITopic,
+        endpoint_security_group: ec2.ISecurityGroup,
+        s3_prefix_list: str,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -185,10 +188,15 @@ class MlflowServiceStack(cdk.Stack):
             "ServiceSg",
             vpc=vpc,
             description="MLflow tasks: :5000 from the ALB and the pipeline Lambdas only",
-            # Isolated subnets: outbound reaches only VPC endpoints, the S3 gateway and PostgreSQL.
-            allow_all_outbound=True,
+            # Outbound: image pulls, logs and secrets (endpoints), the artifact bucket and image layers (S3
+            # gateway), and PostgreSQL (its rule comes with allow_to below). stacks/constructs/egress.py.
+            allow_all_outbound=False,
         )
-        _acknowledge_open_egress(self.service_security_group)
+        allow_https_to_endpoints(
+            self.service_security_group,
+            endpoint_security_group=endpoint_security_group,
+            gateway_prefix_lists={"S3": s3_prefix_list},
+        )
         self.service = ecs.FargateService(
             self,
             "Service",
@@ -294,13 +302,3 @@ class MlflowServiceStack(cdk.Stack):
             export_name=f"{settings.prefix}-mlflow-credentials-secret-arn",
         )
         cdk.CfnOutput(self, "MlflowPrivateTrackingUri", value=self.tracking_uri)
-
-
-def _acknowledge_open_egress(group: ec2.SecurityGroup) -> None:
-    cdk.Validations.of(group).acknowledge(
-        cdk.Acknowledgment(
-            id="Annotation::@aws-cdk/aws-ec2:ipv4IgnoreEgressRule",
-            reason="Outbound is already open (isolated subnets: it cannot leave the VPC); the explicit "
-            "egress rule CDK skips would add nothing.",
-        )
-    )

@@ -8,6 +8,7 @@ retained bucket and jobs table), which tests/infra/test_pipeline_stack.py guards
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -32,6 +33,7 @@ from stacks.constructs import HardenedBucket, PipelineFunction, QueueWithDlq
 from stacks.constructs.alarm_topic import notify
 from stacks.constructs.benchmark_schedule import RESULTS_PREFIX as BENCHMARK_RESULTS_PREFIX
 from stacks.constructs.benchmark_schedule import SUITES_PREFIX, schedule_benchmark
+from stacks.constructs.egress import allow_https_to_endpoints
 from stacks.constructs.pipeline_monitoring import add_alarms_and_dashboard
 from stacks.constructs.scoped_grants import grant_read_keys, grant_write_keys
 from stacks.settings import PlatformSettings, bedrock_invoke_resource_arns
@@ -62,6 +64,8 @@ class PipelineStack(cdk.Stack):
         mlflow_port: int,
         mlflow_credentials_secret: secretsmanager.ISecret,
         alarm_topic: sns.ITopic,
+        endpoint_security_group: ec2.ISecurityGroup,
+        gateway_prefix_lists: Mapping[str, str],
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -73,6 +77,13 @@ class PipelineStack(cdk.Stack):
         self._notify_ingest_of_prompt_files()
         self.idempotency_table, self.jobs_table = self._build_tables()
         self.function_security_group = self._build_security_group(vpc, mlflow_service, mlflow_port)
+        # Outbound: SQS, Secrets Manager and Bedrock runtime (endpoints), the prompt bucket and the tables
+        # (S3 and DynamoDB gateways), MLflow on 5000. stacks/constructs/egress.py.
+        allow_https_to_endpoints(
+            self.function_security_group,
+            endpoint_security_group=endpoint_security_group,
+            gateway_prefix_lists=gateway_prefix_lists,
+        )
         self.functions = self._build_functions(settings, vpc, mlflow_credentials_secret)
         self._connect_event_sources(settings)
 
@@ -160,8 +171,9 @@ class PipelineStack(cdk.Stack):
                 cdk.Validations.of(child).acknowledge(
                     cdk.Acknowledgment(
                         id=f"AwsSolutions-IAM4[Policy::{_MANAGED_POLICY_PREFIX}AWSLambdaBasicExecutionRole]",
-                        reason="CDK's bucket-notification handler: the AWS-managed basic execution role "
-                        "writes only its own logs.",
+                        reason="CDK's bucket-notification handler, run only while the stack deploys: "
+                        "the AWS-managed basic execution role allows logs:CreateLogGroup/CreateLogStream/"
+                        "PutLogEvents on '*' (any log group of the account, not only its own).",
                     )
                 )
 
@@ -195,15 +207,8 @@ class PipelineStack(cdk.Stack):
             self,
             "FunctionSg",
             vpc=vpc,
-            description="Pipeline Lambdas: no ingress; egress stays inside the VPC (isolated subnets)",
-            allow_all_outbound=True,
-        )
-        cdk.Validations.of(group).acknowledge(
-            cdk.Acknowledgment(
-                id="Annotation::@aws-cdk/aws-ec2:ipv4IgnoreEgressRule",
-                reason="Outbound is already open (isolated subnets: it cannot leave the VPC); the explicit "
-                "egress rule CDK skips would add nothing.",
-            )
+            description="Pipeline Lambdas: no ingress; egress only to the endpoints, gateways and MLflow",
+            allow_all_outbound=False,
         )
         # Consumer-side rule: the MLflow stack keeps no dependency on this one.
         group.connections.allow_to(

@@ -48,8 +48,21 @@ def build_platform(app: cdk.App) -> Platform:
         "env": cdk.Environment(region=settings.resolved_region(os.environ)),
     }
     network = NetworkStack(app, f"{STACK_PREFIX}-Network", settings=settings, **common)
+    # What every workload's security group may reach besides its peers (stacks/constructs/egress.py).
+    endpoints = {
+        "endpoint_security_group": network.endpoint_security_group,
+        "gateway_prefix_lists": network.gateway_prefix_lists,
+    }
     data = DataStack(
-        app, f"{STACK_PREFIX}-Data", settings=settings, vpc=network.vpc, namespace=network.namespace, **common
+        app,
+        f"{STACK_PREFIX}-Data",
+        settings=settings,
+        vpc=network.vpc,
+        namespace=network.namespace,
+        endpoint_security_group=network.endpoint_security_group,
+        # PostgreSQL uses no DynamoDB: S3 only, for its image layers.
+        s3_prefix_list=network.gateway_prefix_lists["S3"],
+        **common,
     )
     mlflow = MlflowServiceStack(
         app,
@@ -68,6 +81,8 @@ def build_platform(app: cdk.App) -> Platform:
         database_name=data.database_name,
         postgres_service=data.postgres_service,
         alarm_topic=data.alarm_topic,
+        endpoint_security_group=network.endpoint_security_group,
+        s3_prefix_list=network.gateway_prefix_lists["S3"],
         **common,
     )
     pipeline = PipelineStack(
@@ -81,6 +96,7 @@ def build_platform(app: cdk.App) -> Platform:
         # The pipeline's own MLflow user; no Lambda can read the admin secret.
         mlflow_credentials_secret=data.mlflow_pipeline_secret,
         alarm_topic=data.alarm_topic,
+        **endpoints,
         **common,
     )
     return Platform(app, settings, network, data, mlflow, pipeline)

@@ -70,7 +70,9 @@ def _acknowledge_suite_deployment(scope: Construct, bucket: s3.IBucket) -> None:
         "AwsSolutions-L1": "CDK's BucketDeployment handler: its runtime is chosen by aws-cdk-lib, "
         "it runs only during deployments.",
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]": (
-            "CDK's BucketDeployment handler: the AWS-managed basic execution role writes only its own logs."
+            "CDK's BucketDeployment handler, run only while the stack deploys: the AWS-managed basic "
+            "execution role allows logs:CreateLogGroup/CreateLogStream/PutLogEvents on '*' (any log group "
+            "of the account, not only its own); CDK gives no way to replace it on this handler."
         ),
         **{
             f"AwsSolutions-IAM5[Action::s3:{action}]": "BucketDeployment's grant on the CDK asset "

@@ -100,9 +100,15 @@ LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
 _IMAGE_EXCLUDES = ["**/__pycache__", "**/*.pyc"]
 # What CDK attaches to a function in a VPC.
 _MANAGED_POLICIES = {
-    "AWSLambdaBasicExecutionRole": "AWS-managed basic execution role: it writes only the function's own logs.",
+    # Both AWS-managed policies also allow logs:CreateLogGroup/CreateLogStream/PutLogEvents on '*': a function
+    # could write to any log group of the account, though Lambda sends its logs to the function's own group
+    # (LoggingConfig). Replacing them with a hand-written role is possible but would not narrow the EC2
+    # actions, which have no resource-level form here.
+    "AWSLambdaBasicExecutionRole": "AWS-managed basic execution role: logs:CreateLogGroup/CreateLogStream/"
+    "PutLogEvents on '*' (any log group of the account, not only the function's own, to which Lambda "
+    "sends its logs); the VPC access role below grants the same logs actions anyway.",
     "AWSLambdaVPCAccessExecutionRole": "AWS-managed VPC role: ENI create/describe/delete, which the EC2 API "
-    "only authorizes on '*'.",
+    "only authorizes on '*', and the same logs actions on '*' as the basic execution role.",
 }
 
 _RETENTION = {

@@ -281,3 +281,153 @@ def test_given_the_postgres_image_when_built_then_it_is_the_current_16_minor() -
     dockerfile = (Path(__file__).resolve().parents[2] / "containers" / "postgres" / "Dockerfile").read_text()
     (base,) = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
     assert base == "postgres:16.16-bookworm"  # the 16.x minor current in November 2026
+
+
+# --- 6. Egress stays on the paths the workloads use; gateway endpoints reach only this account ---
+
+
+def _security_group_ids(synth: Synthesized) -> dict[str, str]:
+    """Logical id of every security group of the app, by its stack-qualified id."""
+    return dict((lid.split("/")[1], lid) for lid in synth.all_resources("AWS::EC2::SecurityGroup"))
+
+
+def _egress_rules(synth: Synthesized) -> list[tuple[str, dict[str, Any]]]:
+    """(owning group's logical id, rule) for inline and standalone egress rules of every template."""
+    rules: list[tuple[str, dict[str, Any]]] = []
+    for lid, group in synth.all_resources("AWS::EC2::SecurityGroup").items():
+        rules.extend((lid.split("/")[1], rule) for rule in group["Properties"].get("SecurityGroupEgress", []))
+    for rule in synth.all_resources("AWS::EC2::SecurityGroupEgress").values():
+        props = rule["Properties"]
+        owner = json.dumps(props["GroupId"])
+        (group_lid,) = [g for g in _security_group_ids(synth) if g in owner]
+        rules.append((group_lid, props))
+    return rules
+
+
+def test_given_every_security_group_when_synthesized_then_none_allows_egress_to_anywhere(
+    synthesized: Synthesized,
+) -> None:
+    rules = _egress_rules(synthesized)
+    assert rules
+    for owner, rule in rules:
+        assert rule.get("CidrIp") != "0.0.0.0/0", owner
+        assert rule.get("CidrIpv6") != "::/0", owner
+        assert rule.get("IpProtocol") != "-1" or rule.get("CidrIp") == "255.255.255.255/32", owner
+
+
+def _group(synth: Synthesized, prefix: str) -> str:
+    (lid,) = [lid for lid in _security_group_ids(synth) if lid.startswith(prefix)]
+    return lid
+
+
+@pytest.mark.parametrize(
+    ("source", "destination", "port"),
+    [
+        ("FunctionSg", "EndpointSg", 443),  # SQS, Secrets Manager, Bedrock runtime endpoints
+        ("FunctionSg", "S3PrefixListLookup", 443),  # the prompt bucket through the S3 gateway
+        ("FunctionSg", "DynamoDbPrefixListLookup", 443),  # jobs and idempotency tables
+        ("FunctionSg", "ServiceSg", 5000),  # MLflow through Cloud Map
+        ("ServiceSg", "EndpointSg", 443),  # ECR, logs, secrets
+        ("ServiceSg", "S3PrefixListLookup", 443),  # image layers and the artifact bucket
+        ("ServiceSg", "PostgresSg", 5432),
+        ("PostgresSg", "EndpointSg", 443),
+        ("PostgresSg", "S3PrefixListLookup", 443),  # image layers
+        ("PostgresSg", "PgData", 2049),  # its data on EFS
+    ],
+)
+def test_given_a_path_a_workload_needs_when_synthesized_then_an_egress_rule_allows_it(
+    synthesized: Synthesized, source: str, destination: str, port: int
+) -> None:
+    owner = _group(synthesized, source)
+    matching = [
+        rule
+        for group, rule in _egress_rules(synthesized)
+        if group == owner
+        and rule["IpProtocol"] == "tcp"
+        and rule["FromPort"] <= port <= rule["ToPort"]
+        and destination
+        in json.dumps(rule.get("DestinationSecurityGroupId", rule.get("DestinationPrefixListId")))
+    ]
+    assert matching, f"{source} -> {destination}:{port}"
+
+
+def _gateway_endpoint(synth: Synthesized, service: str) -> dict[str, Any]:
+    (endpoint,) = [
+        e["Properties"]
+        for e in synth.resources("network", "AWS::EC2::VPCEndpoint").values()
+        if e["Properties"].get("VpcEndpointType") == "Gateway"
+        and f'.{service}"' in json.dumps(e["Properties"]["ServiceName"])
+    ]
+    return endpoint
+
+
+def test_given_the_s3_gateway_endpoint_when_synthesized_then_it_reaches_only_this_accounts_buckets_and_ecr_layers(
+    synthesized: Synthesized,
+) -> None:
+    statements = _gateway_endpoint(synthesized, "s3").get("PolicyDocument", {}).get("Statement", [])
+    assert statements
+    account = {"Ref": "AWS::AccountId"}
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        conditions = statement.get("Condition", {})
+        if conditions:
+            assert conditions == {"StringEquals": {"s3:ResourceAccount": account}}, statement
+        else:  # AWS's ECR layer bucket, read-only
+            assert statement["Action"] == "s3:GetObject", statement
+            assert "prod-us-east-1-starport-layer-bucket/*" in json.dumps(statement["Resource"]), statement
+    assert any("s3:ResourceAccount" in json.dumps(s) for s in statements)
+
+
+def test_given_the_dynamodb_gateway_endpoint_when_synthesized_then_it_reaches_only_this_accounts_tables(
+    synthesized: Synthesized,
+) -> None:
+    statements = _gateway_endpoint(synthesized, "dynamodb").get("PolicyDocument", {}).get("Statement", [])
+    assert statements
+    for statement in statements:
+        resource = json.dumps(statement["Resource"])
+        assert "AWS::AccountId" in resource and ":table/" in resource, statement
+
+
+def _acknowledgments(synth: Synthesized) -> list[tuple[str, str, str]]:
+    """(construct path, acknowledged rule, reason) from every stack's cloud-assembly metadata."""
+    found: list[tuple[str, str, str]] = []
+    for metadata in synth.outdir.glob("*.metadata.json"):
+        for path, entries in json.loads(metadata.read_text()).items():
+            for entry in entries:
+                if entry["type"] == "aws:cdk:acknowledged-rules":
+                    found.extend((path, rule, reason) for rule, reason in entry["data"].items())
+    return found
+
+
+def test_given_the_basic_execution_role_when_acknowledged_then_the_reason_says_it_allows_any_log_group(
+    synthesized: Synthesized,
+) -> None:
+    # AWSLambdaBasicExecutionRole (and the VPC access role) allow logs:CreateLogGroup, CreateLogStream and
+    # PutLogEvents on "*": any log group of the account, not only the function's own.
+    basic = [(p, r) for p, rule, r in _acknowledgments(synthesized) if "AWSLambdaBasicExecutionRole" in rule]
+    assert basic
+    for path, reason in basic:
+        assert "own logs" not in reason, path
+        assert "'*'" in reason and "any log group" in reason, path
+
+
+def test_given_the_vpc_when_deployed_then_its_default_security_group_loses_its_rules(
+    synthesized: Synthesized,
+) -> None:
+    # restrict_default_security_group: a CDK custom resource revokes the default group's allow-all rules.
+    (restrict,) = synthesized.resources("network", "Custom::VpcRestrictDefaultSG").values()
+    assert "DefaultSecurityGroup" in json.dumps(restrict["Properties"]["DefaultSecurityGroupId"])
+
+
+def test_given_the_postgres_file_system_when_its_policy_is_read_then_only_the_task_role_may_mount_it(
+    synthesized: Synthesized,
+) -> None:
+    (file_system,) = synthesized.resources("data", "AWS::EFS::FileSystem").values()
+    (task,) = synthesized.resources("data", "AWS::ECS::TaskDefinition").values()
+    task_role = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+    statements = file_system["Properties"]["FileSystemPolicy"]["Statement"]
+    assert statements
+    for statement in statements:
+        assert statement["Principal"] == {"AWS": {"Fn::GetAtt": [task_role, "Arn"]}}, statement
+        assert "elasticfilesystem:ClientRootAccess" not in json.dumps(statement["Action"]), statement
+        assert statement["Condition"]["Bool"] == {"elasticfilesystem:AccessedViaMountTarget": "true"}
