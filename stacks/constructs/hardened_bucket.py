@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -54,6 +55,20 @@ def access_log_bucket(scope: Construct, construct_id: str, *, retention_days: in
             )
         ],
         removal_policy=cdk.RemovalPolicy.RETAIN,
+    )
+    # S3 delivers server access logs as the service principal logging.s3.amazonaws.com; AWS's S3 User
+    # Guide ("Enabling Amazon S3 server access logging") recommends aws:SourceAccount / aws:SourceArn
+    # conditions against the confused deputy. CDK conditions only the statements of buckets in this
+    # stack (the prompt bucket logs here from the Pipeline stack, whose ARN this stack cannot name
+    # without a cycle), so one Deny confines every delivery to buckets of this account.
+    bucket.add_to_resource_policy(
+        iam.PolicyStatement(
+            effect=iam.Effect.DENY,
+            principals=[iam.ServicePrincipal("logging.s3.amazonaws.com")],
+            actions=["s3:PutObject"],
+            resources=[bucket.arn_for_objects("*")],
+            conditions={"StringNotEquals": {"aws:SourceAccount": cdk.Aws.ACCOUNT_ID}},
+        )
     )
     cdk.Validations.of(bucket).acknowledge(
         cdk.Acknowledgment(

@@ -431,3 +431,26 @@ def test_given_the_postgres_file_system_when_its_policy_is_read_then_only_the_ta
         assert statement["Principal"] == {"AWS": {"Fn::GetAtt": [task_role, "Arn"]}}, statement
         assert "elasticfilesystem:ClientRootAccess" not in json.dumps(statement["Action"]), statement
         assert statement["Condition"]["Bool"] == {"elasticfilesystem:AccessedViaMountTarget": "true"}
+
+
+def test_given_the_access_log_bucket_when_s3_delivers_logs_then_only_for_this_accounts_buckets(
+    synthesized: Synthesized,
+) -> None:
+    """Point 11: S3's log delivery (a service principal) may write here only on behalf of this account's
+    buckets; the prompt bucket's own statement lives in another stack and cannot name its source."""
+    (policy,) = [
+        p
+        for p in synthesized.resources("data", "AWS::S3::BucketPolicy").values()
+        if "AccessLogs" in json.dumps(p["Properties"]["Bucket"])
+    ]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    guards = [
+        s
+        for s in statements
+        if s["Effect"] == "Deny"
+        and s.get("Principal") == {"Service": "logging.s3.amazonaws.com"}
+        and "s3:PutObject" in json.dumps(s["Action"])
+    ]
+    assert guards, "no statement confines S3 log delivery to this account"
+    (guard,) = guards
+    assert guard["Condition"] == {"StringNotEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
