@@ -212,6 +212,11 @@ def restart_service(
     old = next((p for p in processes if p.name == name), None)
     if old is None:
         raise ServiceStartError(f"{name} is not part of the running local stack (see `make status`)")
+    if old.adopted or not old.argv:
+        why = (
+            "was started by hand (adopted)" if old.adopted else "has no recorded command (an older `make up`)"
+        )
+        raise ServiceStartError(f"{name} {why}: restart it yourself, or `make down && make up`")
     old.stop()
     if old.port is not None and (busy := wait_until_ports_free([old.port])):
         raise ServiceStartError(
