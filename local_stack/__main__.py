@@ -1,4 +1,4 @@
-"""``python -m local_stack up|down|status|ui``: the offline twin from a shell (``make up`` etc.)."""
+"""``python -m local_stack up|down|status|ui|restart <service>``: the offline twin from a shell (``make up`` etc.)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from local_stack.config import LocalStackConfig
 from local_stack.mlflow_server import MlflowServerOptions, run_mlflow_foreground
 from local_stack.processes import ServiceStartError, http_ok
-from local_stack.stack import LocalStack, read_pids, stack_is_up, stack_status, stop_stack
+from local_stack.stack import (
+    SERVICE_ORDER,
+    LocalStack,
+    read_pids,
+    restart_service,
+    stack_is_up,
+    stack_status,
+    stop_stack,
+)
 
 
 def _print_status(config: LocalStackConfig) -> bool:
@@ -20,7 +28,8 @@ def _print_status(config: LocalStackConfig) -> bool:
     for status in statuses:
         where = status.url or (f"port {status.port}" if status.port else "")
         pid = f"pid {status.pid}" if status.pid else ""
-        print(f"  {status.name:<17} {status.state:<10} {where:<28} {pid}")
+        note = "  (started by hand: `make down` leaves it running)" if status.adopted else ""
+        print(f"  {status.name:<17} {status.state:<10} {where:<28} {pid}{note}")
     return all(status.state == "up" for status in statuses)
 
 
@@ -38,7 +47,8 @@ def cmd_up(config: LocalStackConfig) -> int:
         return 1
     print(f"Up in {stack.startup_seconds:.1f} s. Logs in {stack.logs_dir}/")
     for process in stack.processes:
-        print(f"  {process.name:<17} {process.url or '(no port)':<28} pid {process.pid}")
+        adopted = "  (already running: adopted, `make down` leaves it running)" if process.adopted else ""
+        print(f"  {process.name:<17} {process.url or '(no port)':<28} pid {process.pid}{adopted}")
     if not stack.with_emulator:
         print("  (Bedrock emulator not available: local_stack/bedrock_emulator has no __main__.py yet)")
     print("\nPoint boto3, the handlers and MLflow at it:")
@@ -52,8 +62,23 @@ def cmd_down(config: LocalStackConfig) -> int:
     if not read_pids(config.state_dir):
         print("The local stack is not running (no pids.json).")
         return 0
-    stopped = stop_stack(config)
-    print(f"Stopped: {', '.join(stopped) if stopped else 'nothing was still running'}.")
+    report = stop_stack(config)
+    print(f"Stopped: {', '.join(report.stopped) if report.stopped else 'nothing was still running'}.")
+    if report.left_running:
+        print(f"Left running (started by hand, adopted by `make up`): {', '.join(report.left_running)}.")
+    if report.busy_ports:
+        print(f"error: port(s) {', '.join(map(str, report.busy_ports))} still in use", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_restart(config: LocalStackConfig, service: str) -> int:
+    try:
+        process = restart_service(config, service)
+    except ServiceStartError as error:
+        print(f"{service} did not restart:\n{error}", file=sys.stderr)
+        return 1
+    print(f"Restarted {service}: pid {process.pid} {process.url or ''}".rstrip())
     return 0
 
 
@@ -89,9 +114,14 @@ def _open_browser(url: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "ui"])
+    parser.add_argument("command", choices=["up", "down", "status", "ui", "restart"])
+    parser.add_argument("service", nargs="?", choices=SERVICE_ORDER, help="for restart: which service")
     args = parser.parse_args(argv)
     config = LocalStackConfig()
+    if args.command == "restart":
+        if args.service is None:
+            parser.error(f"restart needs a service: one of {', '.join(SERVICE_ORDER)}")
+        return cmd_restart(config, args.service)
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "ui": cmd_ui}
     return commands[args.command](config)
 

@@ -78,13 +78,33 @@ def mlflow_server_argv(options: MlflowServerOptions) -> list[str]:
     ]
 
 
+# The server runs its Flask handlers on anyio's worker threads (40). With MLflow's SQLite pool (5 + 10)
+# the local pump's 100 concurrent runner items starved it: requests waited 30 s for a connection and
+# failed (QueuePool timeout), and `make demo` took minutes instead of seconds (docs/PERFORMANCE.md,
+# "The demo"). Two connections per thread cannot run out; SQLite opens them lazily, so an idle
+# stack pays nothing. PostgreSQL keeps MLflow's default (its server limits connections).
+SQLITE_POOL_SIZE = 40
+SQLITE_MAX_OVERFLOW = 40
+
+
 def mlflow_server_env(options: MlflowServerOptions | None = None) -> dict[str, str]:
     # The job runner (huey consumers) costs processes and memory and nothing here uses it.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    if options is not None and options.db_pool_size is not None:
-        env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] = str(options.db_pool_size)
-    if options is not None and options.db_max_overflow is not None:
-        env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] = str(options.db_max_overflow)
+    if options is None:
+        return env
+    sqlite = options.resolved_backend_store_uri().startswith("sqlite:")
+    pool_size = (
+        options.db_pool_size if options.db_pool_size is not None else (SQLITE_POOL_SIZE if sqlite else None)
+    )
+    overflow = (
+        options.db_max_overflow
+        if options.db_max_overflow is not None
+        else (SQLITE_MAX_OVERFLOW if sqlite else None)
+    )
+    if pool_size is not None:
+        env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] = str(pool_size)
+    if overflow is not None:
+        env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] = str(overflow)
     return env
 
 

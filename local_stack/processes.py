@@ -30,6 +30,60 @@ class ServiceStartError(RuntimeError):
     """A service did not become healthy in time, or exited while starting."""
 
 
+def port_in_use(port: int) -> bool:
+    """True while a socket listens on the loopback port.
+
+    SO_REUSEADDR, as every service here sets it: the TIME_WAIT connections a stopped server leaves
+    behind (hundreds after a demo) do not stop a new server from listening, so they must not count
+    (without it `make down && make up` saw the ports it had just freed as taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return True
+    return False
+
+
+def wait_until_ports_free(ports: Sequence[int], timeout: float = 10.0) -> list[int]:
+    """Wait until no socket listens on any of ``ports``; returns those still held at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [port for port in ports if port_in_use(port)]
+        if not busy or time.monotonic() > deadline:
+            return busy
+        time.sleep(0.05)
+
+
+def port_holder(port: int) -> tuple[int, str] | None:
+    """(pid, command line) of the process listening on the TCP port, if this user can see it.
+
+    Read from /proc: the listening socket's inode in /proc/net/tcp{,6}, then the process holding it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{inode}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                return int(entry.name), command.strip()
+        except OSError:  # gone, or another user's
+            continue
+    return None
+
+
 def free_port() -> int:
     """A currently free TCP port on loopback (bind port 0 and let the kernel choose)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -70,6 +124,13 @@ class ManagedProcess:
     log_path: Path
     port: int | None = None
     url: str | None = None
+    # How it was started, so `restart` can start it again from another shell.
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    ready_file: str | None = None  # a service without a port says it is ready by creating this file
+    # Found running on its port (started by hand) and used as it is: never stopped or restarted by us.
+    adopted: bool = False
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +142,11 @@ class ManagedProcess:
             "log_path": str(self.log_path),
             "port": self.port,
             "url": self.url,
+            "argv": self.argv,
+            "env": self.env,
+            "cwd": self.cwd,
+            "ready_file": self.ready_file,
+            "adopted": self.adopted,
         }
 
     @classmethod
@@ -93,7 +159,17 @@ class ManagedProcess:
             log_path=Path(data["log_path"]),
             port=data.get("port"),
             url=data.get("url"),
+            argv=list(data.get("argv") or []),
+            env=dict(data.get("env") or {}),
+            cwd=data.get("cwd"),
+            ready_file=data.get("ready_file"),
+            adopted=bool(data.get("adopted", False)),
         )
+
+    def running(self) -> bool:
+        """True while the process or what it started still runs: killing only ``mlflow server`` (the
+        recorded pid, a wrapper) leaves its uvicorn worker serving the port."""
+        return self.is_alive() or (self._group_is_ours() and self.group_alive())
 
     def is_alive(self) -> bool:
         """True while the recorded process itself still runs (same pid *and* same start time)."""
@@ -116,7 +192,7 @@ class ManagedProcess:
 
     def stop(self, grace_seconds: float = 5.0) -> None:
         """SIGTERM the process group, SIGKILL it after the grace period. Touches nothing else."""
-        if not self.is_alive() and not self._group_is_ours():
+        if self.adopted or (not self.is_alive() and not self._group_is_ours()):
             return
         _signal_group(self.pgid, signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds
@@ -189,8 +265,28 @@ def spawn(
         log_path=log_path,
         port=port,
         url=url,
+        argv=list(argv),
+        env=dict(env or {}),
+        cwd=str(cwd) if cwd is not None else None,
         popen=popen,
     )
+
+
+def respawn(process: ManagedProcess) -> ManagedProcess:
+    """The same service started again as it was recorded (command, extra environment, folder)."""
+    if process.adopted or not process.argv:
+        raise ServiceStartError(f"{process.name} was not started by the local stack; restart it yourself")
+    restarted = spawn(
+        process.name,
+        process.argv,
+        process.log_path,
+        env=process.env,
+        port=process.port,
+        url=process.url,
+        cwd=Path(process.cwd) if process.cwd else None,
+    )
+    restarted.ready_file = process.ready_file
+    return restarted
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

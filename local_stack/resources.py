@@ -298,6 +298,7 @@ def handler_environment(
     }
     if emulator_url:
         env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = emulator_url
+        env["AWS_ENDPOINT_URL_BEDROCK"] = emulator_url  # the control plane: ingest's model check
     return env
 
 

@@ -9,7 +9,6 @@ one is healthy, and creates the pipeline's resources on moto.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -25,8 +24,13 @@ from local_stack.processes import (
     ServiceStartError,
     http_ok,
     moto_health_url,
+    port_holder,
+    port_in_use,
+    process_start_ticks,
+    respawn,
     spawn,
     wait_until_healthy,
+    wait_until_ports_free,
 )
 from local_stack.resources import LocalResources, aws_client, ensure_resources, handler_environment
 
@@ -59,15 +63,6 @@ def _child_env(config: LocalStackConfig) -> dict[str, str]:
     return env
 
 
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return True
-    return False
-
-
 def read_pids(state_dir: Path) -> list[ManagedProcess]:
     """The services recorded by a running (or crashed) stack; empty if there is no pids.json."""
     path = state_dir / PIDS_FILE
@@ -87,16 +82,56 @@ def _write_pids(state_dir: Path, processes: list[ManagedProcess]) -> None:
     tmp.replace(path)  # atomic: `down` never reads half a file
 
 
-def health_url(process: ManagedProcess) -> str | None:
-    if process.url is None:
-        return None
-    if process.name == "moto":
-        return moto_health_url(process.url)
-    if process.name == "mlflow":
-        return f"{process.url}/health"
-    if process.name == "bedrock-emulator":
-        return f"{process.url}/_emulator/health"
+def service_health_url(name: str, url: str) -> str | None:
+    """The URL that answers 200 only when that kind of service serves ``url``."""
+    if name == "moto":
+        return moto_health_url(url)
+    if name == "mlflow":
+        return f"{url}/health"
+    if name == "bedrock-emulator":
+        return f"{url}/_emulator/health"
     return None
+
+
+def health_url(process: ManagedProcess) -> str | None:
+    return None if process.url is None else service_health_url(process.name, process.url)
+
+
+def _service_ports(config: LocalStackConfig) -> dict[str, int]:
+    return {"moto": config.moto_port, "mlflow": config.mlflow_port, "bedrock-emulator": config.emulator_port}
+
+
+def _holder_text(port: int) -> str:
+    holder = port_holder(port)
+    if holder is None:
+        return "a process this user cannot see"
+    pid, command = holder
+    return f"pid {pid} ({command[:120]})"
+
+
+def adopt_or_refuse(name: str, port: int, log_path: Path) -> ManagedProcess:
+    """The service already listening on ``port``: adopted if it answers as that service (a server
+    started by hand), otherwise ServiceStartError naming what holds the port."""
+    url = f"http://{LOOPBACK}:{port}"
+    health = service_health_url(name, url)
+    if health is None or not http_ok(health):
+        raise ServiceStartError(
+            f"{name} port {port} on {LOOPBACK} is held by {_holder_text(port)}, which does not answer "
+            f"as {name} ({health}); stop it or choose another port "
+            "(LOCAL_MOTO_PORT / LOCAL_MLFLOW_PORT / LOCAL_BEDROCK_PORT)"
+        )
+    holder = port_holder(port)
+    pid = holder[0] if holder else 0
+    return ManagedProcess(
+        name=name,
+        pid=pid,
+        pgid=0,
+        start_ticks=process_start_ticks(pid) if pid else None,
+        log_path=log_path,
+        port=port,
+        url=url,
+        adopted=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -106,6 +141,7 @@ class ServiceStatus:
     pid: int | None
     port: int | None
     url: str | None
+    adopted: bool = False
 
 
 def stack_status(config: LocalStackConfig) -> list[ServiceStatus]:
@@ -125,29 +161,77 @@ def stack_status(config: LocalStackConfig) -> list[ServiceStatus]:
                 continue  # a stack started without the emulator
             statuses.append(ServiceStatus(name, "down", None, ports[name], None))
             continue
-        if not process.is_alive():
+        url = health_url(process)
+        if process.adopted:
+            state = "up" if url is not None and http_ok(url) else "down"
+        elif not process.running():
             state = "down"
+        elif not process.is_alive():
+            state = "orphaned"  # the recorded process exited, what it started still runs: `make down`
         else:
-            url = health_url(process)
             state = "up" if url is None or http_ok(url) else "unhealthy"
-        statuses.append(ServiceStatus(name, state, process.pid, process.port, process.url))
+        statuses.append(ServiceStatus(name, state, process.pid, process.port, process.url, process.adopted))
     return statuses
 
 
 def stack_is_up(config: LocalStackConfig) -> bool:
-    return any(process.is_alive() for process in read_pids(config.state_dir))
+    return any(process.running() for process in read_pids(config.state_dir) if not process.adopted)
 
 
-def stop_stack(config: LocalStackConfig, grace_seconds: float = 5.0) -> list[str]:
-    """Stop what pids.json lists (pump first) and remove it; returns the names that were running."""
+@dataclass(frozen=True)
+class StopReport:
+    stopped: list[str]  # services that were still running
+    left_running: list[str]  # adopted services (started by hand): not ours to stop
+    busy_ports: list[int]  # ports of stopped services something still listens on
+
+
+def stop_stack(
+    config: LocalStackConfig, grace_seconds: float = 5.0, port_timeout: float = 10.0
+) -> StopReport:
+    """Stop what pids.json lists (pump first), wait until their ports are free, remove pids.json."""
     processes = read_pids(config.state_dir)
     stopped = []
     for process in sorted(processes, key=lambda p: -SERVICE_ORDER.index(p.name)):
-        if process.is_alive() or process.group_alive():
+        if process.adopted:
+            continue
+        if process.running():
             stopped.append(process.name)
         process.stop(grace_seconds)
+    owned_ports = [p.port for p in processes if p.port is not None and not p.adopted]
+    busy = wait_until_ports_free(owned_ports, port_timeout)
     (config.state_dir / PIDS_FILE).unlink(missing_ok=True)
-    return stopped
+    return StopReport(stopped, [p.name for p in processes if p.adopted], busy)
+
+
+def restart_service(
+    config: LocalStackConfig, name: str, timeout: float = DEFAULT_STARTUP_TIMEOUT
+) -> ManagedProcess:
+    """Stop one recorded service, wait until its port is free, start it again as it was and wait until
+    it is healthy. The others keep running (the pump retries what fails meanwhile)."""
+    processes = read_pids(config.state_dir)
+    old = next((p for p in processes if p.name == name), None)
+    if old is None:
+        raise ServiceStartError(f"{name} is not part of the running local stack (see `make status`)")
+    if old.adopted or not old.argv:
+        why = (
+            "was started by hand (adopted)" if old.adopted else "has no recorded command (an older `make up`)"
+        )
+        raise ServiceStartError(f"{name} {why}: restart it yourself, or `make down && make up`")
+    old.stop()
+    if old.port is not None and (busy := wait_until_ports_free([old.port])):
+        raise ServiceStartError(
+            f"{name} stopped, but port {busy[0]} is still held by {_holder_text(busy[0])}"
+        )
+    if old.ready_file:
+        Path(old.ready_file).unlink(missing_ok=True)
+    new = respawn(old)
+    _write_pids(config.state_dir, [new if p is old else p for p in processes])
+    url = health_url(new)
+    ready = Path(new.ready_file) if new.ready_file else None
+    wait_until_healthy(new, url, timeout, ready_file=ready)
+    if name == "moto":  # moto keeps everything in memory: the bucket, queues and tables are new
+        ensure_resources(config.moto_url)
+    return new
 
 
 class LocalStack:
@@ -170,6 +254,7 @@ class LocalStack:
         self.emulator_seed = emulator_seed
         self.startup_timeout = startup_timeout
         self.processes: list[ManagedProcess] = []
+        self.adopted: dict[str, ManagedProcess] = {}
         self._resources: LocalResources | None = None
         self.startup_seconds: float | None = None
 
@@ -214,15 +299,15 @@ class LocalStack:
             raise StackAlreadyRunning(
                 f"a local stack is already running (see {config.state_dir / PIDS_FILE})"
             )
-        ports = {"moto": config.moto_port, "mlflow": config.mlflow_port}
-        if self.with_emulator:
-            ports["bedrock-emulator"] = config.emulator_port
-        busy = [f"{name} port {port}" for name, port in ports.items() if _port_in_use(port)]
-        if busy:
-            raise ServiceStartError(
-                f"port(s) already in use on {LOOPBACK}: {', '.join(busy)}; "
-                "stop what holds them or set LOCAL_MOTO_PORT / LOCAL_MLFLOW_PORT / LOCAL_BEDROCK_PORT"
-            )
+        ports = _service_ports(config)
+        if not self.with_emulator:
+            del ports["bedrock-emulator"]
+        # A service already on its port is used if it is that service (started by hand), or named.
+        self.adopted = {
+            name: adopt_or_refuse(name, port, config.logs_dir / f"{name}.log")
+            for name, port in ports.items()
+            if port_in_use(port)
+        }
         config.logs_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         try:
@@ -237,6 +322,7 @@ class LocalStack:
         """Stop exactly the processes this stack started (reverse order) and remove pids.json."""
         for process in reversed(self.processes):
             process.stop(grace_seconds)
+        wait_until_ports_free([p.port for p in self.processes if p.port is not None and not p.adopted])
         self.processes = []
         (self.config.state_dir / PIDS_FILE).unlink(missing_ok=True)
 
@@ -276,7 +362,7 @@ class LocalStack:
         logs = config.logs_dir
         child_env = _child_env(config)
         # Spawn everything first, then wait: the slow MLflow start overlaps the others.
-        moto = self._record(
+        moto = self.adopted.get("moto") or self._record(
             spawn(
                 "moto",
                 [
@@ -293,7 +379,7 @@ class LocalStack:
                 url=config.moto_url,
             )
         )
-        mlflow = self._record(
+        mlflow = self.adopted.get("mlflow") or self._record(
             start_mlflow_server(
                 MlflowServerOptions(
                     port=config.mlflow_port,
@@ -306,7 +392,7 @@ class LocalStack:
         )
         emulator = None
         if self.with_emulator:
-            emulator = self._record(
+            emulator = self.adopted.get("bedrock-emulator") or self._record(
                 spawn(
                     "bedrock-emulator",
                     [
@@ -328,18 +414,29 @@ class LocalStack:
                     cwd=REPO_ROOT,
                 )
             )
+        for adopted in self.adopted.values():
+            self._record(adopted)  # in pids.json, so `status` shows it and `down` knows to leave it
         wait_until_healthy(moto, moto_health_url(config.moto_url), self.startup_timeout)
         self._resources = ensure_resources(config.moto_url, visibility_timeouts=self.visibility_timeouts)
         pump = None
         ready_file = config.state_dir / "event-pump.ready"
         if self.with_pump:
             ready_file.unlink(missing_ok=True)
-            argv = [sys.executable, "-m", "local_stack.event_pump", "--ready-file", str(ready_file)]
+            # Prewarmed: a handler's first batch imports nothing (the import overlaps MLflow's start),
+            # which kept `make demo`'s first files waiting ~9 s (docs/PERFORMANCE.md, "The demo").
+            argv = [
+                sys.executable,
+                "-m",
+                "local_stack.event_pump",
+                "--ready-file",
+                str(ready_file),
+                "--prewarm",
+            ]
             if not self.with_emulator:
                 argv.append("--without-emulator")
-            pump = self._record(
-                spawn("event-pump", argv, logs / "event-pump.log", env=child_env, cwd=REPO_ROOT)
-            )
+            pump = spawn("event-pump", argv, logs / "event-pump.log", env=child_env, cwd=REPO_ROOT)
+            pump.ready_file = str(ready_file)
+            self._record(pump)
         wait_until_healthy(mlflow, f"{config.mlflow_url}/health", self.startup_timeout)
         if emulator is not None:
             wait_until_healthy(emulator, f"{config.emulator_url}/_emulator/health", self.startup_timeout)

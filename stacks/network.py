@@ -18,6 +18,8 @@ from stacks.settings import PlatformSettings
 # cold start). Powertools Metrics writes EMF to logs, so no CloudWatch monitoring endpoint is needed.
 INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "BedrockRuntime": ec2.InterfaceVpcEndpointAwsService.BEDROCK_RUNTIME,
+    # The control plane: ingest's model check lists the account's models and inference profiles.
+    "Bedrock": ec2.InterfaceVpcEndpointAwsService.BEDROCK,
     "Sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
     "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
     "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,

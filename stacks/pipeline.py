@@ -51,6 +51,10 @@ RESULTS_KEYS = f"{pipeline.RESULTS_PREFIX}*"
 TRANSIENT_PREFIXES = (pipeline.INCOMING_PREFIX, pipeline.RESULTS_PREFIX)
 
 
+# What the ingest function's model check calls (bedrock_pipeline/model_catalog.py).
+MODEL_LIST_ACTIONS = ("bedrock:ListFoundationModels", "bedrock:ListInferenceProfiles")
+
+
 class PipelineStack(cdk.Stack):
     def __init__(
         self,
@@ -293,6 +297,17 @@ class PipelineStack(cdk.Stack):
         )
         self.work.queue.grant_send_messages(fn)  # the work items
         self.jobs_table.grant_read_write_data(fn)  # registers the job in the ledger
+        # The model check (model_catalog.py) lists what the account offers. The Service Authorization
+        # Reference gives these List actions no resource type, so "*" is the only resource they take
+        # (as in Bedrock's own inference prerequisites policy).
+        fn.add_to_role_policy(iam.PolicyStatement(actions=list(MODEL_LIST_ACTIONS), resources=["*"]))
+        cdk.Validations.of(fn).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="bedrock:ListFoundationModels and bedrock:ListInferenceProfiles take no resource "
+                "type (Service Authorization Reference): they read the account's model list, nothing else.",
+            )
+        )
 
     def _grant_runner(self) -> None:
         fn = self.functions[catalogue.RUNNER.name]

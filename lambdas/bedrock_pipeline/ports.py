@@ -7,7 +7,7 @@ MLflow (`tracking.py`), Bedrock (`bedrock.py`); the unit tests implement them in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,6 +43,15 @@ class ModelGateway(Protocol):
     """Bedrock's Converse/ConverseStream. Raises `BedrockCallError`."""
 
     def invoke(self, model_id: str, request: dict[str, Any], *, stream: bool) -> ModelResponse: ...
+
+
+class ModelCatalog(Protocol):
+    """What the account can invoke: foundation models and inference profiles (Bedrock's control plane)."""
+
+    def unknown(self, model_ids: Collection[str]) -> Mapping[str, str]:
+        """The ids the account cannot invoke, each with why. Empty when the catalogue cannot be read:
+        the call itself then decides, as it did before the check existed."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -210,6 +219,7 @@ __all__ = [
     "JobCounts",
     "JobLedger",
     "JobState",
+    "ModelCatalog",
     "ModelGateway",
     "PromptSource",
     "ResultStore",

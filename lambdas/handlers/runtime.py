@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.ledger import JobLedger
-from bedrock_pipeline.ports import ModelGateway
+from bedrock_pipeline.ports import ModelCatalog, ModelGateway
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.storage import S3AnswerCache, S3PromptSource, S3ResultStore
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps
@@ -111,6 +111,7 @@ class Core:
     work_queue_url: str
     gateway: ModelGateway | None = None  # only where tracing and the Bedrock client are set up
     once: OncePerItem | None = None
+    models: ModelCatalog | None = None  # what the account offers, read at ingest's first check
 
     @functools.cached_property
     def results(self) -> S3ResultStore:
@@ -126,6 +127,7 @@ class Core:
             results=self.results,
             prices=self.prices,
             default_models=self.default_models,
+            models=self.models,
         )
 
     @functools.cached_property
@@ -183,6 +185,7 @@ def _build_core(*, with_model: bool) -> Core:
 
     from bedrock_pipeline.bedrock import BedrockGateway, make_bedrock_client
     from bedrock_pipeline.mlflow_internals.request_headers import ask_databricks_context_once
+    from bedrock_pipeline.model_catalog import BedrockModelCatalog
     from bedrock_pipeline.trace_export import export_traces_at_once
     from bedrock_pipeline.tracking import RunTracker
 
@@ -213,6 +216,7 @@ def _build_core(*, with_model: bool) -> Core:
         work_queue_url=env.work_queue_url,
         gateway=gateway,
         once=once,
+        models=BedrockModelCatalog(),  # lists nothing until ingest checks a file's models
     )
 
 

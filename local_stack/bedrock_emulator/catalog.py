@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 INVALID_MODEL_MESSAGE = "The provided model identifier is invalid."
 
@@ -89,3 +90,57 @@ def resolve(model_identifier: str, extra_models: frozenset[str] = frozenset()) -
     if base in extra_models or model_identifier in extra_models:
         return ModelInfo(base, base.split(".", 1)[0], DEFAULT_MAX_OUTPUT_TOKENS)
     return None
+
+
+# --- the control plane: ListFoundationModels and ListInferenceProfiles, in Bedrock's response shapes ---
+ACCOUNT_ID = "123456789012"
+PROFILES_PAGE_SIZE = 100  # when the request gives no maxResults; 1..1000 as Bedrock validates
+_PROFILE_DATE = "2024-08-27T00:00:00Z"  # iso8601, as the service model declares these timestamps
+
+
+def foundation_model_arn(model_id: str, region: str) -> str:
+    return f"arn:aws:bedrock:{region}::foundation-model/{model_id}"
+
+
+def foundation_model_summaries(
+    region: str, extra_models: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
+    """Every model the runtime answers (the catalog and ids configured at run time), on demand."""
+    ids = sorted({*KNOWN_MODELS, *(base_model_id(m) for m in extra_models if not m.startswith("arn:"))})
+    return [
+        {
+            "modelArn": foundation_model_arn(model_id, region),
+            "modelId": model_id,
+            "modelName": model_id,
+            "providerName": model_id.split(".", 1)[0].capitalize(),
+            "inputModalities": ["TEXT"],
+            "outputModalities": ["TEXT"],
+            "responseStreamingSupported": True,
+            "customizationsSupported": [],
+            "inferenceTypesSupported": ["ON_DEMAND"],
+            "modelLifecycle": {"status": "ACTIVE"},
+        }
+        for model_id in ids
+    ]
+
+
+def inference_profile_summaries(region: str, type_equals: str | None) -> list[dict[str, Any]]:
+    """The cross-region (SYSTEM_DEFINED) profiles the runtime accepts: every prefix for every catalog
+    model. The emulator has no APPLICATION profiles."""
+    if type_equals not in (None, "SYSTEM_DEFINED"):
+        return []
+    return [
+        {
+            "inferenceProfileName": f"{prefix.upper()} {model_id}",
+            "description": f"Routes requests to {model_id} across {prefix} regions.",
+            "createdAt": _PROFILE_DATE,
+            "updatedAt": _PROFILE_DATE,
+            "inferenceProfileArn": f"arn:aws:bedrock:{region}:{ACCOUNT_ID}:inference-profile/{prefix}.{model_id}",
+            "models": [{"modelArn": foundation_model_arn(model_id, region)}],
+            "inferenceProfileId": f"{prefix}.{model_id}",
+            "status": "ACTIVE",
+            "type": "SYSTEM_DEFINED",
+        }
+        for model_id in sorted(KNOWN_MODELS)
+        for prefix in INFERENCE_PROFILE_PREFIXES
+    ]

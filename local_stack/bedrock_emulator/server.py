@@ -1,6 +1,7 @@
 """The bedrock-runtime emulator: Converse and ConverseStream over the REST-JSON wire protocol botocore uses.
 
 Model calls:   POST /model/{modelId}/converse, POST /model/{modelId}/converse-stream
+Control plane: GET /foundation-models (ListFoundationModels), GET /inference-profiles (ListInferenceProfiles)
 Admin (JSON):  GET /_emulator/health, GET|POST /_emulator/config, POST /_emulator/reset, GET /_emulator/stats
 
 This module is the HTTP side (routing, JSON and event-stream responses, the server thread); what a
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from bedrock_pipeline.tokenizer import count_tokens
 from local_stack.bedrock_emulator import catalog, validation
@@ -32,6 +33,9 @@ from local_stack.bedrock_emulator.model import Reply, request_rng, respond
 from local_stack.bedrock_emulator.state import EmulatorState
 
 _MODEL_PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<operation>converse|converse-stream)$")
+_CONTROL_PLANE = ("/foundation-models", "/inference-profiles")
+# SigV4's credential scope names the region the client signed for: .../20250101/us-east-1/bedrock/aws4_request
+_SIGNED_REGION = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/")
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -85,10 +89,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._route("POST")
 
     def _route(self, method: str) -> None:
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path = url.path
         body = self._read_body()
         if method == "POST" and (match := _MODEL_PATH.match(path)):
             self._model_call(unquote(match.group("model")), match.group("operation"), body)
+        elif method == "GET" and path in _CONTROL_PLANE:
+            self._control_plane(path, {k: v[-1] for k, v in parse_qs(url.query).items()})
         elif path.startswith("/_emulator/"):
             self._admin(method, path.removeprefix("/_emulator/"), body)
         else:
@@ -119,6 +126,37 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(404, {"message": f"No admin route {method} /_emulator/{name}"})
         except (ValueError, TypeError) as exc:
             self._send_json(400, {"message": str(exc)})
+
+    # --- the control plane (what ingest's model check reads) ---
+    def _control_plane(self, path: str, query: dict[str, str]) -> None:
+        request_id = str(uuid.uuid4())
+        signed = _SIGNED_REGION.search(self.headers.get("Authorization", ""))
+        region = signed.group("region") if signed else "us-east-1"
+        try:
+            if path == "/foundation-models":
+                models = catalog.foundation_model_summaries(region, self.server.state.extra_models())
+                self._send_json(200, {"modelSummaries": models}, {"x-amzn-RequestId": request_id})
+                return
+            type_equals = query.get("type")
+            if type_equals not in (None, "SYSTEM_DEFINED", "APPLICATION"):
+                raise BedrockError("ValidationException", f"Invalid value for typeEquals: {type_equals}")
+            size = int(query.get("maxResults", catalog.PROFILES_PAGE_SIZE))
+            start = int(query.get("nextToken", "0"))
+            if not 1 <= size <= 1000 or start < 0:
+                raise BedrockError("ValidationException", "maxResults must be 1..1000 and nextToken valid")
+        except ValueError:
+            self._send_error(
+                BedrockError("ValidationException", "invalid maxResults or nextToken"), request_id
+            )
+            return
+        except BedrockError as error:
+            self._send_error(error, request_id)
+            return
+        profiles = catalog.inference_profile_summaries(region, type_equals)
+        page: dict[str, Any] = {"inferenceProfileSummaries": profiles[start : start + size]}
+        if start + size < len(profiles):
+            page["nextToken"] = str(start + size)  # opaque to clients, as Bedrock's
+        self._send_json(200, page, {"x-amzn-RequestId": request_id})
 
     # --- Converse / ConverseStream ---
     def _model_call(self, model: str, operation: str, raw: bytes) -> None:

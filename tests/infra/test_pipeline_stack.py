@@ -53,7 +53,7 @@ def test_given_the_pipeline_when_synthesized_then_bedrock_is_granted_only_on_the
     expected = sorted(
         f"arn:aws:bedrock:us-east-1::foundation-model/{model}" for model in pipeline.DEFAULT_MODELS
     )
-    bedrock = [(lid, s) for lid, s in _statements(synthesized) if "bedrock" in json.dumps(s["Action"])]
+    bedrock = [(lid, s) for lid, s in _statements(synthesized) if "bedrock:Invoke" in json.dumps(s["Action"])]
     assert {lid.split("/")[1].split("Function")[0] for lid, _ in bedrock} == {
         "Runner",
         "Evaluator",
@@ -62,6 +62,14 @@ def test_given_the_pipeline_when_synthesized_then_bedrock_is_granted_only_on_the
     for _, statement in bedrock:
         assert sorted(_as_list(statement["Action"])) == BEDROCK_ACTIONS
         assert sorted(_as_list(statement["Resource"])) == expected
+    # Ingest only lists what the account offers (its model check); it never invokes a model.
+    listing = [(lid, s) for lid, s in _statements(synthesized) if "bedrock:List" in json.dumps(s["Action"])]
+    assert {lid.split("/")[1].split("Function")[0] for lid, _ in listing} == {"Ingest"}
+    for _, statement in listing:
+        assert sorted(_as_list(statement["Action"])) == [
+            "bedrock:ListFoundationModels",
+            "bedrock:ListInferenceProfiles",
+        ]
 
 
 def test_given_every_policy_when_resources_are_read_then_star_is_used_only_where_aws_allows_nothing_else(
@@ -70,6 +78,8 @@ def test_given_every_policy_when_resources_are_read_then_star_is_used_only_where
     only_on_star = {
         "ecr:GetAuthorizationToken",  # the ECS execution roles' registry login
         "ec2:DescribeManagedPrefixLists",  # the network stack's prefix-list lookup (a Describe call)
+        "bedrock:ListFoundationModels",  # ingest's model check: List actions take no resource type
+        "bedrock:ListInferenceProfiles",
     }
     for lid, statement in _statements(synthesized):
         if "*" in _as_list(statement["Resource"]):

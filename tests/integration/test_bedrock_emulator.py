@@ -749,3 +749,105 @@ def test_given_mlflow_bedrock_autolog_then_the_converse_trace_carries_the_emulat
     assert trace.info.token_usage["cache_creation_input_tokens"] == usage["cacheWriteInputTokens"]
     [span] = trace.data.spans
     assert span.name == "BedrockRuntime.converse"
+
+
+# --- the control plane: what ingest's model check reads ---
+
+
+def _control_client(url: str) -> Any:
+    return boto3.client(
+        "bedrock",
+        endpoint_url=url,
+        region_name="eu-west-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def _conforms(value: Any, shape: Any, path: str = "") -> list[str]:
+    """Where raw JSON leaves botocore's shape: unknown or missing required members, wrong types."""
+    kind = shape.type_name
+    if kind == "structure":
+        if not isinstance(value, dict):
+            return [f"{path}: not an object"]
+        problems = [f"{path}.{name}: unknown member" for name in value if name not in shape.members]
+        problems += [
+            f"{path}.{name}: required, missing" for name in shape.required_members if name not in value
+        ]
+        for name, member in shape.members.items():
+            if name in value:
+                problems += _conforms(value[name], member, f"{path}.{name}")
+        return problems
+    if kind == "list":
+        if not isinstance(value, list):
+            return [f"{path}: not a list"]
+        return [p for i, item in enumerate(value) for p in _conforms(item, shape.member, f"{path}[{i}]")]
+    if kind == "string":
+        enum = shape.metadata.get("enum")
+        if not isinstance(value, str) or (enum and value not in enum):
+            return [f"{path}: {value!r} is not a string of {enum or 'any value'}"]
+        return []
+    if kind == "boolean":
+        return [] if isinstance(value, bool) else [f"{path}: not a boolean"]
+    if kind == "timestamp":
+        return [] if isinstance(value, str) and value.endswith("Z") else [f"{path}: not an iso8601 timestamp"]
+    return []
+
+
+def test_given_the_emulator_when_its_models_and_profiles_are_listed_raw_then_they_have_bedrocks_shapes(
+    emu: EmulatorServer,
+) -> None:
+    """The raw JSON of ListFoundationModels and ListInferenceProfiles, member by member against
+    botocore's ``bedrock`` service model (boto3's parser would drop what does not fit silently)."""
+    model = boto3.session.Session().client("bedrock", region_name="us-east-1").meta.service_model
+
+    def raw(path: str) -> Any:
+        with urllib.request.urlopen(f"{emu.url}{path}", timeout=5) as response:
+            return json.load(response)
+
+    models = raw("/foundation-models")
+    profiles = raw("/inference-profiles?maxResults=5&type=SYSTEM_DEFINED")
+
+    assert _conforms(models, model.operation_model("ListFoundationModels").output_shape) == []
+    assert _conforms(profiles, model.operation_model("ListInferenceProfiles").output_shape) == []
+    assert len(profiles["inferenceProfileSummaries"]) == 5 and profiles["nextToken"]
+
+
+def test_given_a_bedrock_client_when_listing_then_every_model_and_paged_profile_the_runtime_accepts_is_there(
+    emu: EmulatorServer, client: Any
+) -> None:
+    """Through boto3 (paginator included), each listed id and ARN is accepted by Converse, and the ARNs
+    carry the region the client signed for."""
+    control = _control_client(emu.url)
+
+    models = control.list_foundation_models()["modelSummaries"]
+    pages = list(control.get_paginator("list_inference_profiles").paginate(typeEquals="SYSTEM_DEFINED"))
+    profiles = [p for page in pages for p in page["inferenceProfileSummaries"]]
+    application = control.list_inference_profiles(typeEquals="APPLICATION")["inferenceProfileSummaries"]
+
+    ids = {m["modelId"] for m in models}
+    assert {HAIKU, NOVA} <= ids
+    assert len(pages) > 1
+    assert f"us.{NOVA}" in {p["inferenceProfileId"] for p in profiles}
+    assert all(m["modelArn"].startswith("arn:aws:bedrock:eu-west-1::foundation-model/") for m in models)
+    assert application == []
+    for model_id in (NOVA, f"global.{HAIKU}", models[0]["modelArn"], profiles[-1]["inferenceProfileArn"]):
+        client.converse(modelId=model_id, messages=[_user("hi")], inferenceConfig={"maxTokens": 5})
+
+
+def test_given_the_emulator_when_ingest_checks_a_files_models_then_only_the_unknown_one_is_refused(
+    emu: EmulatorServer,
+) -> None:
+    """The production adapter (BedrockModelCatalog) on the emulator's control plane: catalog ids,
+    cross-region profiles and a model configured at run time are known, a typo is not."""
+    from bedrock_pipeline.model_catalog import BedrockModelCatalog
+
+    emu.configure("acme.custom-model-v1:0", latency_ms=0)
+    catalog = BedrockModelCatalog(lambda: _control_client(emu.url))
+
+    unknown = catalog.unknown(
+        {NOVA, f"us.{HAIKU}", f"apac.{NOVA}", "acme.custom-model-v1:0", "amazon.nova-typo-v1:0"}
+    )
+
+    assert set(unknown) == {"amazon.nova-typo-v1:0"}

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from local_stack.config import LocalStackConfig
 from local_stack.event_pump import queue_backlog
-from local_stack.processes import ManagedProcess, free_port, http_ok, process_start_ticks
+from local_stack.processes import ManagedProcess, free_port, http_ok, port_in_use, process_start_ticks
 from local_stack.resources import aws_client
 from local_stack.stack import PIDS_FILE, LocalStack, emulator_available, read_pids, stack_status, stop_stack
 
@@ -25,6 +29,29 @@ def _config(state_dir: Path) -> LocalStackConfig:
     return LocalStackConfig(
         moto_port=free_port(), mlflow_port=free_port(), emulator_port=free_port(), state_dir=state_dir
     )
+
+
+def _cli(config: LocalStackConfig) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``python -m local_stack <args>`` on this config's ports and state folder."""
+    env = {
+        **os.environ,
+        "LOCAL_MOTO_PORT": str(config.moto_port),
+        "LOCAL_MLFLOW_PORT": str(config.mlflow_port),
+        "LOCAL_BEDROCK_PORT": str(config.emulator_port),
+        "LOCAL_STATE_DIR": str(config.state_dir),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "local_stack", *args],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    return run
 
 
 def _gone(process: ManagedProcess) -> bool:
@@ -148,3 +175,95 @@ def test_given_a_pids_file_whose_pid_was_recycled_when_down_runs_then_the_strang
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_given_a_running_stack_when_mlflow_restarts_or_is_orphaned_then_down_frees_every_port_for_up(
+    tmp_path: Path,
+) -> None:
+    """Given the CLI's stack, when `restart mlflow` runs, then MLflow is a new process group and
+    healthy; when only its recorded pid (the `mlflow server` wrapper) is killed, `status` says its
+    worker is orphaned; `down` then stops everything and returns only once every port is free, so
+    an `up` right after it starts on the same ports (hundreds of TIME_WAIT connections do not count)."""
+    config = _config(tmp_path / "state")
+    cli = _cli(config)
+    assert cli("up").returncode == 0
+    try:
+        old = {p.name: p for p in read_pids(config.state_dir)}["mlflow"]
+        restart = cli("restart", "mlflow")
+        new = {p.name: p for p in read_pids(config.state_dir)}["mlflow"]
+        healthy_after_restart = http_ok(f"{config.mlflow_url}/health")
+        for _ in range(50):  # connections the server closes: TIME_WAIT on its port after it stops
+            http_ok(f"{config.mlflow_url}/health")
+        os.kill(new.pid, signal.SIGKILL)  # the wrapper only; its uvicorn worker keeps serving
+        time.sleep(0.5)
+        serving_orphan = http_ok(f"{config.mlflow_url}/health")
+        status_orphaned = cli("status")
+    finally:
+        down = cli("down")
+    ports_after_down = [
+        port_in_use(port) for port in (config.moto_port, config.mlflow_port, config.emulator_port)
+    ]
+    up_again = cli("up")
+    cli("down")
+
+    assert restart.returncode == 0, restart.stderr
+    assert new.pid != old.pid and _gone(old)
+    assert healthy_after_restart
+    assert serving_orphan
+    assert "orphaned" in status_orphaned.stdout
+    assert down.returncode == 0, down.stderr
+    assert "mlflow" in down.stdout
+    assert ports_after_down == [False, False, False]
+    assert up_again.returncode == 0, up_again.stderr
+
+
+def test_given_services_started_by_hand_on_the_ports_when_up_runs_then_it_adopts_or_names_them(
+    tmp_path: Path,
+) -> None:
+    """Given a Bedrock emulator started by hand on the emulator port, `up` adopts it (uses it, says
+    so) and `down` leaves it running; given a process that is not moto on the moto port, `up`
+    refuses and names that process's pid."""
+    config = _config(tmp_path / "state")
+    cli = _cli(config)
+    emulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "local_stack.bedrock_emulator",
+            "--port",
+            str(config.emulator_port),
+            "--quiet",
+        ],
+        cwd=REPO_ROOT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not http_ok(f"{config.emulator_url}/_emulator/health") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        up = cli("up")
+        try:
+            status = cli("status")
+        finally:
+            down = cli("down")
+        emulator_survived = emulator.poll() is None and http_ok(f"{config.emulator_url}/_emulator/health")
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=10)
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the stack's TIME_WAITs
+        squatter.bind(("127.0.0.1", config.moto_port))
+        squatter.listen()
+        refused = cli("up")
+    cli("down")
+
+    assert up.returncode == 0, up.stderr
+    assert "adopted" in up.stdout
+    assert "started by hand" in status.stdout
+    assert status.stdout.count(" up ") == 4, status.stdout
+    assert "Left running (started by hand, adopted by `make up`): bedrock-emulator" in down.stdout
+    assert emulator_survived
+    assert refused.returncode == 1
+    assert f"moto port {config.moto_port}" in refused.stderr
+    assert f"held by pid {os.getpid()}" in refused.stderr

@@ -130,25 +130,28 @@ def test_a_bedrock_batch_inference_file_runs_unchanged_and_is_priced_by_hand(sta
 
 
 def test_a_permanent_model_error_is_a_failure_result_not_a_retry(stack: Stack) -> None:
-    """Given a record naming a model Bedrock does not know, then it ends once as a failed run and an
-    error line, and the rest of the job still succeeds."""
+    """Given a record whose model answers with a permanent error (ModelErrorException), then it ends
+    once as a failed run and an error line, and the rest of the job still succeeds. (A model the
+    account does not offer never gets this far: ingest reports it as a line error.)"""
+    failing = "amazon.nova-micro-v1:0"
+    stack.emulator.configure(failing, faults={"ModelErrorException": 1.0})
     body = (
         json.dumps({"id": "good", "prompt": "hello", "model": "amazon.nova-lite-v1:0"})
         + "\n"
-        + json.dumps({"id": "bad-model", "prompt": "hello", "model": "acme.unknown-model-v9:0"})
+        + json.dumps({"id": "bad-model", "prompt": "hello", "model": failing})
         + "\n"
     ).encode()
-    job_id = stack.upload(key="incoming/tests/unknown-model.jsonl", body=body)
+    job_id = stack.upload(key="incoming/tests/model-error.jsonl", body=body)
     stack.wait(job_id)
     lines = {line["recordId"]: line for line in stack.results(job_id)}
     assert "modelOutput" in lines["good"]
-    assert lines["bad-model"]["error"]["errorCode"] == "ValidationException"
+    assert lines["bad-model"]["error"]["errorCode"] == "ModelErrorException"
     failed = [r for r in _runs_of(stack, job_id, "call") if r.info.status == "FAILED"]
     assert [r.data.tags["pipeline.record_id"] for r in failed] == ["bad-model"]
-    assert "ValidationException" in failed[0].data.tags["pipeline.error"]
+    assert "ModelErrorException" in failed[0].data.tags["pipeline.error"]
     counts = stack.ledger.counts(job_id)
     assert counts is not None and (counts.succeeded, counts.failed) == (1, 1)
-    assert stack.emulator.stats()["models"]["acme.unknown-model-v9:0"]["calls"] == 1  # not retried
+    assert stack.emulator.stats()["models"][failing]["calls"] == 1  # not retried
 
 
 def test_a_file_over_its_budget_is_rejected_before_any_call(stack: Stack) -> None:

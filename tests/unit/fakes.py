@@ -11,7 +11,7 @@ import hashlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -373,3 +373,15 @@ class MemoryIdempotency(BasePersistenceLayer):
     def _delete_record(self, data_record: DataRecord) -> None:
         with self._lock:
             self.records.pop(data_record.idempotency_key, None)
+
+
+@dataclass
+class MemoryModelCatalog:
+    """The account's models as a set; records each question (ingest asks once per file)."""
+
+    offered: set[str] = field(default_factory=set)
+    asked: list[set[str]] = field(default_factory=list)
+
+    def unknown(self, model_ids: Collection[str]) -> dict[str, str]:
+        self.asked.append(set(model_ids))
+        return {model_id: "not offered" for model_id in model_ids if model_id not in self.offered}

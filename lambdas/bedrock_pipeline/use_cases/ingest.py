@@ -20,6 +20,7 @@ from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.prompt_file import ParsedPromptFile, read_prompt_file
 from bedrock_pipeline.run_names import TAG_KIND, TAG_SOURCE, TAG_SOURCE_ETAG, user_tags
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps, finalize_if_complete
+from bedrock_pipeline.use_cases.model_check import ModelCatalog, drop_unknown_models
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class IngestDeps:
     results: ResultStore
     prices: PriceTable
     default_models: Sequence[str] = settings.DEFAULT_MODELS
+    models: ModelCatalog | None = None  # None: every model id is sent (Bedrock decides)
 
     @property
     def finalize(self) -> FinalizeDeps:
@@ -62,7 +64,7 @@ def ingest_prompt_file(
         return IngestReport(skipped=f"s3://{bucket}/{key}: the object no longer exists")
     if etag and source.etag != etag.strip('"'):
         return IngestReport(skipped=f"s3://{bucket}/{key}: replaced since the event (its own event runs it)")
-    return _start_job(deps, source, _parse(deps, source), kind)
+    return _start_job(deps, source, drop_unknown_models(deps.models, _parse(deps, source)), kind)
 
 
 def _parse(deps: IngestDeps, source: SourceObject) -> ParsedPromptFile:
