@@ -6,13 +6,19 @@ Run as `python -m pipeline_cli ...` (or `make cli ARGS="..."`).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
+import boto3
+
 from bedrock_pipeline.estimate import estimate_items, over_budget_reason
+from bedrock_pipeline.model_catalog import BedrockModelCatalog
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.prompt_file import read_prompt_file
 from bedrock_pipeline.settings import DEFAULT_MODELS
+from bedrock_pipeline.use_cases.model_check import drop_unknown_models
+from local_stack.config import LocalStackConfig
 from pipeline_cli import benchmark, dlq, evaluate
 from pipeline_cli.errors import EXIT_FAILURE, CliError, OneLineParser, describe, read_input, report
 from pipeline_cli.follow import submit, wait_for_jobs
@@ -49,10 +55,30 @@ def _target(args: argparse.Namespace) -> Target:
     return deployed_target(args.stack) if args.aws else local_target()
 
 
+def _model_catalog(args: argparse.Namespace) -> BedrockModelCatalog:
+    """What the account offers: the deployed account's control plane (--aws) or the local emulator's."""
+    if args.aws:
+        catalog, where = BedrockModelCatalog(), "the account's Bedrock control plane (your AWS credentials)"
+    else:
+        local = local_target()
+        url = LocalStackConfig().emulator_url
+        catalog = BedrockModelCatalog(
+            lambda: boto3.client("bedrock", **{**local.client_kwargs, "endpoint_url": url})
+        )
+        where = f"the local stack's Bedrock emulator at {url}: is it up (make up)?"
+    # The adapter logs why for the Lambda's log; here the one-line error below says it.
+    logging.getLogger(BedrockModelCatalog.__module__).addHandler(logging.NullHandler())
+    if not catalog.readable():
+        raise CliError(f"--check-models: cannot list the models of {where}")
+    return catalog
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     body = read_input(args.file, "a JSON Lines prompt file")
     # The very function ingest calls: the same rejections, in the same words.
     parsed = read_prompt_file(body, default_models=args.models or DEFAULT_MODELS)
+    if args.check_models and not parsed.rejected:
+        parsed = drop_unknown_models(_model_catalog(args), parsed)  # as ingest does, before any call
     for error in parsed.errors:
         print(f"line {error.line_number}: {error.reason}", file=sys.stderr)
     for warning in parsed.warnings:
@@ -116,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("estimate", help="count tokens and estimate cost of a prompt file, offline")
     p.add_argument("file", help="a JSON Lines prompt file")
     p.add_argument("--models", nargs="+", help="models to fan out over when the file names none")
+    p.add_argument(
+        "--check-models",
+        action="store_true",
+        help="report records on models the account does not offer, as ingest does (asks the local "
+        "stack, or the account with --aws; not offline)",
+    )
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("submit", help="upload prompt files to the bucket's incoming/ folder")

@@ -67,6 +67,10 @@ class BedrockModelCatalog:
         self._offered: _Offered | None = None
         self._failed_at: float | None = None
 
+    def readable(self) -> bool:
+        """Whether the account's lists could be read (else every check passes, as without one)."""
+        return self._load() is not None
+
     def unknown(self, model_ids: Collection[str]) -> dict[str, str]:
         offered = self._load()
         if offered is None:
