@@ -12,15 +12,15 @@ from collections.abc import Sequence
 from local_stack.config import LocalStackConfig
 from local_stack.mlflow_server import MlflowServerOptions, run_mlflow_foreground
 from local_stack.processes import ServiceStartError, http_ok
-from local_stack.stack import (
+from local_stack.running import (
     SERVICE_ORDER,
-    LocalStack,
     read_pids,
     restart_service,
     stack_is_up,
     stack_status,
     stop_stack,
 )
+from local_stack.stack import LocalStack
 
 
 def _print_status(config: LocalStackConfig) -> bool:

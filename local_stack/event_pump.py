@@ -21,21 +21,17 @@ imitated in local_stack/lambda_sqs.py.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import signal
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import boto3
 
-from local_stack.config import REGION, LocalStackConfig
+from local_stack.config import REGION
 from local_stack.lambda_sqs import (
     Handler,
     InvalidBatchResponse,
@@ -47,7 +43,7 @@ from local_stack.lambda_sqs import (
     lambda_sqs_record,
 )
 from local_stack.pump_routes import SQS_MAX_BATCH, QueueRoute, default_routes
-from local_stack.resources import DUMMY_CREDENTIALS, handler_environment, lookup_resources
+from local_stack.resources import DUMMY_CREDENTIALS
 
 # The pump's public names, wherever they are defined (tests, bench and the CLI import them from here).
 __all__ = [
@@ -64,7 +60,6 @@ __all__ = [
     "lambda_message_attribute",
     "lambda_sqs_event",
     "lambda_sqs_record",
-    "main",
     "queue_backlog",
 ]
 
@@ -354,59 +349,3 @@ class EventPump:
         for failure in response.get("Failed", []):
             logger.error("delete failed on %s: %s", queue_url, failure)
         return len(response.get("Successful", []))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m local_stack.event_pump``: pump the running stack's queues until SIGTERM/Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m local_stack.event_pump", description=main.__doc__)
-    parser.add_argument("--ready-file", type=Path, help="touched once the pollers run (for the stack)")
-    parser.add_argument("--without-emulator", action="store_true", help="no Bedrock emulator endpoint")
-    parser.add_argument("--log-level", default=os.environ.get("LOCAL_PUMP_LOG_LEVEL", "INFO"))
-    parser.add_argument(
-        "--prewarm",
-        action="store_true",
-        help="import every handler before reporting ready (the first batch pays no import)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    config = LocalStackConfig()
-    resources = lookup_resources(config.moto_url)
-    # The handlers run in this process and read their configuration from the environment, as on Lambda.
-    os.environ.update(
-        handler_environment(
-            moto_url=config.moto_url,
-            mlflow_url=config.mlflow_url,
-            emulator_url=None if args.without_emulator else config.emulator_url,
-            resources=resources,
-        )
-    )
-    routes = default_routes(resources)
-    pump = EventPump(routes, endpoint_url=config.moto_url)
-    if args.prewarm:
-        logger.info("prewarm: handlers imported in %.1f s", pump.prewarm())
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    pump.start()
-    logger.info(
-        "pumping %s",
-        ", ".join(
-            f"{r.queue_url} -> {r.handler} (batch {r.batch_size}, {r.concurrency} pollers)" for r in routes
-        ),
-    )
-    if args.ready_file:
-        args.ready_file.parent.mkdir(parents=True, exist_ok=True)
-        args.ready_file.write_text(str(os.getpid()))
-    last = pump.counters
-    while not stop.wait(30.0):
-        if pump.counters != last:  # a heartbeat only when something happened
-            last = pump.counters
-            logger.info("counters: %s", last)
-    pump.stop()
-    logger.info("stopped; counters: %s", pump.counters)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

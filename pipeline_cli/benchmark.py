@@ -24,7 +24,7 @@ from bedrock_pipeline.benchmark.service import suite_key
 from local_stack.config import REPO_ROOT, LocalStackConfig
 from local_stack.event_pump import LambdaContext
 from local_stack.resources import LocalResources, handler_environment, lookup_resources
-from local_stack.stack import read_pids, stack_is_up
+from local_stack.running import read_pids, stack_is_up
 
 SUITES_DIR = REPO_ROOT / "batch_prompts" / "benchmarks"
 EMULATOR_SERVICE = "bedrock-emulator"

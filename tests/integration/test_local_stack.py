@@ -18,7 +18,8 @@ from local_stack.config import LocalStackConfig
 from local_stack.event_pump import queue_backlog
 from local_stack.processes import ManagedProcess, free_port, http_ok, port_in_use, process_start_ticks
 from local_stack.resources import aws_client
-from local_stack.stack import PIDS_FILE, LocalStack, emulator_available, read_pids, stack_status, stop_stack
+from local_stack.running import PIDS_FILE, read_pids, stack_status, stop_stack
+from local_stack.stack import LocalStack, emulator_available
 
 pytestmark = pytest.mark.integration
 
