@@ -15,6 +15,10 @@ Settings (all optional; a model's settings override ``"*"``, which overrides the
 - ``faults``: ``{"<ErrorName>": probability}`` for any other modelled error (AccessDeniedException,
   ModelTimeoutException, ModelNotReadyException, ModelErrorException, ResourceNotFoundException, ...).
 - ``accuracy``: probability that the arithmetic "skill" answers correctly (default 0.9).
+- ``requests_per_minute``, ``tokens_per_minute``: Bedrock's on-demand quotas (``quotas.py``), counted
+  per model id, or per inference-profile id when the request names a profile; ``null`` = no quota
+  (the default). ``output_burndown_rate``: quota tokens per output token; ``null`` = the rate Bedrock
+  documents for the model (5 for Claude 3.7 Sonnet and Claude 4 models, else 1).
 
 A model id listed under ``models`` is also accepted as a model even when it is not in the catalog.
 Faults are drawn from one RNG seeded with the server seed, so a sequential run is reproducible.
@@ -42,6 +46,9 @@ class ModelBehaviour:
     error_rate: float = 0.0
     faults: dict[str, float] = field(default_factory=dict)
     accuracy: float = 0.9
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    output_burndown_rate: float | None = None
 
     def fault_table(self) -> list[tuple[str, float]]:
         table = [
@@ -71,6 +78,7 @@ class ModelBehaviour:
 
 _SETTING_NAMES = {f.name for f in fields(ModelBehaviour)}
 _RATE_NAMES = {"throttle_rate", "error_rate", "accuracy"}
+_QUOTA_NAMES = {"requests_per_minute", "tokens_per_minute"}
 
 
 def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,6 +97,16 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
                     raise ValueError(f"unknown fault {error!r}; known: {sorted(ERROR_STATUS)}")
                 faults[error] = _number(f"faults.{error}", rate, upper=1.0)
             clean[name] = faults
+        elif value is None and (name in _QUOTA_NAMES or name == "output_burndown_rate"):
+            clean[name] = None  # back to "no quota" / the documented rate, since merging never deletes
+        elif name in _QUOTA_NAMES:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, or null for no quota")
+            clean[name] = value
+        elif name == "output_burndown_rate":
+            if _number(name, value, upper=None) <= 0:
+                raise ValueError(f"{name} must be > 0, or null for the documented rate")
+            clean[name] = float(value)
         else:
             clean[name] = _number(name, value, upper=1.0 if name in _RATE_NAMES else None)
     return clean

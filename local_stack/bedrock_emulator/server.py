@@ -173,6 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
             behaviour = state.behaviour(model, info.model_id)
             if fault := state.draw_fault(behaviour):
                 raise BedrockError(fault, **self._fault_fields(fault, model))
+            admission = state.admit(model, info, body, behaviour)  # ThrottlingException over quota
             reply = respond(body, info.model_id, state.seed, behaviour.accuracy)
             usage = state.usage(body, info.model_id, reply.output_tokens)
             latency_rng = request_rng(state.seed + 1, info.model_id, body)
@@ -205,6 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
             if first_ms > 0:
                 time.sleep(first_ms / 1000)
             self._stream(reply, usage, metrics, behaviour.ms_per_output_token, request_id)
+        state.settle(admission, usage)  # after the reply or the whole stream, as Bedrock settles
         elapsed = (time.perf_counter() - started) * 1000
         self._log_call(
             f"{operation} {model} 200 {reply.stop_reason} in={usage['inputTokens']} "

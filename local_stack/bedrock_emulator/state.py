@@ -7,6 +7,9 @@ Bedrock responses add the cache tokens into the total, e.g. inputTokens 368 + ou
 cacheReadInputTokens 10536 = totalTokens 10923, Portkey-AI/gateway#1211). No minimum prefix length is
 enforced (real models need ~1,024 tokens before a checkpoint). Input tokens are exactly
 ``bedrock_pipeline.tokenizer.count_message_tokens`` of the request, so pre-flight estimates match.
+
+Quotas (``quotas.py``): ``admit`` before the model runs (after the random fault draw, so quotas do not
+shift the seeded fault sequence), ``settle`` once the reply or stream has been sent.
 """
 
 from __future__ import annotations
@@ -16,11 +19,16 @@ import dataclasses
 import hashlib
 import random
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from bedrock_pipeline.tokenizer import count_tokens, request_segments
+from bedrock_pipeline.tokenizer import count_message_tokens, count_tokens, request_segments
+from local_stack.bedrock_emulator import quotas
 from local_stack.bedrock_emulator.behaviour import DEFAULT_MODEL_KEY, EmulatorConfig, ModelBehaviour
+from local_stack.bedrock_emulator.catalog import ModelInfo, base_model_id
+from local_stack.bedrock_emulator.errors import BedrockError
 
 OUTCOMES = ("ok", "throttled", "error", "validation")
 
@@ -29,11 +37,28 @@ def _empty_outcomes() -> dict[str, int]:
     return dict.fromkeys(OUTCOMES, 0)
 
 
-class EmulatorState:
-    """Config, fault RNG, prompt-cache memory and statistics; every method is thread-safe."""
+@dataclass(frozen=True)
+class Admission:
+    """A request admitted under its quota, with the burndown rate its settlement uses."""
 
-    def __init__(self, seed: int = 0, config: Mapping[str, Any] | None = None) -> None:
+    ticket: quotas.Ticket
+    output_burndown_rate: float
+
+
+class EmulatorState:
+    """Config, fault RNG, prompt-cache memory, quotas and statistics; every method is thread-safe.
+
+    ``clock`` (monotonic seconds) drives the quota windows; tests inject a fake one.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        config: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._initial = copy.deepcopy(dict(config or {}))
         self._initial_seed = int(self._initial.get("seed", seed))
         self.reset()
@@ -49,6 +74,7 @@ class EmulatorState:
             self._request_counts: dict[str, int] = {}
             self._ok_requests: set[str] = set()
             self._repeated_ok = 0
+            self._quotas = quotas.QuotaLedger(self._clock)
 
     # --- config ---
     def merge_config(self, update: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,6 +108,35 @@ class EmulatorState:
     def draw_fault(self, behaviour: ModelBehaviour) -> str | None:
         with self._lock:
             return behaviour.draw_fault(self._fault_rng)
+
+    # --- quotas ---
+    def admit(
+        self, model_identifier: str, info: ModelInfo, body: Mapping[str, Any], behaviour: ModelBehaviour
+    ) -> Admission:
+        """Reserve input + max_tokens under the request's quota key, or raise ThrottlingException."""
+        max_tokens = (body.get("inferenceConfig") or {}).get("maxTokens") or info.max_output_tokens
+        reserved = quotas.reserved_tokens(count_message_tokens(body), max_tokens)
+        with self._lock:
+            ledger = self._quotas
+        try:
+            ticket = ledger.admit(
+                quotas.quota_key(model_identifier),
+                reserved,
+                requests_per_minute=behaviour.requests_per_minute,
+                tokens_per_minute=behaviour.tokens_per_minute,
+            )
+        except quotas.QuotaExceeded as exceeded:
+            raise BedrockError("ThrottlingException", exceeded.message) from None
+        rate = behaviour.output_burndown_rate
+        if rate is None:
+            rate = quotas.documented_output_burndown_rate(info.model_id)
+        return Admission(ticket, rate)
+
+    def settle(self, admission: Admission, usage: Mapping[str, int]) -> None:
+        charged = quotas.charged_tokens(usage, admission.output_burndown_rate)
+        with self._lock:
+            ledger = self._quotas
+        ledger.settle(admission.ticket, charged)
 
     # --- usage with prompt caching ---
     def usage(self, body: dict[str, Any], model_id: str, output_tokens: int) -> dict[str, int]:
@@ -141,4 +196,13 @@ class EmulatorState:
             stats["distinct_requests"] = len(self._request_counts)
             stats["repeated_requests"] = sum(n - 1 for n in self._request_counts.values())
             stats["repeated_ok_requests"] = self._repeated_ok
+            ledger = self._quotas
+            config = self._config
+        windows = ledger.stats()
+        with self._lock:
+            for key, window in windows.items():
+                limits = config.behaviour(key, base_model_id(key))
+                window["requests_per_minute"] = limits.requests_per_minute
+                window["tokens_per_minute"] = limits.tokens_per_minute
+        stats["quotas"] = windows  # quota throttles per model/profile; "models" counts them as throttled
         return stats

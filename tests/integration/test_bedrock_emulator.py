@@ -851,3 +851,144 @@ def test_given_the_emulator_when_ingest_checks_a_files_models_then_only_the_unkn
     )
 
     assert set(unknown) == {"amazon.nova-typo-v1:0"}
+
+
+# --- quotas (requests and tokens per minute, Bedrock's counting) ---
+
+SONNET_45 = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+def _throttle_error(exc_info: pytest.ExceptionInfo[Any]) -> tuple[str, int, str]:
+    response = exc_info.value.response
+    return (
+        response["Error"]["Code"],
+        response["ResponseMetadata"]["HTTPStatusCode"],
+        response["Error"]["Message"],
+    )
+
+
+def test_given_a_requests_quota_then_exactly_the_calls_over_it_are_throttled_until_it_is_raised_at_run_time(
+    emu: EmulatorServer, client: Any
+) -> None:
+    emu.configure(NOVA, requests_per_minute=3)
+    outcomes = []
+    for index in range(5):
+        try:
+            client.converse(modelId=NOVA, messages=[_user(f"call {index}")])
+            outcomes.append("ok")
+        except client.exceptions.ThrottlingException as exc:
+            outcomes.append(exc.response["Error"]["Message"])
+    with pytest.raises(client.exceptions.ThrottlingException) as throttled:
+        client.converse(modelId=NOVA, messages=[_user("one more")])
+
+    EmulatorAdmin(emu.url).configure(NOVA, requests_per_minute=10)
+    client.converse(modelId=NOVA, messages=[_user("after raising the quota")])
+
+    too_many = "Too many requests, please wait before trying again."
+    assert outcomes == ["ok", "ok", "ok", too_many, too_many]
+    assert _throttle_error(throttled) == ("ThrottlingException", 429, too_many)
+    stats = emu.stats()
+    assert stats["quotas"][NOVA]["window_requests"] == 4
+    assert stats["quotas"][NOVA]["throttled_by_requests_per_minute"] == 3
+    assert stats["quotas"][NOVA]["requests_per_minute"] == 10
+    assert stats["models"][NOVA]["throttled"] == 3
+
+
+def test_given_a_tokens_quota_then_input_plus_max_tokens_decides_admission_and_the_wording_names_tokens(
+    emu: EmulatorServer, client: Any
+) -> None:
+    request = {"messages": [_user("Describe observability.")], "inferenceConfig": {"maxTokens": 5}}
+    reserved = count_message_tokens(request) + 5  # the reply is cut at 5 tokens, so it settles at this too
+    emu.configure(NOVA, tokens_per_minute=2 * reserved + reserved // 2)
+    client.converse(modelId=NOVA, **request)
+    client.converse(modelId=NOVA, **request)
+
+    with pytest.raises(client.exceptions.ThrottlingException) as throttled:
+        client.converse(modelId=NOVA, **request)
+    emu.configure(NOVA, tokens_per_minute=None)
+    client.converse(modelId=NOVA, **request)
+
+    assert _throttle_error(throttled) == (
+        "ThrottlingException",
+        429,
+        "Too many tokens, please wait before trying again.",
+    )
+    window = emu.stats()["quotas"][NOVA]
+    assert (window["window_tokens"], window["throttled_by_tokens_per_minute"]) == (3 * reserved, 1)
+
+
+def test_given_a_stream_then_it_is_admitted_under_the_quota_and_settled_at_its_end_with_the_5x_burndown(
+    emu: EmulatorServer, client: Any
+) -> None:
+    request = {"messages": [_user("Tell me about quotas.")], "inferenceConfig": {"maxTokens": 5}}
+    emu.configure(SONNET_45, requests_per_minute=1)
+
+    reply = _stream_to_reply(client, modelId=SONNET_45, **request)
+    with pytest.raises(client.exceptions.ThrottlingException):
+        client.converse_stream(modelId=SONNET_45, **request)
+
+    usage = reply["usage"]
+    window = emu.stats()["quotas"][SONNET_45]
+    assert usage["outputTokens"] == 5
+    assert window["window_tokens"] == usage["inputTokens"] + 5 * usage["outputTokens"]
+    assert (window["in_flight"], window["throttled_requests"]) == (0, 1)
+
+
+def test_given_a_quota_on_a_model_then_its_inference_profile_is_counted_in_a_window_of_its_own(
+    emu: EmulatorServer, client: Any
+) -> None:
+    emu.configure(NOVA, requests_per_minute=1)
+    client.converse(modelId=NOVA, messages=[_user("a")])
+    client.converse(modelId=f"us.{NOVA}", messages=[_user("a")])
+
+    with pytest.raises(client.exceptions.ThrottlingException):
+        client.converse(modelId=NOVA, messages=[_user("b")])
+    with pytest.raises(client.exceptions.ThrottlingException):
+        client.converse(modelId=f"us.{NOVA}", messages=[_user("b")])
+    emu.configure(f"us.{NOVA}", requests_per_minute=2)  # a profile's own quota, as on Bedrock
+    client.converse(modelId=f"us.{NOVA}", messages=[_user("c")])
+
+    quotas = emu.stats()["quotas"]
+    assert {key: quotas[key]["admitted_requests"] for key in quotas} == {NOVA: 1, f"us.{NOVA}": 2}
+
+
+def test_given_concurrent_clients_over_a_quota_then_exactly_the_quota_is_served(emu: EmulatorServer) -> None:
+    emu.configure(NOVA, requests_per_minute=10)
+    emu.configure(HAIKU, throttle_rate=1.0)  # random throttles are counted apart from quota ones
+    client = _client(emu.url, max_pool_connections=20)
+
+    def call(index: int) -> str:
+        try:
+            client.converse(modelId=NOVA, messages=[_user(f"concurrent {index}")])
+            return "ok"
+        except client.exceptions.ThrottlingException:
+            return "throttled"
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        outcomes = list(pool.map(call, range(30)))
+    with pytest.raises(client.exceptions.ThrottlingException):
+        client.converse(modelId=HAIKU, messages=[_user("random")])
+
+    assert (outcomes.count("ok"), outcomes.count("throttled")) == (10, 20)
+    stats = emu.stats()
+    assert stats["quotas"][NOVA]["throttled_requests"] == 20
+    assert stats["models"][HAIKU]["throttled"] == 1
+    assert HAIKU not in stats["quotas"]  # randomly throttled before admission: no quota touched
+
+
+def test_given_bad_quota_settings_on_the_admin_endpoint_then_400_and_nothing_changes(
+    emu: EmulatorServer,
+) -> None:
+    before = emu.config()
+    request = urllib.request.Request(
+        f"{emu.url}/_emulator/config",
+        data=json.dumps({"models": {NOVA: {"requests_per_minute": -5}}}).encode(),
+        method="POST",
+    )
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+
+    assert refused.value.code == 400
+    assert "requests_per_minute" in json.loads(refused.value.read())["message"]
+    assert emu.config() == before
