@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError, EventStreamError
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.domain import ModelResponse
+from bedrock_pipeline.media import decoded_for_boto3
 from bedrock_pipeline.ports import BedrockCallError
 
 # Errors that will not go away by retrying the same request: they become a failure result at once.
@@ -49,12 +50,14 @@ class BedrockGateway:
         self._client = client
 
     def invoke(self, model_id: str, request: dict[str, Any], *, stream: bool) -> ModelResponse:
+        # Media bytes travel as base64 until here; botocore wants raw bytes (media.py says why).
+        body = decoded_for_boto3(request)
         started = time.perf_counter()
         try:
             if stream:
-                response = _collect_stream(self._client.converse_stream(modelId=model_id, **request))
+                response = _collect_stream(self._client.converse_stream(modelId=model_id, **body))
             else:
-                response = self._client.converse(modelId=model_id, **request)
+                response = self._client.converse(modelId=model_id, **body)
         except EventStreamError as exc:  # an error event inside the stream
             code = _normalise_code(exc.response.get("Error", {}).get("Code", "StreamError"))
             raise BedrockCallError(code, str(exc), code in PERMANENT_ERROR_CODES) from exc
