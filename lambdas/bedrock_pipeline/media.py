@@ -1,9 +1,9 @@
 """Media blocks (image, document, video, audio) of a Converse request, and their ``source.bytes``.
 
 JSON cannot hold raw bytes, so a Bedrock batch-inference file carries ``source.bytes`` as base64, and
-so does everything the pipeline keeps as JSON: the work item on the queue, its identity and cached
-answer, the results line's ``modelInput`` (Bedrock's batch output echoes the input as written) and
-the record span's inputs. boto3 instead wants raw bytes for these blob members and base64-encodes
+so does everything the pipeline keeps as JSON: the work item on the queue, its identity, the results
+line's ``modelInput`` (Bedrock's batch output echoes the input as written) and the record span's
+inputs (where MLflow 3.17+ turns a Converse image's base64 into a trace attachment). boto3 instead wants raw bytes for these blob members and base64-encodes
 them itself: a base64 string passed through is encoded twice and the model gets garbage. So the
 request stays base64 everywhere and is decoded once, by the Bedrock adapter right before the call
 (``decoded_for_boto3``); the prompt-file parser checks the base64 so that decode cannot fail.
@@ -49,7 +49,7 @@ class MediaBytes(bytes):
 
     MLflow's Bedrock autolog records the call's kwargs as the model span's inputs and serializes a
     value JSON cannot hold with ``str()``: plain bytes would put a ``b'\\x89PNG...'`` repr, up to 4x
-    the media's size, in every trace. The record span already shows the request with its base64.
+    the media's size, in every trace. The record span already has the media, as base64.
     """
 
     def __repr__(self) -> str:
