@@ -742,6 +742,35 @@ def test_given_per_token_latency_when_streaming_then_chunks_are_spread_over_time
     assert elapsed_ms >= stream["metrics"]["latencyMs"] * 0.9
 
 
+def test_given_base_latency_when_streaming_then_the_stream_opens_at_once_and_the_first_delta_waits(
+    emu: EmulatorServer, client: Any
+) -> None:
+    emu.configure(NOVA, latency_ms=300)
+
+    stream = client.converse_stream(modelId=NOVA, messages=[_user("Take your time")])["stream"]
+    arrivals = [(time.perf_counter(), event) for event in stream]
+
+    opened = next(at for at, event in arrivals if "messageStart" in event)
+    first_delta = next(at for at, event in arrivals if "contentBlockDelta" in event)
+    assert (first_delta - opened) * 1000 >= 300 * 0.95  # the model's time to first token, as Bedrock
+
+
+def test_given_base_latency_then_the_gateway_records_it_as_time_to_first_token_of_streamed_calls_only(
+    emu: EmulatorServer,
+) -> None:
+    emu.configure(NOVA, latency_ms=150, ms_per_output_token=1)
+    gateway = BedrockGateway(_client(emu.url))
+    request = {"messages": [_user("Tell me a story")], "inferenceConfig": {"maxTokens": 100}}
+
+    streamed = gateway.invoke(NOVA, request, stream=True)
+    whole = gateway.invoke(NOVA, request, stream=False)
+
+    assert streamed.time_to_first_token_ms is not None
+    assert 150 <= streamed.time_to_first_token_ms < streamed.wall_ms
+    assert streamed.usage["outputTokens"] > 1  # so some of the latency came after the first token
+    assert whole.time_to_first_token_ms is None
+
+
 def test_given_concurrent_clients_then_every_call_is_answered_and_counted(emu: EmulatorServer) -> None:
     def worker(worker_id: int) -> list[str]:
         own_client = _client(emu.url)

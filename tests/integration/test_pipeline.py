@@ -79,7 +79,11 @@ def test_a_prompt_file_becomes_one_traced_run_per_record_and_model(stack: Stack)
     )
     assert haiku.data.params["max_tokens"] == "256" and haiku.data.params["temperature"] == "0.2"
     assert haiku.data.tags["topic"] == "capital"  # the record's own tag, beside the pipeline's
-    assert by_key[("stream-story", "meta.llama3-1-8b-instruct-v1:0")].data.params["stream"] == "True"
+    streamed = [r for r in calls if r.data.params["stream"] == "True"]
+    assert {r.data.tags["pipeline.record_id"] for r in streamed} == {"stream-story"}
+    # Time to first token: on streamed calls only (a whole answer has no first token).
+    assert all(r.data.metrics["time_to_first_token_ms"] > 0 for r in streamed)
+    assert not any("time_to_first_token_ms" in r.data.metrics for r in calls if r not in streamed)
 
     # The trace of a call is linked to its run and carries the model call's token usage.
     trace_id = haiku.data.tags["pipeline.trace_id"]
