@@ -7,6 +7,7 @@ sets AWS_ENDPOINT_URL_BEDROCK_RUNTIME to the emulator. So the same code runs in 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -16,7 +17,12 @@ from botocore.exceptions import ClientError, EventStreamError
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.domain import ModelResponse
+from bedrock_pipeline.media import decoded_for_boto3
 from bedrock_pipeline.ports import BedrockCallError
+
+# ConverseStream deltas that are the model's output (text, a tool call's input, reasoning): the first
+# one ends the time to first token. messageStart and contentBlockStart carry no generated token.
+_TOKEN_DELTAS = frozenset({"text", "toolUse", "reasoningContent"})
 
 # Errors that will not go away by retrying the same request: they become a failure result at once.
 PERMANENT_ERROR_CODES = frozenset(
@@ -47,14 +53,29 @@ class BedrockGateway:
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        # When the last attempt of the calling thread's ConverseStream request was sent: botocore
+        # retries throttles inside the call, and a backoff is not the model's time to first token.
+        self._attempt = threading.local()
+        client.meta.events.register("before-send.bedrock-runtime.ConverseStream", self._note_attempt)
+
+    def _note_attempt(self, **_: Any) -> None:
+        self._attempt.sent = time.perf_counter()  # returns None: botocore then sends the request
 
     def invoke(self, model_id: str, request: dict[str, Any], *, stream: bool) -> ModelResponse:
+        # Media bytes travel as base64 until here; botocore wants raw bytes (media.py says why).
+        body = decoded_for_boto3(request)
         started = time.perf_counter()
+        first_token_ms: float | None = None
         try:
             if stream:
-                response = _collect_stream(self._client.converse_stream(modelId=model_id, **request))
+                self._attempt.sent = started
+                response, first_token_at = _collect_stream(
+                    self._client.converse_stream(modelId=model_id, **body)
+                )
+                if first_token_at is not None:
+                    first_token_ms = (first_token_at - self._attempt.sent) * 1000
             else:
-                response = self._client.converse(modelId=model_id, **request)
+                response = self._client.converse(modelId=model_id, **body)
         except EventStreamError as exc:  # an error event inside the stream
             code = _normalise_code(exc.response.get("Error", {}).get("Code", "StreamError"))
             raise BedrockCallError(code, str(exc), code in PERMANENT_ERROR_CODES) from exc
@@ -70,6 +91,7 @@ class BedrockGateway:
             usage=usage,
             latency_ms=float(response.get("metrics", {}).get("latencyMs", wall_ms)),
             wall_ms=wall_ms,
+            time_to_first_token_ms=first_token_ms,
         )
 
 
@@ -78,14 +100,16 @@ def _normalise_code(code: str) -> str:
     return code[:1].upper() + code[1:] if code else code
 
 
-def _collect_stream(response: dict[str, Any]) -> dict[str, Any]:
-    """Reassemble ConverseStream events into Converse's response shape."""
+def _collect_stream(response: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """Reassemble ConverseStream events into Converse's response shape; also when (perf_counter) the
+    first generated token arrived, None if none did."""
     blocks: dict[int, dict[str, Any]] = {}
     tool_inputs: dict[int, list[str]] = {}
     role = "assistant"
     stop_reason = ""
     usage: dict[str, int] = {}
     metrics: dict[str, Any] = {}
+    first_token_at: float | None = None
     for event in response["stream"]:
         if "messageStart" in event:
             role = event["messageStart"].get("role", role)
@@ -98,6 +122,8 @@ def _collect_stream(response: dict[str, Any]) -> dict[str, Any]:
         elif "contentBlockDelta" in event:
             index = event["contentBlockDelta"]["contentBlockIndex"]
             delta = event["contentBlockDelta"]["delta"]
+            if first_token_at is None and _TOKEN_DELTAS & delta.keys():
+                first_token_at = time.perf_counter()
             if "text" in delta:
                 block = blocks.setdefault(index, {"text": ""})
                 block["text"] = block.get("text", "") + delta["text"]
@@ -112,9 +138,10 @@ def _collect_stream(response: dict[str, Any]) -> dict[str, Any]:
         raw = "".join(parts)
         blocks[index]["toolUse"]["input"] = json.loads(raw) if raw else {}
     content = [blocks[i] for i in sorted(blocks)]
-    return {
+    converse = {
         "output": {"message": {"role": role, "content": content}},
         "stopReason": stop_reason,
         "usage": usage,
         "metrics": metrics,
     }
+    return converse, first_token_at

@@ -137,13 +137,18 @@ class CallError:
 
 @dataclass(frozen=True)
 class ModelResponse:
-    """What one Converse or ConverseStream call produced, in Converse's response shape."""
+    """What one Converse or ConverseStream call produced, in Converse's response shape.
+
+    ``time_to_first_token_ms`` is measured by the caller for a streamed call (None otherwise):
+    Bedrock reports only the total latency.
+    """
 
     output_message: dict[str, Any]
     stop_reason: str
     usage: dict[str, int]
     latency_ms: float
     wall_ms: float
+    time_to_first_token_ms: float | None = None
 
     @property
     def text(self) -> str:
@@ -155,7 +160,9 @@ class ModelResponse:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelResponse:
         return cls(
-            **{k: data[k] for k in ("output_message", "stop_reason", "usage", "latency_ms", "wall_ms")}
+            **{k: data[k] for k in ("output_message", "stop_reason", "usage", "latency_ms", "wall_ms")},
+            # Absent from answers cached before it was measured.
+            time_to_first_token_ms=data.get("time_to_first_token_ms"),
         )
 
     def as_converse_output(self) -> dict[str, Any]:

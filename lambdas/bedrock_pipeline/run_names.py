@@ -29,6 +29,7 @@ METRIC_NAMES = (
     "cache_read_input_tokens",
     "cache_write_input_tokens",
     "latency_ms",
+    "time_to_first_token_ms",  # streamed calls only
     "input_cost_usd",
     "output_cost_usd",
     "cost_usd",

@@ -63,7 +63,8 @@ def call_params(item: WorkItem) -> dict[str, Any]:
 
 
 def call_metrics(outcome: CallOutcome) -> dict[str, float]:
-    """Tokens from Bedrock's usage, latency, and the cost priced once for the outcome (METRIC_NAMES)."""
+    """Tokens from Bedrock's usage, latency (and time to first token when streamed), and the cost priced
+    once for the outcome (METRIC_NAMES, in that order)."""
     answer = outcome.answer
     if answer is None:
         return {}
@@ -76,6 +77,8 @@ def call_metrics(outcome: CallOutcome) -> dict[str, float]:
         "cache_write_input_tokens": usage.get("cacheWriteInputTokens", 0),
         "latency_ms": answer.latency_ms,
     }
+    if answer.time_to_first_token_ms is not None:  # streamed calls only: a whole answer has no "first"
+        metrics["time_to_first_token_ms"] = answer.time_to_first_token_ms
     if outcome.cost is not None:  # unknown models record tokens but no cost, rather than a made-up one
         metrics.update(
             input_cost_usd=outcome.cost.input_usd,

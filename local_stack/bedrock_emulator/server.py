@@ -203,9 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
             self._send_json(200, response, {"x-amzn-RequestId": request_id})
         else:
-            if first_ms > 0:
-                time.sleep(first_ms / 1000)
-            self._stream(reply, usage, metrics, behaviour.ms_per_output_token, request_id)
+            self._stream(reply, usage, metrics, first_ms, behaviour.ms_per_output_token, request_id)
         state.settle(admission, usage)  # after the reply or the whole stream, as Bedrock settles
         elapsed = (time.perf_counter() - started) * 1000
         self._log_call(
@@ -224,6 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         reply: Reply,
         usage: dict[str, int],
         metrics: dict[str, int],
+        first_ms: float,
         ms_per_token: float,
         request_id: str,
     ) -> None:
@@ -233,6 +232,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("x-amzn-RequestId", request_id)
         self.end_headers()
         pending: list[bytes] = [encode_event("messageStart", {"role": "assistant"})]
+        if first_ms > 0:
+            # As Bedrock: the stream opens at once and the first delta waits for the model (time to
+            # first token); the rest of the latency is spread over the chunks (ms_per_output_token).
+            self._flush(pending)
+            time.sleep(first_ms / 1000)
 
         def emit(event: bytes, generated: str = "") -> None:
             pending.append(event)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -11,6 +13,21 @@ from local_stack.bedrock_emulator.errors import BedrockError
 _START_WITH_USER = (
     "A conversation must start with a user message. "
     "Try again with a conversation that starts with a user message."
+)
+
+
+# ImageBlock formats (API reference, ImageBlock: png | jpeg | gif | webp) and how each file starts.
+# Kept apart from the pipeline's own table on purpose: the emulator stands in for the service.
+_IMAGE_MAGIC = {
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "jpeg": (b"\xff\xd8\xff",),
+    "gif": (b"GIF87a", b"GIF89a"),
+    "webp": (b"RIFF",),  # and b"WEBP" at offset 8
+}
+# What Converse answers when an image's bytes are not its format (boto/boto3#4415); a base64 string
+# passed to boto3 as bytes is encoded twice and fails this way too.
+_IMAGE_MISMATCH = (
+    "The model returned the following errors: The provided image does not match the specified image format."
 )
 
 
@@ -60,6 +77,9 @@ def validate_converse(body: dict[str, Any], model: ModelInfo) -> None:
     for index, block in enumerate(body.get("system") or []):
         if not isinstance(block, dict) or not ({"text", "cachePoint", "guardContent"} & set(block)):
             raise _invalid(f"system.{index} must contain text, guardContent or cachePoint.")
+    for index, message in enumerate(messages):
+        for position, block in enumerate(message["content"]):
+            _validate_image(block.get("image"), f"messages.{index + 1}.member.content.{position + 1}")
     _validate_inference_config(body.get("inferenceConfig") or {}, model)
     tool_config = body.get("toolConfig")
     if tool_config is not None:
@@ -68,6 +88,29 @@ def validate_converse(body: dict[str, Any], model: ModelInfo) -> None:
         raise _invalid(
             "The toolConfig field must be defined when using toolUse and toolResult content blocks."
         )
+
+
+def _validate_image(image: Any, location: str) -> None:
+    """An image block as Bedrock checks it: a known format, and bytes (base64 on the wire, as botocore
+    sends a blob) that decode once to an image of that format."""
+    if not isinstance(image, dict):
+        return
+    image_format = image.get("format")
+    if image_format not in _IMAGE_MAGIC:
+        raise _invalid(
+            f"1 validation error detected: Value '{image_format}' at '{location}.member.image.format' "
+            f"failed to satisfy constraint: Member must satisfy enum value set: [{', '.join(_IMAGE_MAGIC)}]"
+        )
+    source = image.get("source")
+    raw = source.get("bytes") if isinstance(source, dict) else None
+    if raw is None:
+        return  # an s3Location: not fetched here
+    try:
+        data = base64.b64decode(raw, validate=True) if isinstance(raw, str) else b""
+    except binascii.Error:
+        data = b""
+    if not data.startswith(_IMAGE_MAGIC[image_format]) or (image_format == "webp" and data[8:12] != b"WEBP"):
+        raise _invalid(_IMAGE_MISMATCH)
 
 
 def _validate_inference_config(config: Any, model: ModelInfo) -> None:

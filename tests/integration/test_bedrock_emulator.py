@@ -19,8 +19,11 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from bedrock_pipeline.bedrock import BedrockGateway
+from bedrock_pipeline.prompt_file import parse_prompt_file
 from bedrock_pipeline.tokenizer import count_message_tokens, count_tokens
 from local_stack.bedrock_emulator import EmulatorAdmin, EmulatorServer
+from tests.images import b64, png
 
 pytestmark = pytest.mark.integration
 
@@ -563,6 +566,86 @@ def test_given_a_body_that_is_not_json_then_validation_exception_on_the_wire(emu
     assert "Malformed input request" in json.load(raised.value)["message"]
 
 
+# --- media: image bytes are base64 on the wire, once ---
+IMAGE_MISMATCH = "The provided image does not match the specified image format."
+
+
+def _image_message(data: bytes | str, image_format: str = "png") -> dict[str, Any]:
+    image = {"format": image_format, "source": {"bytes": data}}
+    return {"role": "user", "content": [{"text": "What colour is this?"}, {"image": image}]}
+
+
+def test_given_an_image_then_raw_bytes_pass_and_a_base64_string_given_as_bytes_is_refused_like_bedrock(
+    emu: EmulatorServer, client: Any
+) -> None:
+    picture = png()
+
+    answer = client.converse(modelId=NOVA, messages=[_image_message(picture)])
+    with pytest.raises(client.exceptions.ValidationException, match=re.escape(IMAGE_MISMATCH)) as raised:
+        client.converse(modelId=NOVA, messages=[_image_message(b64(picture))])  # botocore encodes it again
+    with pytest.raises(client.exceptions.ValidationException, match=re.escape(IMAGE_MISMATCH)):
+        client.converse_stream(modelId=NOVA, messages=[_image_message(picture, "jpeg")])
+
+    assert answer["stopReason"] == "end_turn"
+    assert raised.value.response["Error"]["Message"].startswith("The model returned the following errors:")
+    assert emu.stats()["models"][NOVA]["validation"] == 2
+
+
+def test_given_an_image_format_bedrock_does_not_know_then_its_enum_error(
+    emu: EmulatorServer, raw_client: Any
+) -> None:
+    with pytest.raises(raw_client.exceptions.ValidationException) as raised:
+        raw_client.converse(modelId=NOVA, messages=[_image_message(png(), "jpg")])
+
+    assert raised.value.response["Error"]["Message"] == (
+        "1 validation error detected: Value 'jpg' at 'messages.1.member.content.2.member.image.format' "
+        "failed to satisfy constraint: Member must satisfy enum value set: [png, jpeg, gif, webp]"
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["converse", "converse-stream"])
+def test_given_a_batch_record_with_a_base64_png_then_the_gateway_sends_the_image_and_gets_an_answer(
+    emu: EmulatorServer, stream: bool
+) -> None:
+    """The issue's case: the record as a Bedrock batch file holds it; sent as it was, it fails."""
+    model_input = {"messages": [_image_message(b64(png()))], "inferenceConfig": {"maxTokens": 64}}
+    line = json.dumps({"recordId": "IMG1", "modelInput": model_input}).encode()
+    [item] = parse_prompt_file(line, default_models=(NOVA,)).items
+    own_client = _client(emu.url)
+
+    answer = BedrockGateway(own_client).invoke(NOVA, item.request, stream=stream)
+    with pytest.raises(own_client.exceptions.ValidationException, match=re.escape(IMAGE_MISMATCH)):
+        own_client.converse(modelId=NOVA, **item.request)  # what the pipeline did before
+
+    assert answer.stop_reason == "end_turn" and answer.text
+    assert item.request == model_input  # the item (queue message, results line) keeps the base64
+
+
+def test_given_autolog_and_an_image_then_the_model_span_shows_a_placeholder_not_the_bytes(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    import mlflow
+
+    picture = png(64, 64)
+    line = json.dumps({"modelInput": {"messages": [_image_message(b64(picture))]}}).encode()
+    [item] = parse_prompt_file(line, default_models=(NOVA,)).items
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = mlflow.set_experiment("emulator-media").experiment_id
+    mlflow.bedrock.autolog()
+    try:
+        BedrockGateway(_client(emu.url)).invoke(NOVA, item.request, stream=False)
+        mlflow.flush_trace_async_logging()
+        [trace] = mlflow.MlflowClient().search_traces(locations=[experiment_id])
+    finally:
+        mlflow.bedrock.autolog(disable=True)
+        mlflow.set_tracking_uri(previous_uri)
+
+    [span] = trace.data.spans
+    image = span.inputs["messages"][0]["content"][1]["image"]
+    assert image == {"format": "png", "source": {"bytes": f"<{len(picture)} bytes>"}}
+
+
 # --- admin: stats, config, reset ---
 
 
@@ -657,6 +740,35 @@ def test_given_per_token_latency_when_streaming_then_chunks_are_spread_over_time
     elapsed_ms = (time.perf_counter() - started) * 1000
     assert stream["metrics"]["latencyMs"] == 2 * stream["usage"]["outputTokens"]
     assert elapsed_ms >= stream["metrics"]["latencyMs"] * 0.9
+
+
+def test_given_base_latency_when_streaming_then_the_stream_opens_at_once_and_the_first_delta_waits(
+    emu: EmulatorServer, client: Any
+) -> None:
+    emu.configure(NOVA, latency_ms=300)
+
+    stream = client.converse_stream(modelId=NOVA, messages=[_user("Take your time")])["stream"]
+    arrivals = [(time.perf_counter(), event) for event in stream]
+
+    opened = next(at for at, event in arrivals if "messageStart" in event)
+    first_delta = next(at for at, event in arrivals if "contentBlockDelta" in event)
+    assert (first_delta - opened) * 1000 >= 300 * 0.95  # the model's time to first token, as Bedrock
+
+
+def test_given_base_latency_then_the_gateway_records_it_as_time_to_first_token_of_streamed_calls_only(
+    emu: EmulatorServer,
+) -> None:
+    emu.configure(NOVA, latency_ms=150, ms_per_output_token=1)
+    gateway = BedrockGateway(_client(emu.url))
+    request = {"messages": [_user("Tell me a story")], "inferenceConfig": {"maxTokens": 100}}
+
+    streamed = gateway.invoke(NOVA, request, stream=True)
+    whole = gateway.invoke(NOVA, request, stream=False)
+
+    assert streamed.time_to_first_token_ms is not None
+    assert 150 <= streamed.time_to_first_token_ms < streamed.wall_ms
+    assert streamed.usage["outputTokens"] > 1  # so some of the latency came after the first token
+    assert whole.time_to_first_token_ms is None
 
 
 def test_given_concurrent_clients_then_every_call_is_answered_and_counted(emu: EmulatorServer) -> None:

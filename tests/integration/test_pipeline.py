@@ -7,12 +7,17 @@ answers through boto3; the event pump feeds the handlers Lambda's SQS event shap
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.tracing.attachments import Attachment
+from mlflow.tracing.utils.artifact_utils import get_artifact_uri_for_trace
 
 from local_stack.demo import experiment_names
+from tests.images import b64, png
 from tests.integration.harness import Stack
 
 pytestmark = pytest.mark.integration
@@ -74,7 +79,11 @@ def test_a_prompt_file_becomes_one_traced_run_per_record_and_model(stack: Stack)
     )
     assert haiku.data.params["max_tokens"] == "256" and haiku.data.params["temperature"] == "0.2"
     assert haiku.data.tags["topic"] == "capital"  # the record's own tag, beside the pipeline's
-    assert by_key[("stream-story", "meta.llama3-1-8b-instruct-v1:0")].data.params["stream"] == "True"
+    streamed = [r for r in calls if r.data.params["stream"] == "True"]
+    assert {r.data.tags["pipeline.record_id"] for r in streamed} == {"stream-story"}
+    # Time to first token: on streamed calls only (a whole answer has no first token).
+    assert all(r.data.metrics["time_to_first_token_ms"] > 0 for r in streamed)
+    assert not any("time_to_first_token_ms" in r.data.metrics for r in calls if r not in streamed)
 
     # The trace of a call is linked to its run and carries the model call's token usage.
     trace_id = haiku.data.tags["pipeline.trace_id"]
@@ -126,6 +135,59 @@ def test_a_bedrock_batch_inference_file_runs_unchanged_and_is_priced_by_hand(sta
     usage = micro["usage"]
     assert micro["costUsd"] == pytest.approx(
         usage["inputTokens"] * NOVA_MICRO_IN / 1e6 + usage["outputTokens"] * NOVA_MICRO_OUT / 1e6
+    )
+
+
+def test_a_batch_record_with_a_base64_image_reaches_the_model_once_encoded(stack: Stack) -> None:
+    """Given a Bedrock batch-format record with a PNG as base64 (as batch files carry media) and a
+    broken one, when the file runs, then the good one is answered (the emulator refuses an image whose
+    bytes are not a PNG, as Bedrock does), its results line keeps the base64 as written, the trace keeps
+    the image (not its bytes inline), and the broken one is a line error."""
+    picture = png(16, 16)
+    content = [
+        {"text": "What colour is this square?"},
+        {"image": {"format": "png", "source": {"bytes": b64(picture)}}},
+    ]
+    model_input = {"messages": [{"role": "user", "content": content}], "inferenceConfig": {"maxTokens": 64}}
+    broken = {
+        "messages": [
+            {"role": "user", "content": [content[0], {"image": {"format": "png", "source": {"bytes": "%%"}}}]}
+        ]
+    }
+    body = "\n".join(
+        json.dumps(line)
+        for line in (
+            {"job": {"models": ["amazon.nova-lite-v1:0"]}},
+            {"recordId": "IMG0001", "modelInput": model_input},
+            {"recordId": "IMG0002", "modelInput": broken},
+        )
+    ).encode()
+    job_id = stack.upload(key="incoming/tests/images.jsonl", body=body)
+    stack.wait(job_id)
+
+    (line,) = stack.results(job_id)
+    assert line["recordId"] == "IMG0001" and "modelOutput" in line, line.get("error")
+    assert line["modelInput"] == model_input
+    (error,) = stack.results(job_id, "errors.jsonl")
+    assert error["lineNumber"] == 3
+    assert error["reason"] == "message 1 content 2: image bytes are not valid base64"
+    nova = stack.emulator.stats()["models"]["amazon.nova-lite-v1:0"]
+    assert (nova["ok"], nova["validation"]) == (1, 0)
+
+    trace = stack.mlflow.get_trace(line["mlflow"]["traceId"])
+    (record_span,) = [span for span in trace.data.spans if span.parent_id is None]
+    (call_span,) = [span for span in trace.data.spans if span.parent_id == record_span.span_id]
+    # MLflow (3.17+) stores a Converse image's base64 in span inputs as a trace attachment: the record
+    # span links the PNG itself; the model span, given raw bytes, shows the adapter's placeholder.
+    ref = record_span.inputs["messages"][0]["content"][1]["image"]["source"]["bytes"]
+    attachment = Attachment.parse_ref(ref)
+    assert attachment is not None and attachment["content_type"] == "image/png"
+    repository = get_artifact_repository(get_artifact_uri_for_trace(trace.info))
+    with tempfile.TemporaryDirectory() as folder:
+        stored = repository.download_artifacts(f"attachments/{attachment['attachment_id']}", folder)
+        assert Path(stored).read_bytes() == picture
+    assert (
+        call_span.inputs["messages"][0]["content"][1]["image"]["source"]["bytes"] == f"<{len(picture)} bytes>"
     )
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bedrock_pipeline.domain import JobRef
+from bedrock_pipeline.media import decoded_for_boto3
 from bedrock_pipeline.prompt_file import (
     CONVERSE_BODY_KEYS,
     MAX_NESTING_DEPTH,
@@ -24,6 +25,7 @@ from bedrock_pipeline.prompt_file import (
     WorkItem,
     parse_prompt_file,
 )
+from tests.images import b64, png
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
@@ -307,6 +309,116 @@ def test_given_an_anthropic_image_block_then_the_line_is_rejected_as_not_convert
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
     parsed = parse({"modelInput": {"max_tokens": 10, "messages": [{"role": "user", "content": [image]}]}})
     assert parsed.items == [] and "'image' cannot be converted" in parsed.errors[0].reason
+
+
+# --- media bytes in a Bedrock record: base64 in the file and the item, raw bytes only for boto3 -------
+def _image_record(image: dict[str, Any], *, record_id: str = "IMG1") -> dict[str, Any]:
+    content = [{"text": "What colour is this?"}, {"image": image}]
+    return {"recordId": record_id, "modelInput": {"messages": [{"role": "user", "content": content}]}}
+
+
+def test_given_a_base64_png_then_the_item_keeps_the_base64_and_boto3_gets_the_png_bytes() -> None:
+    picture = png()
+    record = _image_record({"format": "png", "source": {"bytes": b64(picture)}})
+
+    parsed = parse(record)
+
+    assert parsed.errors == []
+    [item] = parsed.items
+    assert item.request == record["modelInput"]  # JSON all the way: queue message, results, spans
+    WorkItem.model_validate_json(item.model_dump_json())
+    sent = decoded_for_boto3(item.request)["messages"][0]["content"][1]["image"]["source"]["bytes"]
+    assert sent == picture
+    assert_valid_converse_request(item.model_copy(update={"request": decoded_for_boto3(item.request)}))
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        (
+            {"format": "png", "source": {"bytes": "not base64!"}},
+            "message 1 content 2: image bytes are not valid base64",
+        ),
+        (
+            {"format": "png", "source": {"bytes": b64(b64(png()).encode())}},
+            "message 1 content 2: image bytes are not a png image (base64 of base64? decode it once)",
+        ),
+        (
+            {"format": "jpeg", "source": {"bytes": b64(png())}},
+            "message 1 content 2: image bytes are not a jpeg image",
+        ),
+        (
+            {"format": "jpg", "source": {"bytes": b64(png())}},
+            "message 1 content 2: image format 'jpg' is not one of ['gif', 'jpeg', 'png', 'webp']",
+        ),
+        (
+            {"format": "png", "source": {"bytes": [137, 80, 78, 71]}},
+            "message 1 content 2: image bytes must be a base64 string, not an array",
+        ),
+        ({"format": "png", "source": {"bytes": ""}}, "message 1 content 2: image bytes are empty"),
+    ],
+)
+def test_given_bad_image_bytes_then_the_line_error_names_the_block(
+    image: dict[str, Any], reason: str
+) -> None:
+    parsed = parse(_image_record(image), {"prompt": "still runs"})
+
+    assert [e.reason for e in parsed.errors] == [reason]
+    assert [i.record_id for i in parsed.items] == ["line-2"]
+
+
+def test_given_media_inside_a_tool_result_then_it_is_checked_and_decoded_too() -> None:
+    document = {"format": "txt", "name": "notes", "source": {"bytes": b64(b"plain notes")}}
+    result = {"toolUseId": "t1", "content": [{"document": document}]}
+    messages = [
+        {"role": "user", "content": [{"text": "Read my notes"}]},
+        {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "notes", "input": {}}}]},
+        {"role": "user", "content": [{"toolResult": result}]},
+    ]
+    tools = {"tools": [{"toolSpec": {"name": "notes", "inputSchema": {"json": {"type": "object"}}}}]}
+    good = {"recordId": "ok", "modelInput": {"messages": messages, "toolConfig": tools}}
+    bad_result = {"toolUseId": "t1", "content": [{"document": {**document, "source": {"bytes": "%%"}}}]}
+    bad_messages = [*messages[:2], {"role": "user", "content": [{"toolResult": bad_result}]}]
+    bad = {"recordId": "bad", "modelInput": {"messages": bad_messages, "toolConfig": tools}}
+
+    parsed = parse(good, bad)
+
+    [item] = parsed.items
+    decoded = decoded_for_boto3(item.request)["messages"][2]["content"][0]["toolResult"]["content"][0]
+    assert decoded["document"]["source"]["bytes"] == b"plain notes"
+    assert [e.reason for e in parsed.errors] == [
+        "message 3 content 1 toolResult content 1: document bytes are not valid base64"
+    ]
+
+
+def test_given_an_image_over_bedrocks_size_limit_then_it_is_a_line_error_even_with_room_in_the_limits() -> (
+    None
+):
+    roomy = Limits(max_line_bytes=8 << 20, max_file_bytes=16 << 20, max_item_bytes=8 << 20)
+    at_limit = png() + b"\x00" * (int(3.75 * 1024 * 1024) - len(png()))
+    over = at_limit + b"\x00"
+
+    parsed = parse(
+        _image_record({"format": "png", "source": {"bytes": b64(at_limit)}}, record_id="at"),
+        _image_record({"format": "png", "source": {"bytes": b64(over)}}, record_id="over"),
+        limits=roomy,
+    )
+
+    assert [i.record_id for i in parsed.items] == ["at"]
+    assert [e.reason for e in parsed.errors] == [
+        "message 1 content 2: image bytes are 3,932,161 bytes; Bedrock's limit is 3,932,160"
+    ]
+
+
+def test_given_an_s3_location_or_document_text_then_there_are_no_bytes_to_check() -> None:
+    video = {"format": "mp4", "source": {"s3Location": {"uri": "s3://bucket/clip.mp4"}}}
+    document = {"format": "txt", "name": "n", "source": {"text": "inline text"}}
+    content = [{"text": "Describe"}, {"video": video}, {"document": document}]
+    record = {"modelInput": {"messages": [{"role": "user", "content": content}]}}
+
+    [item] = parse(record).items
+
+    assert decoded_for_boto3(item.request) is item.request  # nothing to decode: no copy
 
 
 def test_the_accepted_converse_keys_are_exactly_botocores_converse_members_except_model_id() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from bedrock_pipeline.domain import CallError, CallOutcome, JobRef, ModelResponse, WorkItem
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.run_names import METRIC_NAMES, PARAM_NAMES
@@ -25,12 +28,33 @@ ITEM = WorkItem(
 )
 
 
-def test_a_priced_answer_records_every_documented_metric_and_param() -> None:
-    usage = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
-    answer = ModelResponse({"content": []}, "end_turn", usage, 10.0, 11.0)
-    outcome = CallOutcome(answer=answer, cost=PriceTable.load().cost(ITEM.model_id, usage))
-    assert tuple(call_metrics(outcome)) == METRIC_NAMES
+USAGE = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_a_priced_streamed_answer_records_every_documented_metric_and_param() -> None:
+    answer = ModelResponse({"content": []}, "end_turn", USAGE, 10.0, 11.0, time_to_first_token_ms=4.0)
+    outcome = CallOutcome(answer=answer, cost=PriceTable.load().cost(ITEM.model_id, USAGE))
+    metrics = call_metrics(outcome)
+    assert tuple(metrics) == METRIC_NAMES
+    assert metrics["time_to_first_token_ms"] == 4.0
     assert tuple(call_params(ITEM)) == PARAM_NAMES
+
+
+def test_a_whole_answer_records_no_time_to_first_token() -> None:
+    answer = ModelResponse({"content": []}, "end_turn", USAGE, 10.0, 11.0)
+    outcome = CallOutcome(answer=answer, cost=PriceTable.load().cost(ITEM.model_id, USAGE))
+    assert tuple(call_metrics(outcome)) == tuple(n for n in METRIC_NAMES if n != "time_to_first_token_ms")
+
+
+def test_the_readme_lists_the_metric_and_param_names_in_order() -> None:
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2]
+        for line in README.read_text().splitlines()
+        if line.startswith("| params |") or line.startswith("| metrics |")
+    }
+    assert tuple(re.findall(r"`([a-z_]+)`", rows["metrics"])) == METRIC_NAMES
+    assert tuple(re.findall(r"`([a-z_]+)`", rows["params"])) == PARAM_NAMES
 
 
 def test_a_failed_call_records_no_metrics_and_a_record_cannot_spoof_pipeline_tags() -> None:

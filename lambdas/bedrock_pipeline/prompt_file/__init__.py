@@ -27,7 +27,9 @@ One JSON object per line. Blank lines are skipped. A UTF-8 BOM and CRLF line end
   blocks), which is converted to Converse: text, ``tool_use``/``tool_result`` blocks, tools and
   tool_choice map to their Converse equivalents, ``cache_control`` becomes a ``cachePoint``,
   ``top_k``/``thinking`` go to ``additionalModelRequestFields``; images and documents are not
-  converted (use the Converse shape for those).
+  converted (use the Converse shape for those). Media ``source.bytes`` (image, document, video,
+  audio) are base64 strings, checked here (valid base64, not empty, an image of its ``format``,
+  Bedrock's size limits) and kept as base64 in the item; ``bedrock_pipeline.media`` says why.
 
 Precedence: record values > job header > caller defaults. Job ``inference`` settings also fill
 keys a Bedrock record's ``inferenceConfig`` leaves unset. Fan-out: a simple record with ``model``

@@ -13,10 +13,13 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from bedrock_pipeline.media import IMAGE_SIGNATURES, decode_base64, is_image_of, media_sources
 from bedrock_pipeline.prompt_file.anthropic import from_anthropic, is_anthropic
 from bedrock_pipeline.prompt_file.schema import (
     CONVERSE_BODY_KEYS,
     EXCERPT_CHARS,
+    MAX_DOCUMENT_BYTES,
+    MAX_IMAGE_BYTES,
     MAX_NESTING_DEPTH,
     MAX_RECORD_ID_CHARS,
     BedrockRecord,
@@ -254,11 +257,51 @@ def _converse_request(model_input: dict[str, Any], inference: InferenceSettings)
         hint = " (the model comes from the job or defaults)" if "modelId" in unknown else ""
         raise LineRejected(f"modelInput has keys a Converse request does not accept: {unknown}{hint}")
     validate(ConverseBody, request, prefix="modelInput")
+    _check_media(request)
     # Job inference settings fill only what the record leaves unset.
     defaults = inference.to_converse()
     if defaults:
         request["inferenceConfig"] = {**defaults, **request.get("inferenceConfig", {})}
     return request
+
+
+def _check_media(request: dict[str, Any]) -> None:
+    """Media ``source.bytes`` must be base64 of what Bedrock accepts (media.py says why base64 is kept
+    in the item and decoded only by the Bedrock adapter); a line error here costs no model call."""
+    sizes = {"image": MAX_IMAGE_BYTES, "document": MAX_DOCUMENT_BYTES}
+    for media in media_sources(request):
+        if "bytes" not in media.source:
+            continue  # s3Location, or a document's text/content: Bedrock checks those
+        name = f"{media.where}: {media.kind} bytes"
+        value = media.source["bytes"]
+        if not isinstance(value, str):
+            raise LineRejected(f"{name} must be a base64 string, not {_json_type(value)}")
+        try:
+            data = decode_base64(value)
+        except ValueError:
+            raise LineRejected(f"{name} are not valid base64") from None
+        if not data:
+            raise LineRejected(f"{name} are empty")  # blob members have a minimum length of 1
+        limit = sizes.get(media.kind)
+        if limit is not None and len(data) > limit:
+            raise LineRejected(f"{name} are {len(data):,} bytes; Bedrock's limit is {limit:,}")
+        image_format = media.block.get("format")
+        if media.kind == "image" and isinstance(image_format, str):
+            if image_format not in IMAGE_SIGNATURES:
+                raise LineRejected(
+                    f"{media.where}: image format {image_format!r} is not one of {sorted(IMAGE_SIGNATURES)}"
+                )
+            if not is_image_of(image_format, data):
+                hint = " (base64 of base64? decode it once)" if _is_base64_text(data) else ""
+                raise LineRejected(f"{name} are not a {image_format} image{hint}")
+
+
+def _is_base64_text(data: bytes) -> bool:
+    try:
+        decode_base64(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -286,7 +329,7 @@ def _reject_constant(name: str) -> Any:
 
 
 def _json_type(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
 
 

@@ -29,6 +29,12 @@ MAX_MODEL_ID_CHARS = 2048  # Bedrock's modelId limit
 # Deeper JSON is refused before json.loads: past ~1,000 levels it would hit Python's recursion limit
 # (and say so in words a user cannot act on); no Converse request needs anywhere near this many.
 MAX_NESTING_DEPTH = 100
+# Bedrock's limits on media in a Converse message (API reference, Message.content: "Each image's size,
+# height, and width must be no more than 3.75 MB, 8000 px, and 8000 px"; "Each document's size must be
+# no more than 4.5 MB"), read as MiB so a file is never refused here that Bedrock would take. Only
+# reachable when Limits allow lines this long (the 200 KiB work item limit comes first by default).
+MAX_IMAGE_BYTES = int(3.75 * 1024 * 1024)
+MAX_DOCUMENT_BYTES = int(4.5 * 1024 * 1024)
 
 # Top-level members of a Converse request body other than modelId (botocore's bedrock-runtime model;
 # a unit test checks this set against it).
