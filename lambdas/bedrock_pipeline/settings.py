@@ -18,6 +18,13 @@ DLQ_SUFFIX: Final = "-dlq"
 IDEMPOTENCY_TABLE_NAME: Final = "bedrock-idempotency"
 JOBS_TABLE_NAME: Final = "bedrock-jobs"  # the job ledger: jobs, their end shards, attempts (pk "pk")
 
+# --- Bedrock batch inference (issue 20): what the pipeline, the stack and the emulator share ---
+BATCH_PREFIX: Final = "batch/"  # batch/<job id>/input/ (files we write), batch/<job id>/output/ (Bedrock's)
+BATCH_EVENTS_QUEUE_NAME: Final = "bedrock-batch-events"  # the EventBridge rule's target, read by the collector
+# The event Bedrock sends when a batch inference job changes state (EventBridge source and detail type).
+BATCH_EVENT_SOURCE: Final = "aws.bedrock"
+BATCH_EVENT_DETAIL_TYPE: Final = "Batch Inference Job State Change"
+
 # --- No network beyond the configured endpoints ---
 # `import mlflow` starts a usage-telemetry client that calls MLflow's public endpoints (in a VPC
 # without NAT: a connection that hangs in a background thread). Set before mlflow is imported, by
