@@ -1,7 +1,9 @@
 """A versioned Bedrock price table: model id (or inference profile, or ARN) -> USD cost of a call.
 
 Prices live in ``data/prices.json`` (USD per 1M tokens: input, output, cache_read, cache_write, with
-``version``, ``source`` and ``as_of``). Arithmetic is done in Decimal so that sums of many small
+``version``, ``source`` and ``as_of``). A model's entry may add ``tiers``: the same four prices for
+each other way Bedrock bills that model's tokens (``flex``, ``priority``, ``latency_optimized``,
+``batch``); standard on-demand is the entry itself. Arithmetic is done in Decimal so that sums of many small
 calls do not drift; results are floats rounded to 10 decimal places.
 
 Cost definition (Bedrock's Converse ``usage``: ``inputTokens`` EXCLUDES cache tokens)::
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +35,9 @@ DEFAULT_PRICES_PATH = Path(__file__).resolve().parent / "data" / "prices.json"
 
 # Geography prefixes of system-defined cross-region inference profiles ("us.anthropic.claude-...").
 INFERENCE_PROFILE_PREFIXES = ("us", "eu", "apac", "global", "us-gov", "jp", "au", "ca")
+
+# The tier every model's own entry prices; other tiers are listed under its "tiers".
+STANDARD_TIER = "standard"
 
 _PER_TOKEN = Decimal(1_000_000)
 _ROUND = 10
@@ -57,6 +62,15 @@ class ModelPrice:
     output: Decimal
     cache_read: Decimal | None = None
     cache_write: Decimal | None = None
+    # Other tiers' prices (tier name -> price); standard on-demand is this price itself.
+    tiers: Mapping[str, ModelPrice] = field(default_factory=dict)
+
+    def for_tier(self, tier: str | None) -> ModelPrice | None:
+        """This model's price in ``tier`` (None or STANDARD_TIER: on-demand standard); None if the table
+        publishes no price for that tier."""
+        if tier is None or tier == STANDARD_TIER:
+            return self
+        return self.tiers.get(tier)
 
 
 @dataclass(frozen=True)
@@ -77,13 +91,17 @@ class Cost:
         )
 
 
-class _PriceEntry(BaseModel):
+class _TierEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: Decimal = Field(ge=0)
     output: Decimal = Field(ge=0)
     cache_read: Decimal | None = Field(default=None, ge=0)
     cache_write: Decimal | None = Field(default=None, ge=0)
+
+
+class _PriceEntry(_TierEntry):
+    tiers: dict[str, _TierEntry] = Field(default_factory=dict)
 
 
 class _PriceFile(BaseModel):
@@ -117,7 +135,17 @@ class PriceTable:
         raw: Any = json.loads(Path(path).read_text(encoding="utf-8"), parse_float=Decimal)
         parsed = _PriceFile.model_validate(raw)
         prices = {
-            model_id: ModelPrice(model_id, e.input, e.output, e.cache_read, e.cache_write)
+            model_id: ModelPrice(
+                model_id,
+                e.input,
+                e.output,
+                e.cache_read,
+                e.cache_write,
+                tiers={
+                    tier: ModelPrice(model_id, t.input, t.output, t.cache_read, t.cache_write)
+                    for tier, t in e.tiers.items()
+                },
+            )
             for model_id, e in parsed.models.items()
         }
         return cls(parsed.version, parsed.source, parsed.as_of, prices)
@@ -156,12 +184,14 @@ class PriceTable:
             price = self._prices.get(_CONTEXT_SUFFIX.sub("", base))
         return price
 
-    def cost(self, model_id: str, usage: Mapping[str, Any]) -> Cost | None:
-        """Cost of one call from Bedrock's Converse ``usage``; None for a model not in the table.
+    def cost(self, model_id: str, usage: Mapping[str, Any], *, tier: str | None = None) -> Cost | None:
+        """Cost of one call from Bedrock's Converse ``usage`` in ``tier`` (default standard on-demand);
+        None for a model, or a model's tier, not in the table.
 
         Missing or null token counts count as 0; a negative or non-integer count raises ValueError.
         """
-        price = self.resolve(model_id)
+        model_price = self.resolve(model_id)
+        price = model_price.for_tier(tier) if model_price is not None else None
         if price is None:
             return None
         tokens = {name: _token_count(usage, keys) for name, keys in _USAGE_KEYS.items()}

@@ -252,3 +252,17 @@ def test_given_the_pipelines_default_models_then_every_one_has_a_price(table: Pr
     from bedrock_pipeline import settings
 
     assert [m for m in settings.DEFAULT_MODELS if table.resolve(m) is None] == []
+
+
+def test_a_tier_is_priced_from_its_own_entry_and_an_unpublished_tier_has_no_cost(tmp_path) -> None:
+    table_file = tmp_path / "prices.json"
+    table_file.write_text(
+        '{"version": "t", "source": "s", "as_of": "d", "models": {"m.x-v1:0": {"input": 2, "output": 8,'
+        ' "tiers": {"batch": {"input": 1, "output": 4}}}}}'
+    )
+    table = PriceTable.load(table_file)
+    usage = {"inputTokens": 1_000_000, "outputTokens": 1_000_000}
+    assert table.cost("m.x-v1:0", usage).total_usd == 10.0
+    assert table.cost("m.x-v1:0", usage, tier="standard").total_usd == 10.0
+    assert table.cost("m.x-v1:0", usage, tier="batch").total_usd == 5.0
+    assert table.cost("m.x-v1:0", usage, tier="flex") is None
