@@ -46,6 +46,27 @@ BODIES: dict[str, tuple[str, dict[str, Any]]] = {
         {"messages": [_user("tell me the forbidden recipe")], "guardrailConfig": GUARD},
     ),
     "guardrail passes": (NOVA_LITE, {"messages": [_user("tell me a story")], "guardrailConfig": GUARD}),
+    # The emulator answers a tool result by quoting it: the answer carries the blocked word.
+    "guardrail blocks the output": (
+        NOVA_LITE,
+        {
+            "messages": [
+                _user("Look up the file"),
+                {
+                    "role": "assistant",
+                    "content": [{"toolUse": {"toolUseId": "t1", "name": "lookup", "input": {}}}],
+                },
+                {
+                    "role": "user",
+                    "content": [{"toolResult": {"toolUseId": "t1", "content": [{"text": "classified"}]}}],
+                },
+            ],
+            "toolConfig": {
+                "tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object"}}}}]
+            },
+            "guardrailConfig": GUARD,
+        },
+    ),
     "flex": (NOVA_PRO, {"messages": [_user("Summarise this")], "serviceTier": {"type": "flex"}}),
     "latency optimized": (
         NOVA_PRO,
@@ -202,6 +223,19 @@ def test_a_guardrail_intervenes_on_a_blocked_word_with_its_trace_and_units(emula
         _client(emulator.url).converse(
             modelId=model, **{**body, "guardrailConfig": {**GUARD, "guardrailIdentifier": "nope"}}
         )
+
+
+def test_a_guardrail_intervenes_on_the_answer_after_the_model_ran(emulator: EmulatorServer) -> None:
+    model, body = BODIES["guardrail blocks the output"]
+    answer = _client(emulator.url).converse(modelId=model, **body)
+    assert answer["stopReason"] == "guardrail_intervened" and answer["usage"]["outputTokens"] > 0
+    assert answer["output"]["message"]["content"] == [
+        {"text": "Sorry, the model cannot answer this question."}
+    ]
+    guardrail = answer["trace"]["guardrail"]
+    assert "wordPolicy" not in guardrail["inputAssessment"]["emulator-blocklist"]
+    (output,) = guardrail["outputAssessments"]["emulator-blocklist"]
+    assert output["wordPolicy"]["customWords"][0]["match"] == "classified"
 
 
 def test_a_tier_is_echoed_where_the_model_has_it_and_refused_where_it_has_not(

@@ -16,8 +16,8 @@ from bedrock_pipeline.guardrails import GuardrailPrices, fired_policies, text_un
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.prompt_file import parse_prompt_file
 from bedrock_pipeline.tracking import call_metrics
-from bedrock_pipeline.use_cases.run_item import CallDeps, priced, record_call
-from tests.unit.fakes import MemoryRecorder
+from bedrock_pipeline.use_cases.run_item import CallDeps, RunnerDeps, priced, record_call, run_item
+from tests.unit.fakes import MemoryLedger, MemoryRecorder, MemoryResults
 from tests.unit.test_bedrock_adapter import METADATA, START, STOP, ScriptedClient, _invoke
 
 CLAUDE = "us.anthropic.claude-sonnet-4-20250514-v1:0"
@@ -96,6 +96,30 @@ def test_reasoning_on_a_record_or_the_header_becomes_anthropic_thinking_per_mode
     assert not parsed.errors
     budgets = [i.request["additionalModelRequestFields"]["thinking"] for i in parsed.items]
     assert budgets == [{"type": "enabled", "budget_tokens": 2048}, {"type": "enabled", "budget_tokens": 4000}]
+
+
+def test_header_reasoning_reaches_bedrock_shape_records_unless_they_set_their_own_thinking() -> None:
+    own = {"thinking": {"type": "enabled", "budget_tokens": 1500}}
+    body = {**PROMPT, "inferenceConfig": {"maxTokens": 4096}}
+    parsed = _parse(
+        {"job": {"models": [CLAUDE], "reasoning": {"budget_tokens": 2048}}},
+        {"recordId": "a", "modelInput": body},
+        {"recordId": "b", "modelInput": {**body, "additionalModelRequestFields": own}},
+    )
+    assert [i.request["additionalModelRequestFields"] for i in parsed.items] == [
+        {"thinking": {"type": "enabled", "budget_tokens": 2048}},
+        own,
+    ]
+
+
+def test_a_job_reasoning_setting_fails_only_the_models_that_cannot_take_it_line_by_line() -> None:
+    parsed = _parse(
+        {"job": {"models": [CLAUDE, NOVA_PRO], "reasoning": {"budget_tokens": 2048}}},
+        {"id": "a", "prompt": "q", "max_tokens": 4096},
+        {"id": "b", "prompt": "q", "max_tokens": 4096, "model": CLAUDE},
+    )
+    assert [(e.line_number, "amazon.nova-pro-v1:0" in e.reason) for e in parsed.errors] == [(2, True)]
+    assert [(i.record_id, i.model_id) for i in parsed.items] == [("b", CLAUDE)]
 
 
 @pytest.mark.parametrize(
@@ -243,3 +267,19 @@ def test_a_reasoning_answer_lands_in_the_results_line_in_bedrocks_shape() -> Non
     assert stored["modelOutput"]["output"]["message"]["content"] == content
     assert ResultLine.from_dict(stored).outcome.answer.output_message["content"] == content  # type: ignore[union-attr]
     assert "reasoning_tokens" not in call_metrics(line.outcome)  # Converse's usage reports none
+
+
+def test_run_item_records_the_guardrail_verdict_and_cost_on_the_items_run() -> None:
+    recorder, ledger, results = MemoryRecorder(), MemoryLedger(), MemoryResults()
+    request = {**PROMPT, "guardrailConfig": {"guardrailIdentifier": "gr1", "guardrailVersion": "1"}}
+    item = _item(NOVA_PRO, request)
+    ledger.register(JOB, expected=1, rejected_lines=0)
+    gateway = AnsweringGateway(_answer(stop_reason="guardrail_intervened", trace=TRACE))
+    deps = RunnerDeps(call=CallDeps(gateway, recorder, PriceTable.load()), ledger=ledger, results=results)
+    assert run_item(deps, item).succeeded
+    (run,) = recorder.call_runs()
+    assert run.tags["pipeline.guardrail.action"] == "INTERVENED"
+    assert run.tags["pipeline.guardrail.policies"] == "wordPolicy,sensitiveInformationPolicy"
+    assert run.tags["pipeline.stop_reason"] == "guardrail_intervened"
+    assert run.metrics["guardrail_cost_usd"] == pytest.approx(0.0006)
+    assert ledger.counts(JOB.job_id).succeeded == 1
