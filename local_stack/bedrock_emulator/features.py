@@ -53,9 +53,9 @@ def finish(
                 fields["trace"] = trace
             return _blocked(message, 0), fields
     if plan.thinking_budget is not None:
-        thought, tokens = reasoning.block(rng, plan.thinking_budget)
+        thoughts, tokens = reasoning.blocks(rng, plan.thinking_budget, _user_text(body))
         reply = dataclasses.replace(
-            reply, content=[thought, *reply.content], output_tokens=reply.output_tokens + tokens
+            reply, content=[*thoughts, *reply.content], output_tokens=reply.output_tokens + tokens
         )
     if plan.guardrail is not None:
         answer = " ".join(str(b["text"]) for b in reply.content if "text" in b)

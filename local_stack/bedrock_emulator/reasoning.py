@@ -5,7 +5,9 @@ The request turns it on with ``additionalModelRequestFields.thinking`` ``{"type"
 Refusals carry the wording Bedrock relays from the model (seen in client reports: LibreChat#8346 for
 the minimum budget, vercel/ai#7927 for max_tokens). The answer starts with a reasoningContent block
 (``reasoningText`` with a ``signature``); its tokens are counted in ``outputTokens``, as Bedrock bills
-thinking (Converse's TokenUsage has no separate reasoning count).
+thinking (Converse's TokenUsage has no separate reasoning count). A prompt with Anthropic's test
+string for redacted thinking (REDACTED_TRIGGER, from Anthropic's extended-thinking docs, "Thinking
+redaction") adds a ``redactedContent`` block, base64 on the wire as every blob.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hashlib
 import random
 from typing import Any
 
-from bedrock_pipeline.tokenizer import count_tokens, encoding
+from bedrock_pipeline.tokenizer import encoding
 from local_stack.bedrock_emulator.catalog import ModelInfo
 from local_stack.bedrock_emulator.errors import BedrockError
 
@@ -26,6 +28,7 @@ THINKING_MODELS = (
     "anthropic.claude-haiku-4-5",
 )
 MIN_BUDGET = 1024
+REDACTED_TRIGGER = "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253D5E2D82641AC0E52CC2876CB"
 _PREFIX = "The model returned the following errors: "
 _STEPS = (
     "First, restate what is being asked.",
@@ -67,8 +70,21 @@ def budget(body: dict[str, Any], model: ModelInfo) -> int | None:
     return tokens
 
 
-def block(rng: random.Random, tokens_budget: int) -> tuple[dict[str, Any], int]:
-    """A reasoningContent block (deterministic per request) and its token count (within the budget)."""
+def blocks(rng: random.Random, tokens_budget: int, user_text: str) -> tuple[list[dict[str, Any]], int]:
+    """The reasoningContent blocks of an answer and their tokens (within the budget)."""
+    thought, tokens = _text_block(rng, tokens_budget)
+    if REDACTED_TRIGGER not in user_text:
+        return [thought], tokens
+    redacted = hashlib.sha256(user_text.encode()).digest() * 4
+    extra = min(len(redacted) // 4, max(tokens_budget - tokens, 0))
+    return [
+        thought,
+        {"reasoningContent": {"redactedContent": base64.b64encode(redacted).decode()}},
+    ], tokens + extra
+
+
+def _text_block(rng: random.Random, tokens_budget: int) -> tuple[dict[str, Any], int]:
+    """A reasoningText block (deterministic per request) and its token count (within the budget)."""
     steps = list(_STEPS)
     rng.shuffle(steps[1:3])
     text = " ".join(steps)
@@ -80,7 +96,12 @@ def block(rng: random.Random, tokens_budget: int) -> tuple[dict[str, Any], int]:
 
 def stream_deltas(reasoning: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
     """ConverseStream deltas of a reasoning block: its text in pieces, then the signature (as Bedrock
-    sends it, in a delta of its own); each with the generated text it paces."""
+    sends it, in a delta of its own), or the redacted bytes in one delta; each with the generated text
+    it paces."""
+    if "redactedContent" in reasoning["reasoningContent"]:
+        return [
+            ({"reasoningContent": {"redactedContent": reasoning["reasoningContent"]["redactedContent"]}}, "")
+        ]
     text_block = reasoning["reasoningContent"]["reasoningText"]
     words = text_block["text"].split(" ")
     pieces = [
@@ -89,7 +110,3 @@ def stream_deltas(reasoning: dict[str, Any]) -> list[tuple[dict[str, Any], str]]
     deltas = [({"reasoningContent": {"text": piece}}, piece) for piece in pieces if piece]
     deltas.append(({"reasoningContent": {"signature": text_block["signature"]}}, ""))
     return deltas
-
-
-def tokens_of(text: str) -> int:
-    return count_tokens(text)

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from botocore.model import Shape
 
 from bedrock_pipeline.bedrock import BedrockGateway
-from local_stack.bedrock_emulator import EmulatorServer
+from local_stack.bedrock_emulator import EmulatorServer, reasoning
 from tests.integration.test_bedrock_emulator import _client, _user
 
 pytestmark = pytest.mark.integration
@@ -37,6 +37,14 @@ BODIES: dict[str, tuple[str, dict[str, Any]]] = {
         SONNET,
         {
             "messages": [_user("What is 6 times 7?")],
+            "inferenceConfig": {"maxTokens": 2048},
+            "additionalModelRequestFields": THINKING,
+        },
+    ),
+    "redacted thinking": (
+        "anthropic.claude-3-7-sonnet-20250219-v1:0",
+        {
+            "messages": [_user(reasoning.REDACTED_TRIGGER)],
             "inferenceConfig": {"maxTokens": 2048},
             "additionalModelRequestFields": THINKING,
         },
@@ -178,6 +186,19 @@ def test_thinking_is_answered_first_with_a_signature_and_its_tokens_in_output_to
     streamed = BedrockGateway(client).invoke(model, body, stream=True)
     assert streamed.output_message["content"] == answer["output"]["message"]["content"]
     assert streamed.usage == answer["usage"]
+
+
+def test_redacted_thinking_arrives_as_bytes_and_the_adapter_keeps_them_as_base64(
+    emulator: EmulatorServer,
+) -> None:
+    model, body = BODIES["redacted thinking"]
+    client = _client(emulator.url)
+    answer = client.converse(modelId=model, **body)
+    redacted = answer["output"]["message"]["content"][1]["reasoningContent"]["redactedContent"]
+    assert isinstance(redacted, bytes) and redacted  # botocore decodes the blob
+    for stream in (False, True):
+        kept = BedrockGateway(client).invoke(model, body, stream=stream).output_message["content"][1]
+        assert kept == {"reasoningContent": {"redactedContent": base64.b64encode(redacted).decode()}}
 
 
 @pytest.mark.parametrize(
