@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from local_stack.bedrock_emulator.reasoning import REDACTED_TRIGGER
 from tests.integration.harness import Stack
 from tests.integration.test_pipeline import _runs_of
 
@@ -35,6 +36,17 @@ LINES = [
         "max_tokens": 2048,
         "reasoning": {"budget_tokens": 1024},
     },
+    *(
+        {
+            "id": f"redacted-{mode}",
+            "prompt": REDACTED_TRIGGER,
+            "model": "anthropic.claude-3-7-sonnet-20250219-v1:0",
+            "max_tokens": 2048,
+            "reasoning": {"budget_tokens": 1024},
+            "stream": mode == "stream",
+        }
+        for mode in ("stream", "whole")
+    ),
     {
         "recordId": "guarded",
         "modelInput": {
@@ -58,7 +70,21 @@ def test_reasoning_guardrail_and_tier_are_recorded_on_runs_traces_and_results(st
     stack.wait(job_id)
     runs = {r.data.tags["pipeline.record_id"]: r for r in _runs_of(stack, job_id, "call")}
     lines = {line["recordId"]: line for line in stack.results(job_id)}
-    assert set(runs) == set(lines) == {"think-stream", "think-whole", "guarded", "flex"}
+    assert (
+        set(runs)
+        == set(lines)
+        == {"think-stream", "think-whole", "redacted-stream", "redacted-whole", "guarded", "flex"}
+    )
+    assert all(run.info.status == "FINISHED" for run in runs.values())
+    # Redacted reasoning (bytes from botocore) is kept as base64 text, streamed or not.
+    redacted = [
+        lines[r]["modelOutput"]["output"]["message"]["content"][1]
+        for r in ("redacted-stream", "redacted-whole")
+    ]
+    assert redacted[0] == redacted[1] and redacted[0]["reasoningContent"]["redactedContent"]
+    for record in ("redacted-stream", "redacted-whole"):  # the model span's bytes did not break the trace
+        trace = stack.mlflow.get_trace(runs[record].data.tags["pipeline.trace_id"])
+        assert trace.info.state.value == "OK" and len(trace.data.spans) == 2
 
     for record in ("think-stream", "think-whole"):
         run = runs[record]
