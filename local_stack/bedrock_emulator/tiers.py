@@ -5,8 +5,11 @@ Priority launched for a list of models (What's New, 2025-11-18, "Amazon Bedrock 
 and Flex inference service tiers": among this catalog, Amazon Nova Pro and Nova Premier); a model or
 region without the tier gets ValidationException (the documented behaviour; the message text here
 is the emulator's own, not Bedrock's verbatim). Reserved needs a reservation the emulator never has.
-``performanceConfig`` is echoed, not refused: the emulator does not model which models run
-latency-optimized. The response names the tier that served the call, as Bedrock's does.
+``performanceConfig`` ``{"latency": "optimized"}`` is served optimized for the models the user guide
+lists (latency-optimized-inference.html: Nova Pro, Claude 3.5 Haiku, Llama 3.1 405B and 70B) and
+otherwise at standard latency, which the response says: Bedrock falls back to standard (and bills
+it) when it cannot serve optimized, and "the latency configuration for a served request is visible
+in API response" (same page). The response names the tier that served the call, as Bedrock's does.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ from typing import Any
 from local_stack.bedrock_emulator.catalog import ModelInfo
 from local_stack.bedrock_emulator.errors import BedrockError
 
+LATENCY_OPTIMIZED_MODELS = (
+    "amazon.nova-pro-v1:0",
+    "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "meta.llama3-1-405b-instruct-v1:0",
+    "meta.llama3-1-70b-instruct-v1:0",
+)
 TIER_MODELS = {
     "flex": ("amazon.nova-pro-v1:0", "amazon.nova-premier-v1:0"),
     "priority": ("amazon.nova-pro-v1:0", "amazon.nova-premier-v1:0"),
@@ -36,5 +45,6 @@ def response_fields(body: dict[str, Any], model: ModelInfo) -> dict[str, Any]:
         fields["serviceTier"] = {"type": kind}
     performance = body.get("performanceConfig")
     if isinstance(performance, dict) and "latency" in performance:
-        fields["performanceConfig"] = {"latency": performance["latency"]}
+        optimized = performance["latency"] == "optimized" and model.model_id in LATENCY_OPTIMIZED_MODELS
+        fields["performanceConfig"] = {"latency": "optimized" if optimized else "standard"}
     return fields

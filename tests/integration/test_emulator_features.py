@@ -259,6 +259,17 @@ def test_a_guardrail_intervenes_on_the_answer_after_the_model_ran(emulator: Emul
     assert output["wordPolicy"]["customWords"][0]["match"] == "classified"
 
 
+def test_latency_optimized_is_served_where_bedrock_has_it_and_standard_elsewhere(
+    emulator: EmulatorServer,
+) -> None:
+    model, body = BODIES["latency optimized"]
+    assert _client(emulator.url).converse(modelId=model, **body)["performanceConfig"] == {
+        "latency": "optimized"
+    }
+    served = _client(emulator.url).converse(modelId=NOVA_LITE, **body)
+    assert served["performanceConfig"] == {"latency": "standard"}
+
+
 def test_a_tier_is_echoed_where_the_model_has_it_and_refused_where_it_has_not(
     emulator: EmulatorServer,
 ) -> None:

@@ -180,6 +180,13 @@ def test_latency_optimized_is_its_own_tier() -> None:
     assert outcome_tags(item, outcome)["pipeline.service_tier"] == "latency_optimized"
 
 
+def test_an_optimized_request_bedrock_served_at_standard_latency_is_priced_standard() -> None:
+    item = _item(NOVA_PRO, {**PROMPT, "performanceConfig": {"latency": "optimized"}})
+    outcome = priced(PriceTable.load(), item, _answer(performanceConfig={"latency": "standard"}))
+    assert outcome.cost == PriceTable.load().cost(NOVA_PRO, _answer().usage)
+    assert outcome_tags(item, outcome)["pipeline.service_tier"] == "default"
+
+
 def test_the_estimate_bounds_output_by_the_thinking_budget_and_prices_the_tier() -> None:
     thinking = {
         **PROMPT,
