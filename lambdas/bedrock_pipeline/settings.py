@@ -20,7 +20,9 @@ JOBS_TABLE_NAME: Final = "bedrock-jobs"  # the job ledger: jobs, their end shard
 
 # --- Bedrock batch inference (issue 20): what the pipeline, the stack and the emulator share ---
 BATCH_PREFIX: Final = "batch/"  # batch/<job id>/input/ (files we write), batch/<job id>/output/ (Bedrock's)
-BATCH_EVENTS_QUEUE_NAME: Final = "bedrock-batch-events"  # the EventBridge rule's target, read by the collector
+BATCH_EVENTS_QUEUE_NAME: Final = (
+    "bedrock-batch-events"  # the EventBridge rule's target, read by the collector
+)
 # The event Bedrock sends when a batch inference job changes state (EventBridge source and detail type).
 BATCH_EVENT_SOURCE: Final = "aws.bedrock"
 BATCH_EVENT_DETAIL_TYPE: Final = "Batch Inference Job State Change"
