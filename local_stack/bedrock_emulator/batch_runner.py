@@ -228,7 +228,8 @@ class _Run:
         native = "converse" if self.job.invocation_type == "Converse" else family(self.job.model_id)
         rng = random.Random(self.job.job_id)
         self.outputs = {f.key: [] for f in files}
-        done = 0
+        total = sum(len(f.records) for f in files)
+        done = errors = 0
         for input_file in files:
             for record in input_file.records:
                 if self.job.stop_requested.is_set():
@@ -242,6 +243,10 @@ class _Run:
                     line.update(self._answer(str(native), record["modelInput"]))
                 self.outputs[input_file.key].append(line)
                 done += 1
+                errors += "error" in line
+                # Progress, as GetModelInvocationJob shows it while the job runs.
+                progress = {"total": total, "processed": done, "success": done - errors, "error": errors}
+                self.jobs.set_counts(self.job, progress)
         return done
 
     def _answer(self, native: str, model_input: Any) -> dict[str, Any]:

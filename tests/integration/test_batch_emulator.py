@@ -274,22 +274,30 @@ def test_unknown_jobs_and_bad_identifiers(batch: EmulatorServer) -> None:
 def test_stop_moves_a_running_job_to_stopped_with_what_it_processed(
     batch: EmulatorServer, bucket: str, moto_server: str
 ) -> None:
-    batch.configure_batch(ms_per_record=20)
+    batch.configure_batch(ms_per_record=20, state_delay_seconds=0.5)
     s3, bedrock = aws_client("s3", moto_server), _bedrock(batch)
     _upload(s3, bucket, "in/a.jsonl", [_anthropic(n) for n in range(200)])
     arn = _create(bedrock, bucket, "to-stop")
+    submitted = bedrock.get_model_invocation_job(jobIdentifier=arn)
+    assert (submitted["status"], submitted["totalRecordCount"], submitted["processedRecordCount"]) == (
+        "Submitted",
+        0,
+        0,
+    )
     deadline = time.monotonic() + 10
     while bedrock.get_model_invocation_job(jobIdentifier=arn)["status"] != "InProgress":
         assert time.monotonic() < deadline
         time.sleep(0.02)
     time.sleep(0.3)
+    running = bedrock.get_model_invocation_job(jobIdentifier=arn)
+    assert running["totalRecordCount"] == 200 and 0 < running["processedRecordCount"] < 200
     bedrock.stop_model_invocation_job(jobIdentifier=arn)
     job = _wait(bedrock, arn)
     assert job["status"] == "Stopped"
     assert 0 < job["processedRecordCount"] < 200 and job["totalRecordCount"] == 200
     lines = _read_jsonl(s3, bucket, f"out/{arn.rsplit('/', 1)[1]}/a.jsonl.out")
     assert len(lines) == job["processedRecordCount"]
-    with pytest.raises(bedrock.exceptions.ValidationException, match="cannot be stopped"):
+    with pytest.raises(bedrock.exceptions.ValidationException, match="State was: Stopped"):
         bedrock.stop_model_invocation_job(jobIdentifier=arn)
 
 
@@ -348,27 +356,31 @@ def test_state_changes_reach_the_rules_queue_through_moto_eventbridge(
 ) -> None:
     """PutEvents on moto's default bus, delivered by moto to the rule's SQS target (no shortcut)."""
     queue_url, _ = ensure_batch_events_rule(moto_server, f"batch-events-{uuid.uuid4().hex[:8]}")
+    batch.configure_batch(faults={"doomed": "fail"})
     s3, sqs, bedrock = aws_client("s3", moto_server), aws_client("sqs", moto_server), _bedrock(batch)
     _upload(s3, bucket, "in/a.jsonl", [_anthropic(n) for n in range(100)])
     arn = _create(bedrock, bucket, "with-events")
+    failing = _create(bedrock, bucket, "doomed-with-events")
     assert _wait(bedrock, arn)["status"] == "Completed"
-    events: list[dict[str, Any]] = []
+    assert _wait(bedrock, failing)["status"] == "Failed"
+    events: dict[str, list[dict[str, Any]]] = {arn: [], failing: []}
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (not events or events[-1]["detail"]["status"] != "Completed"):
-        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
-            "Messages", []
-        ):
+    while time.monotonic() < deadline and sum(map(len, events.values())) < 8:
+        received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in received.get("Messages", []):
             event = json.loads(message["Body"])
-            if event["detail"]["batchJobArn"] == arn:
-                events.append(event)
-    assert [e["detail"]["status"] for e in events] == [
+            events[event["detail"]["batchJobArn"]].append(event)
+    failed = events[failing][-1]["detail"]
+    assert [e["detail"]["status"] for e in events[failing]] == ["Submitted", "Validating", "Failed"]
+    assert failed["failureMessage"] == bedrock.get_model_invocation_job(jobIdentifier=failing)["message"]
+    assert [e["detail"]["status"] for e in events[arn]] == [
         "Submitted",
         "Validating",
         "Scheduled",
         "InProgress",
         "Completed",
     ]
-    last = events[-1]
+    last = events[arn][-1]
     assert (last["source"], last["detail-type"]) == ("aws.bedrock", "Batch Inference Job State Change")
     assert last["resources"] == [arn] and last["region"] == "us-east-1"
     assert last["detail"] | {"creationTime": "-"} == {
