@@ -311,10 +311,13 @@ class BatchJobs:
         return page
 
     # --- transitions (the runner's) ---
-    def transition(self, job: BatchJob, status: str, *, message: str | None = None) -> bool:
-        """Move ``job`` to ``status``; False (nothing changed) when the job was reset away."""
+    def transition(self, job: BatchJob, status: str, *, message: str | None = None) -> bool | None:
+        """Move ``job`` to ``status``: True if moved, False if kept (a stop was asked for: only Stopping,
+        Stopped or Failed follow), None when the job was reset away."""
         with self.lock:
             if self._jobs.get(job.job_id) is not job:
+                return None
+            if job.status == "Stopping" and status not in ("Stopping", "Stopped", "Failed"):
                 return False
             now = datetime.now(UTC)
             job.status = status

@@ -101,9 +101,12 @@ class _Run:
         return batch_events.aws_client("s3", self.settings.aws_endpoint, self.job.region)
 
     def _move(self, status: str, message: str | None = None) -> bool:
-        if not self.jobs.transition(self.job, status, message=message):
+        """The job in ``status`` and its event sent; False when it was reset away. A stopping job stays
+        Stopping (its runner reaches Stopped at its next step)."""
+        moved = self.jobs.transition(self.job, status, message=message)
+        if moved is None:
             return False
-        if self.settings.events == "eventbridge" and self.settings.aws_endpoint:
+        if moved and self.settings.events == "eventbridge" and self.settings.aws_endpoint:
             detail = batch_events.state_change_detail(self.job)
             batch_events.put_state_change(self.settings.aws_endpoint, self.job, detail)
         return True
@@ -124,6 +127,10 @@ class _Run:
     def run(self) -> None:
         try:
             self._run()
+            with self.jobs.lock:
+                stopping = self.job.status == "Stopping"
+            if stopping:  # a stop that came after the runner's last check
+                self._move("Stopped")
         except _JobFailed as failure:
             self._move("Failed", str(failure))
         except Exception as exc:  # a bug in the emulator must still end the job
@@ -150,7 +157,7 @@ class _Run:
             return None
         self._move("InProgress")
         done = self._process(files, partial=fault == "partial")
-        if done < sum(len(f.records) for f in files):
+        if self.job.stop_requested.is_set():
             return self._stopped(files, done)
         counts = self._write(files, done)
         if counts["error"] and fault == "partial":
