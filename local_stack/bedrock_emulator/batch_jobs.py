@@ -199,7 +199,17 @@ class BatchJobs:
         violations.pattern(request.get("clientRequestToken"), "clientRequestToken", _TOKEN, required=False)
         for side, config_key in (("input", "s3InputDataConfig"), ("output", "s3OutputDataConfig")):
             s3 = (request.get(f"{side}DataConfig") or {}).get(config_key) or {}
-            violations.pattern(s3.get("s3Uri"), f"{side}DataConfig.{config_key}.s3Uri", _S3_URI)
+            where = f"{side}DataConfig.{config_key}"
+            violations.pattern(s3.get("s3Uri"), f"{where}.s3Uri", _S3_URI)
+            violations.pattern(s3.get("s3BucketOwner"), f"{where}.s3BucketOwner", "[0-9]{12}", required=False)
+        input_format = ((request.get("inputDataConfig") or {}).get("s3InputDataConfig") or {}).get(
+            "s3InputFormat"
+        )
+        if input_format not in (None, "JSONL"):
+            violations.items.append(
+                f"Value '{input_format}' at 'inputDataConfig.s3InputDataConfig.s3InputFormat' failed to "
+                "satisfy constraint: Member must satisfy enum value set: [JSONL]"
+            )
         timeout = request.get("timeoutDurationInHours", DEFAULT_TIMEOUT_HOURS)
         if not isinstance(timeout, int) or not 24 <= timeout <= 168:
             violations.items.append(

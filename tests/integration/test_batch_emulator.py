@@ -4,6 +4,7 @@ EventBridge and SQS: the control plane, the output files, the states and their e
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -234,6 +235,10 @@ def test_the_same_client_request_token_creates_one_job(
             "at 'inputDataConfig.s3InputDataConfig.s3Uri' failed to satisfy constraint",
         ),
         ({"timeoutDurationInHours": 2}, "Member must have value between 24 and 168"),
+        (
+            {"inputDataConfig": {"s3InputDataConfig": {"s3Uri": "s3://b-1/in/", "s3InputFormat": "CSV"}}},
+            "Member must satisfy enum value set: [JSONL]",
+        ),
         ({"modelId": "vendor.no-such-model-v1:0"}, "The provided model identifier is invalid."),
         ({"modelId": "amazon.titan-text-express-v1"}, "does not support batch inference"),
     ],
@@ -247,7 +252,7 @@ def test_create_validates_as_bedrock(batch: EmulatorServer, change: dict[str, An
         "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://some-bucket/out/"}},
     } | change
     bedrock = _bedrock(batch, validate=False)
-    with pytest.raises(bedrock.exceptions.ValidationException, match=message.replace("(", r"\(")):
+    with pytest.raises(bedrock.exceptions.ValidationException, match=re.escape(message)):
         bedrock.create_model_invocation_job(**request)
     assert bedrock.list_model_invocation_jobs()["invocationJobSummaries"] == []
 
