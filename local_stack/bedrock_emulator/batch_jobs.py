@@ -227,10 +227,11 @@ class BatchJobs:
         if info is None:
             raise BedrockError("ValidationException", catalog.INVALID_MODEL_MESSAGE)
         if invocation_type == "InvokeModel" and family(info.model_id) is None:
-            # The emulator has native batch formats for Anthropic, Nova and Llama only (batch_formats).
+            # The emulator has native batch formats for Anthropic, Nova and Llama only (batch_formats);
+            # the words are AWS's for a model without batch support (probed against AWS in
+            # stdapi-ai/stdapi.ai#292).
             raise BedrockError(
-                "ValidationException",
-                f"The model {info.model_id} does not support batch inference in this emulator.",
+                "ValidationException", "Batch inference is not supported for the requested model"
             )
         token = request.get("clientRequestToken")
         with self.lock:

@@ -240,7 +240,10 @@ def test_the_same_client_request_token_creates_one_job(
             "Member must satisfy enum value set: [JSONL]",
         ),
         ({"modelId": "vendor.no-such-model-v1:0"}, "The provided model identifier is invalid."),
-        ({"modelId": "amazon.titan-text-express-v1"}, "does not support batch inference"),
+        (
+            {"modelId": "amazon.titan-text-express-v1"},
+            "Batch inference is not supported for the requested model",
+        ),
     ],
 )
 def test_create_validates_as_bedrock(batch: EmulatorServer, change: dict[str, Any], message: str) -> None:
