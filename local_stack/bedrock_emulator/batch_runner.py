@@ -277,7 +277,10 @@ class _Run:
         counts = {"total": sum(len(f.records) for f in files), "processed": done}
         counts |= {"success": done - errors, "error": errors}
         for input_file in files:
-            body = "".join(json.dumps(line) + "\n" for line in self.outputs.get(input_file.key, []))
+            written = list(self.outputs.get(input_file.key, []))
+            if self.settings.shuffle_output:
+                random.Random(f"{self.job.job_id}/{input_file.key}").shuffle(written)
+            body = "".join(json.dumps(line) + "\n" for line in written)
             s3.put_object(Bucket=self.output_bucket, Key=input_file.output_key, Body=body.encode())
         manifest = {
             "totalRecordCount": counts["total"],

@@ -30,6 +30,10 @@ class BatchSettings:
     # while Scheduled, before it starts).
     faults: Mapping[str, str] = field(default_factory=dict)
     partial_error_rate: float = 0.2
+    # The user guide says both that output order matches the input and that it is not guaranteed to
+    # ("Format and upload your batch inference data", two versions); true writes each .out file's lines
+    # in a seeded shuffled order, so a reader that matches by recordId can prove it does.
+    shuffle_output: bool = False
     # Where the job's S3 input and output live (moto), and where PutEvents goes (moto's EventBridge).
     aws_endpoint: str | None = None
     # "eventbridge": PutEvents on the default bus (a rule routes it); "off": no events.
@@ -54,6 +58,8 @@ class BatchSettings:
                 raise ValueError(f"batch.{name} must be an integer >= 1")
         if not isinstance(merged.faults, Mapping) or any(v not in FAULTS for v in merged.faults.values()):
             raise ValueError(f"batch.faults must map job-name substrings to one of {FAULTS}")
+        if not isinstance(merged.shuffle_output, bool):
+            raise ValueError("batch.shuffle_output must be true or false")
         if merged.events not in ("eventbridge", "off"):
             raise ValueError('batch.events must be "eventbridge" or "off"')
         if merged.aws_endpoint is not None and not isinstance(merged.aws_endpoint, str):

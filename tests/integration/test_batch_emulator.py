@@ -194,6 +194,19 @@ def test_nova_and_llama_records_are_answered_in_their_native_shapes(
     assert len(llama_line["recordId"]) == 11 and llama_line["recordId"].isalnum()
 
 
+def test_shuffled_output_has_every_record_once_in_another_order(
+    batch: EmulatorServer, bucket: str, moto_server: str
+) -> None:
+    batch.configure_batch(shuffle_output=True)
+    s3, bedrock = aws_client("s3", moto_server), _bedrock(batch)
+    _upload(s3, bucket, "in/a.jsonl", [_anthropic(n) for n in range(100)])
+    arn = _create(bedrock, bucket, "shuffled")
+    assert _wait(bedrock, arn)["status"] == "Completed"
+    ids = [line["recordId"] for line in _read_jsonl(s3, bucket, f"out/{arn.rsplit('/', 1)[1]}/a.jsonl.out")]
+    expected = [f"REC{n:08d}" for n in range(100)]
+    assert sorted(ids) == expected and ids != expected
+
+
 def test_a_record_the_model_cannot_read_gets_an_error_record(
     batch: EmulatorServer, bucket: str, moto_server: str
 ) -> None:
