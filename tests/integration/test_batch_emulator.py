@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -375,6 +376,10 @@ def test_list_filters_and_pages(batch: EmulatorServer, bucket: str, moto_server:
     pages = bedrock.get_paginator("list_model_invocation_jobs").paginate(PaginationConfig={"PageSize": 2})
     seen = [j["jobArn"] for page in pages for j in page["invocationJobSummaries"]]
     assert seen == list(reversed(arns))  # newest first by default
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert bedrock.list_model_invocation_jobs(submitTimeAfter=later)["invocationJobSummaries"] == []
+    before = bedrock.list_model_invocation_jobs(submitTimeBefore=later)["invocationJobSummaries"]
+    assert len(before) == 3
     admin = EmulatorAdmin(batch.url)
     assert admin.config()["batch"]["faults"] == {"broken": "fail"}
 
