@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.error
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -382,6 +383,10 @@ def test_list_filters_and_pages(batch: EmulatorServer, bucket: str, moto_server:
     assert len(before) == 3
     admin = EmulatorAdmin(batch.url)
     assert admin.config()["batch"]["faults"] == {"broken": "fail"}
+    assert admin.configure_batch(minimum_records=7)["batch"]["minimum_records"] == 7
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        admin.configure_batch(faults={"x": "explode"})
+    assert refused.value.code == 400 and batch.config()["batch"]["faults"] == {"broken": "fail"}
 
 
 def test_state_changes_reach_the_rules_queue_through_moto_eventbridge(
