@@ -2,7 +2,10 @@
 
 Mirrors what the CDK app deploys: the prompt bucket notifying the ingest queue for ``incoming/``,
 three queues each with a DLQ (redrive after MAX_RECEIVE_COUNT receives), and the Powertools
-idempotency table (partition key ``id``, TTL attribute ``expiration``).
+idempotency table (partition key ``id``, TTL attribute ``expiration``). Bedrock batch inference
+(issue 20): an EventBridge rule on the default bus for ``aws.bedrock`` / ``Batch Inference Job State
+Change`` whose target is the batch-events queue, as deployed (``eventbridge.py``); the emulator's batch
+jobs PutEvents there.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from botocore.exceptions import ClientError
 from bedrock_pipeline import function_catalogue as catalogue
 from bedrock_pipeline import settings
 from local_stack.config import REGION
+from local_stack.eventbridge import delete_batch_events_rule, ensure_batch_events_rule, rule_name
 
 # Queue role -> (settings name, timeout of the function it feeds, which its visibility timeout derives from).
 QUEUE_ROLES: dict[str, tuple[str, int]] = {
@@ -43,6 +47,7 @@ class ResourceNames:
     evaluation_queue: str = settings.EVALUATION_QUEUE_NAME
     idempotency_table: str = settings.IDEMPOTENCY_TABLE_NAME
     jobs_table: str = settings.JOBS_TABLE_NAME
+    batch_events_queue: str = settings.BATCH_EVENTS_QUEUE_NAME
 
     @classmethod
     def unique(cls, tag: str | None = None) -> ResourceNames:
@@ -55,6 +60,7 @@ class ResourceNames:
             evaluation_queue=f"{settings.EVALUATION_QUEUE_NAME}-{suffix}",
             idempotency_table=f"{settings.IDEMPOTENCY_TABLE_NAME}-{suffix}",
             jobs_table=f"{settings.JOBS_TABLE_NAME}-{suffix}",
+            batch_events_queue=f"{settings.BATCH_EVENTS_QUEUE_NAME}-{suffix}",
         )
 
     def queue_name(self, role: str) -> str:
@@ -82,6 +88,8 @@ class LocalResources:
     evaluation: QueueInfo
     idempotency_table: str
     jobs_table: str
+    batch_events_queue_url: str = ""  # the Batch Inference Job State Change rule's target
+    batch_events_rule: str = ""
 
     @property
     def queues(self) -> dict[str, QueueInfo]:
@@ -232,6 +240,8 @@ def ensure_resources(
     # Powertools idempotency layout: partition key "id", TTL on "expiration".
     _ensure_table(dynamodb, names.idempotency_table, "id", ttl_attribute="expiration")
     _ensure_table(dynamodb, names.jobs_table, "pk")
+    events = aws_client("events", endpoint_url, region)
+    batch_url, batch_rule = ensure_batch_events_rule(sqs, events, names.batch_events_queue)
 
     return LocalResources(
         bucket=names.bucket,
@@ -240,6 +250,8 @@ def ensure_resources(
         evaluation=queues["evaluation"],
         idempotency_table=names.idempotency_table,
         jobs_table=names.jobs_table,
+        batch_events_queue_url=batch_url,
+        batch_events_rule=batch_rule,
     )
 
 
@@ -266,6 +278,11 @@ def delete_resources(endpoint_url: str, resources: LocalResources, region: str =
     for table in (resources.idempotency_table, resources.jobs_table):
         with contextlib.suppress(ClientError):
             dynamodb.delete_table(TableName=table)
+    if resources.batch_events_rule:
+        delete_batch_events_rule(aws_client("events", endpoint_url, region), resources.batch_events_rule)
+    if resources.batch_events_queue_url:
+        with contextlib.suppress(ClientError):
+            sqs.delete_queue(QueueUrl=resources.batch_events_queue_url)
 
 
 def handler_environment(
@@ -324,6 +341,9 @@ def lookup_resources(
             visibility_timeout_seconds=int(attributes["VisibilityTimeout"]),
             max_receive_count=int(redrive.get("maxReceiveCount", settings.MAX_RECEIVE_COUNT)),
         )
+    batch_url = ""
+    with contextlib.suppress(ClientError):  # a stack from before issue 20 has none
+        batch_url = str(sqs.get_queue_url(QueueName=names.batch_events_queue)["QueueUrl"])
     return LocalResources(
         bucket=names.bucket,
         ingest=queues["ingest"],
@@ -331,4 +351,6 @@ def lookup_resources(
         evaluation=queues["evaluation"],
         idempotency_table=names.idempotency_table,
         jobs_table=names.jobs_table,
+        batch_events_queue_url=batch_url,
+        batch_events_rule=rule_name(names.batch_events_queue) if batch_url else "",
     )
