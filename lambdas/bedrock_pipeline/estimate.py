@@ -1,15 +1,18 @@
 """Pre-flight token and cost estimate of work items, offline (tiktoken with the shipped encoding).
 
-Input tokens are counted with cl100k_base, an approximation for non-OpenAI models; output tokens
-are bounded by each item's maxTokens (or DEFAULT_OUTPUT_TOKENS), so the cost is an upper estimate.
+Input tokens are counted with cl100k_base, an approximation for non-OpenAI models, plus images and
+documents by each family's rule (media_tokens.py); output tokens are bounded by each item's maxTokens
+(or DEFAULT_OUTPUT_TOKENS), so the cost is an upper estimate. An item on an application inference
+profile is priced as the model ingest resolved it to (``WorkItem.pricing_model_id``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bedrock_pipeline.domain import WorkItem
+from bedrock_pipeline.media_tokens import MediaFacts, request_media_tokens
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.tokenizer import count_message_tokens
 
@@ -42,17 +45,23 @@ class Estimate:
         return sum(m.max_output_tokens for m in self.models.values())
 
 
-def estimate_items(items: Iterable[WorkItem], prices: PriceTable) -> Estimate:
-    """Work items, bound to a job or not (only their model and request count)."""
+def estimate_items(
+    items: Iterable[WorkItem], prices: PriceTable, *, media: Mapping[str, MediaFacts] | None = None
+) -> Estimate:
+    """Work items, bound to a job or not (only their model and request count). ``media``: what ingest
+    read of the S3 objects the items attach, by URI (their images' pixels, documents' tokens)."""
     estimate = Estimate()
     for item in items:
-        input_tokens = count_message_tokens(item.request)
+        model_id = item.pricing_model_id
+        input_tokens = count_message_tokens(item.request) + request_media_tokens(
+            item.request, model_id, media
+        )
         output_tokens = int(item.request.get("inferenceConfig", {}).get("maxTokens") or DEFAULT_OUTPUT_TOKENS)
         model = estimate.models.setdefault(item.model_id, ModelEstimate())
         model.items += 1
         model.input_tokens += input_tokens
         model.max_output_tokens += output_tokens
-        cost = prices.cost(item.model_id, {"inputTokens": input_tokens, "outputTokens": output_tokens})
+        cost = prices.cost(model_id, {"inputTokens": input_tokens, "outputTokens": output_tokens})
         if cost is None:
             model.priced = False
         else:

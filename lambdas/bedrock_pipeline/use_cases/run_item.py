@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.attachments import with_s3_media_inlined
 from bedrock_pipeline.domain import (
     CallError,
     CallOutcome,
@@ -36,6 +37,7 @@ from bedrock_pipeline.ports import (
     AnswerCache,
     BedrockCallError,
     JobLedger,
+    MediaStore,
     ModelGateway,
     ResultStore,
     RunRecorder,
@@ -48,6 +50,7 @@ logger = logging.getLogger(__name__)
 # How long a completed item's idempotency record answers duplicates. After it expires the ledger's end
 # mark still stops a duplicate; the record matters for concurrent duplicates and the crash window.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+ATTACHMENT_MISSING = "AttachmentNotFound"  # the pipeline's error code: an attachment is gone
 # Powertools keys a record "<function>.<module>.<qualname>#<hash>" unless told otherwise. The name the
 # attempt had before the use cases moved out of the Pipeline class, fixed here: records written by
 # earlier deployments (in flight during a deploy, or within their TTL) still match, so a concurrent
@@ -64,6 +67,8 @@ class CallDeps:
     prices: PriceTable
     # Optional: where answers are kept so a retry after a failure *after* the call only re-records.
     answers: AnswerCache | None = None
+    # Where attachments are read for a model that cannot read S3 links (None: sent as written).
+    media: MediaStore | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLi
         )
         if recorded and existing is not None and cached is not None:
             # Everything was recorded; only the ledger mark was missing. The run is the record.
-            outcome = priced(deps.prices, item.model_id, cached)
+            outcome = priced(deps.prices, item.pricing_model_id, cached)
             return ResultLine.for_item(item, outcome, RunRef(existing.run_id, existing.trace_id))
 
     run_id = existing.run_id if existing is not None else deps.recorder.start_call_run(item)
@@ -151,7 +156,7 @@ def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLi
         answer = cached  # bind for the closure: mypy cannot see `cached` stays set
 
         def call() -> CallOutcome:
-            return priced(deps.prices, item.model_id, answer)
+            return priced(deps.prices, item.pricing_model_id, answer)
     else:
 
         def call() -> CallOutcome:
@@ -171,14 +176,20 @@ def _call_model(item: WorkItem, deps: CallDeps) -> CallOutcome:
     """One model call; its answer (or permanent error) is cached before anything else can fail."""
     answer: ModelResponse | CallError
     try:
-        answer = deps.gateway.invoke(item.model_id, item.request, stream=item.stream)
+        request = item.request
+        if deps.media is not None:
+            # Read here, not at ingest: the item (and its identity, results line, trace) keeps the link.
+            request = dict(with_s3_media_inlined(request, item.pricing_model_id, deps.media.read))
+        answer = deps.gateway.invoke(item.model_id, request, stream=item.stream)
     except BedrockCallError as exc:
         if not exc.permanent:
             raise
         answer = CallError(exc.code, exc.message)
+    except FileNotFoundError as exc:  # an attachment deleted since ingest: no retry brings it back
+        answer = CallError(ATTACHMENT_MISSING, str(exc))
     if deps.answers is not None:
         deps.answers.put(item.bound_job.job_id, item.digest, answer)
-    return priced(deps.prices, item.model_id, answer)
+    return priced(deps.prices, item.pricing_model_id, answer)
 
 
 def run_item(deps: RunnerDeps, item: WorkItem) -> ItemOutcome:
