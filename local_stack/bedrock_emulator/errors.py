@@ -12,6 +12,7 @@ ERROR_STATUS: dict[str, int] = {
     "ValidationException": 400,
     "AccessDeniedException": 403,
     "ResourceNotFoundException": 404,
+    "ConflictException": 409,  # the control plane's (CreateInferenceProfile)
     "ModelTimeoutException": 408,
     "ModelErrorException": 424,
     "ThrottlingException": 429,
@@ -24,6 +25,7 @@ DEFAULT_MESSAGES: dict[str, str] = {
     "ValidationException": "The request is invalid.",
     "AccessDeniedException": "You don't have access to the model with the specified model ID.",
     "ResourceNotFoundException": "The requested resource could not be found.",
+    "ConflictException": "Error occurred because of a conflict while performing an operation.",
     "ModelTimeoutException": "Model has timed out in processing the request. Try your request again.",
     "ModelErrorException": "The model encountered an error while processing the request.",
     "ThrottlingException": "Too many requests, please wait before trying again.",

@@ -1,7 +1,9 @@
 """The bedrock-runtime emulator: Converse and ConverseStream over the REST-JSON wire protocol botocore uses.
 
 Model calls:   POST /model/{modelId}/converse, POST /model/{modelId}/converse-stream
-Control plane: GET /foundation-models (ListFoundationModels), GET /inference-profiles (ListInferenceProfiles)
+Control plane: GET /foundation-models (ListFoundationModels), GET /inference-profiles (ListInferenceProfiles),
+               GET /inference-profiles/{id} (GetInferenceProfile), POST /inference-profiles
+               (CreateInferenceProfile: application profiles, profiles.py)
 Admin (JSON):  GET /_emulator/health, GET|POST /_emulator/config, POST /_emulator/reset, GET /_emulator/stats
 
 This module is the HTTP side (routing, JSON and event-stream responses, the server thread); what a
@@ -25,7 +27,7 @@ from typing import IO, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from bedrock_pipeline.tokenizer import count_tokens
-from local_stack.bedrock_emulator import catalog, validation
+from local_stack.bedrock_emulator import catalog, profiles, validation
 from local_stack.bedrock_emulator.behaviour import DEFAULT_MODEL_KEY
 from local_stack.bedrock_emulator.errors import BedrockError
 from local_stack.bedrock_emulator.eventstream import EVENTSTREAM_CONTENT_TYPE, encode_event
@@ -96,6 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._model_call(unquote(match.group("model")), match.group("operation"), body)
         elif method == "GET" and path in _CONTROL_PLANE:
             self._control_plane(path, {k: v[-1] for k, v in parse_qs(url.query).items()})
+        elif path == profiles.PROFILES_PATH or path.startswith(profiles.PROFILES_PATH + "/"):
+            self._profiles(method, path.removeprefix(profiles.PROFILES_PATH).strip("/"), body)
         elif path.startswith("/_emulator/"):
             self._admin(method, path.removeprefix("/_emulator/"), body)
         else:
@@ -128,10 +132,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"message": str(exc)})
 
     # --- the control plane (what ingest's model check reads) ---
+    def _profiles(self, method: str, identifier: str, raw: bytes) -> None:
+        request_id = str(uuid.uuid4())
+        region = self._region()
+        try:
+            if method == "POST" and not identifier:
+                created = self.server.state.profiles.create(validation.parse_body(raw), region)
+                self._send_json(201, created, {"x-amzn-RequestId": request_id})
+            elif method == "GET" and identifier:
+                profile = self.server.state.profiles.get(identifier, region)
+                self._send_json(200, profile, {"x-amzn-RequestId": request_id})
+            else:
+                self._send_json(404, {"message": f"No route for {method} {profiles.PROFILES_PATH}"})
+        except BedrockError as error:
+            self._send_error(error, request_id)
+
+    def _region(self) -> str:
+        signed = _SIGNED_REGION.search(self.headers.get("Authorization", ""))
+        return signed.group("region") if signed else "us-east-1"
+
     def _control_plane(self, path: str, query: dict[str, str]) -> None:
         request_id = str(uuid.uuid4())
-        signed = _SIGNED_REGION.search(self.headers.get("Authorization", ""))
-        region = signed.group("region") if signed else "us-east-1"
+        region = self._region()
         try:
             if path == "/foundation-models":
                 models = catalog.foundation_model_summaries(region, self.server.state.extra_models())
@@ -152,9 +174,11 @@ class _Handler(BaseHTTPRequestHandler):
         except BedrockError as error:
             self._send_error(error, request_id)
             return
-        profiles = catalog.inference_profile_summaries(region, type_equals)
-        page: dict[str, Any] = {"inferenceProfileSummaries": profiles[start : start + size]}
-        if start + size < len(profiles):
+        listed = catalog.inference_profile_summaries(region, type_equals)
+        if type_equals == "APPLICATION":
+            listed = self.server.state.profiles.summaries()
+        page: dict[str, Any] = {"inferenceProfileSummaries": listed[start : start + size]}
+        if start + size < len(listed):
             page["nextToken"] = str(start + size)  # opaque to clients, as Bedrock's
         self._send_json(200, page, {"x-amzn-RequestId": request_id})
 
@@ -166,10 +190,12 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         try:
             body = validation.parse_body(raw)
-            info = catalog.resolve(model, state.extra_models())
+            # An application profile ARN runs the model it copies (its quota stays its own).
+            info = catalog.resolve(state.profiles.model_for(model) or model, state.extra_models())
             if info is None:
                 raise BedrockError("ValidationException", catalog.INVALID_MODEL_MESSAGE)
-            validation.validate_converse(body, info)
+            name = "Converse" if operation == "converse" else "ConverseStream"
+            validation.validate_converse(body, info, operation=name)
             behaviour = state.behaviour(model, info.model_id)
             if fault := state.draw_fault(behaviour):
                 raise BedrockError(fault, **self._fault_fields(fault, model))

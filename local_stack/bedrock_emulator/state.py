@@ -29,6 +29,7 @@ from local_stack.bedrock_emulator import quotas
 from local_stack.bedrock_emulator.behaviour import DEFAULT_MODEL_KEY, EmulatorConfig, ModelBehaviour
 from local_stack.bedrock_emulator.catalog import ModelInfo, base_model_id
 from local_stack.bedrock_emulator.errors import BedrockError
+from local_stack.bedrock_emulator.profiles import ApplicationProfiles
 
 OUTCOMES = ("ok", "throttled", "error", "validation")
 
@@ -75,6 +76,7 @@ class EmulatorState:
             self._ok_requests: set[str] = set()
             self._repeated_ok = 0
             self._quotas = quotas.QuotaLedger(self._clock)
+            self.profiles = ApplicationProfiles()  # a fresh account has none
 
     # --- config ---
     def merge_config(self, update: Mapping[str, Any]) -> dict[str, Any]:
