@@ -114,7 +114,7 @@ class BedrockModelCatalog:
             return None
         # A profile that copies a cross-region profile lists the same model in each region it routes to.
         arns = [m.get("modelArn", "") for m in profile.get("models", [])]
-        models = {arn.rsplit("/", 1)[-1] for arn in arns if "/foundation-model/" in arn}
+        models = {arn.rsplit("/", 1)[-1] for arn in arns if ":foundation-model/" in arn}
         resolved = models.pop() if len(models) == 1 else None
         with self._lock:
             self._profiles[model_id] = resolved

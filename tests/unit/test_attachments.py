@@ -345,3 +345,44 @@ def test_call_tags_name_the_profile_used_and_the_model_it_resolved_to() -> None:
     assert call_tags(cross.bound_to(job))[TAG_INFERENCE_PROFILE] == f"us.{HAIKU}"
     (plain,) = _parse({"prompt": "x", "model": HAIKU}).items
     assert TAG_INFERENCE_PROFILE not in call_tags(plain.bound_to(job))
+
+
+def test_the_catalog_resolves_an_application_profile_once_through_get_inference_profile() -> None:
+    """On botocore's Stubber, which checks the request and response against the bedrock service model."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from bedrock_pipeline.model_catalog import BedrockModelCatalog
+
+    client = boto3.client(
+        "bedrock", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    stubber = Stubber(client)
+    other = PROFILE.replace("abc123def456", "000000000000")
+    stubber.add_client_error(
+        "get_inference_profile",
+        "ResourceNotFoundException",
+        expected_params={"inferenceProfileIdentifier": other},
+    )
+    stubber.add_response(
+        "get_inference_profile",
+        {
+            "inferenceProfileName": "team",
+            "inferenceProfileArn": PROFILE,
+            "inferenceProfileId": "abc123def456",
+            "models": [
+                {"modelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{HAIKU}"},
+                {"modelArn": f"arn:aws:bedrock:us-west-2::foundation-model/{HAIKU}"},
+            ],
+            "status": "ACTIVE",
+            "type": "APPLICATION",
+        },
+        expected_params={"inferenceProfileIdentifier": PROFILE},
+    )
+    catalog = BedrockModelCatalog(lambda: client)
+    with stubber:
+        assert catalog.resolve_profile(HAIKU) is None  # not a profile: nothing asked
+        assert catalog.resolve_profile(other) is None  # unreadable: unpriced, asked again next time
+        assert catalog.resolve_profile(PROFILE) == HAIKU  # one model in every region it routes to
+        assert catalog.resolve_profile(PROFILE) == HAIKU  # from memory
+        stubber.assert_no_pending_responses()
