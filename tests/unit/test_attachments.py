@@ -386,3 +386,23 @@ def test_the_catalog_resolves_an_application_profile_once_through_get_inference_
         assert catalog.resolve_profile(PROFILE) == HAIKU  # one model in every region it routes to
         assert catalog.resolve_profile(PROFILE) == HAIKU  # from memory
         stubber.assert_no_pending_responses()
+
+
+def test_the_cli_estimate_takes_path_attachments_and_counts_an_unread_image_at_its_familys_largest(
+    tmp_path: Any,
+) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "pictures.jsonl"
+    path.write_text(json.dumps({"prompt": "x", "model": HAIKU, "attachments": [{"path": "a.png"}]}) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline_cli", "estimate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith(HAIKU)]
+    input_tokens = int(row.split()[2].replace(",", ""))
+    assert 1600 < input_tokens < 1610  # the image's 1,600 and the prompt's few
