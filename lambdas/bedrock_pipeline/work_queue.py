@@ -75,6 +75,14 @@ def _body_key(message: str | bytes) -> str | None:
     return key if isinstance(key, str) and key.startswith(settings.RESULTS_PREFIX) else None
 
 
+def job_of_body_reference(message: str | bytes) -> str | None:
+    """The job id in a by-reference message's key (what `dlq inspect` shows), or None."""
+    key = _body_key(message)
+    if key is None:
+        return None
+    return key.removeprefix(settings.RESULTS_PREFIX).split("/", 1)[0] or None
+
+
 class SqsWorkQueue:
     def __init__(self, sqs_client: Any, queue_url: str, bodies: ItemBodies) -> None:
         self._sqs = sqs_client

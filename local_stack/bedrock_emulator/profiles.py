@@ -30,6 +30,12 @@ NOT_FOUND = (
 CONFLICT = "Error occurred because of a conflict while performing an operation."
 
 
+def application_profile_id(name: str) -> str:
+    """The id the emulator gives the application profile named ``name`` (12 lowercase hex, as Bedrock's
+    ids are 12 lowercase letters and digits)."""
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
 class ApplicationProfiles:
     """The profiles created since the emulator started (or was reset); thread-safe."""
 
@@ -47,7 +53,8 @@ class ApplicationProfiles:
         with self._lock:
             if any(p["inferenceProfileName"] == name for p in self._profiles.values()):
                 raise BedrockError("ConflictException", CONFLICT)
-            profile_id = hashlib.sha256(f"{name}\0{len(self._profiles)}".encode()).hexdigest()[:12]
+            # From the name (unique among the live profiles): a demo or test can know the ARN beforehand.
+            profile_id = application_profile_id(name)
             arn = f"arn:aws:bedrock:{region}:{catalog.ACCOUNT_ID}:application-inference-profile/{profile_id}"
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             profile = {
