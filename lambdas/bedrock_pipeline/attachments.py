@@ -96,6 +96,12 @@ def content_block(uri: str) -> dict[str, Any]:
     return {kind: block}
 
 
+def is_attachment_key(key: str) -> bool:
+    """Whether an object's name is an attachment format's (not a prompt file: ingest skips it)."""
+    name = key.rsplit("/", 1)[-1]
+    return "." in name and name.rsplit(".", 1)[-1].lower() in FORMATS
+
+
 def check_counts(request: Mapping[str, Any]) -> None:
     """Bedrock's limits on media per request (module docstring)."""
     counts = dict.fromkeys(MAX_PER_REQUEST, 0)

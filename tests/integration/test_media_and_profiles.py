@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
+from bedrock_pipeline.domain import job_id_for
 from tests.images import noise_png, pdf, png
 from tests.integration.harness import Stack
 
@@ -42,7 +43,7 @@ def test_attachments_by_s3_reference_reach_each_model_as_it_takes_them(stack: St
     attachment is a line error, and the estimate counted the picture."""
     bucket = stack.resources.bucket
     picture = png(320, 240)
-    stack.s3.put_object(Bucket=bucket, Key="incoming/tests/media/chart.png", Body=picture)
+    put = stack.s3.put_object(Bucket=bucket, Key="incoming/tests/media/chart.png", Body=picture)
     stack.s3.put_object(Bucket=bucket, Key="incoming/tests/media/report.pdf", Body=pdf(2))
     attachments = [{"path": "media/chart.png"}, {"s3": f"s3://{bucket}/incoming/tests/media/report.pdf"}]
     body = _lines(
@@ -75,6 +76,8 @@ def test_attachments_by_s3_reference_reach_each_model_as_it_takes_them(stack: St
         "reason": f"attachment s3://{bucket}/incoming/tests/media/missing.png: does not exist",
         "excerpt": "",
     }
+    # The picture's own S3 event was no job: ingest skips attachments by their extension.
+    assert stack.ledger.counts(job_id_for("incoming/tests/media/chart.png", put["ETag"].strip('"'))) is None
     # The trace keeps the link, not the bytes: the record span's inputs are the item's request.
     calls = _calls(stack, job_id)
     trace = stack.mlflow.get_trace(calls[f"chart@{HAIKU}"].data.tags["pipeline.trace_id"])

@@ -406,3 +406,24 @@ def test_the_cli_estimate_takes_path_attachments_and_counts_an_unread_image_at_i
     (row,) = [line for line in result.stdout.splitlines() if line.startswith(HAIKU)]
     input_tokens = int(row.split()[2].replace(",", ""))
     assert 1600 < input_tokens < 1610  # the image's 1,600 and the prompt's few
+
+
+def test_given_an_attachment_uploaded_beside_prompt_files_then_ingest_skips_it() -> None:
+    source, queue, results, ledger = MemorySource(), MemoryQueue(), MemoryResults(), MemoryLedger()
+    deps = IngestDeps(
+        source=source,
+        queue=queue,
+        ledger=ledger,
+        recorder=MemoryRecorder(),
+        results=results,
+        prices=PriceTable.load(),
+    )
+    for key, body in (
+        ("incoming/team/media/chart.PNG", png(4, 4)),
+        ("incoming/team/notes.txt", b"just notes"),
+    ):
+        etag = source.put(BUCKET, key, body)
+        report = ingest_prompt_file(deps, BUCKET, key, etag=etag)
+        assert report.skipped is not None and "an attachment (by its extension)" in report.skipped
+        assert report.job_id == ""
+    assert queue.received() == [] and results.errors == {}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.attachments import is_attachment_key
 from bedrock_pipeline.domain import JobKind, JobRef, experiment_for, job_id_for
 from bedrock_pipeline.estimate import estimate_items, over_budget_reason
 from bedrock_pipeline.media_tokens import MediaFacts
@@ -70,6 +71,10 @@ def ingest_prompt_file(
     ``etag``: the version the S3 event announced. An object deleted or overwritten since is skipped,
     not retried: the overwrite sends its own event, and a deleted file has nothing to run.
     """
+    if is_attachment_key(key):  # a file records attach, uploaded beside them: not a prompt file
+        return IngestReport(
+            skipped=f"s3://{bucket}/{key}: an attachment (by its extension), not a prompt file"
+        )
     source = deps.source.head(bucket, key)
     if source is None:
         return IngestReport(skipped=f"s3://{bucket}/{key}: the object no longer exists")
