@@ -272,3 +272,20 @@ def test_given_a_reset_then_the_profiles_are_gone(emulator: EmulatorServer, cont
     emulator.reset()
     with pytest.raises(control.exceptions.ResourceNotFoundException):
         control.get_inference_profile(inferenceProfileIdentifier=arn)
+
+
+def test_the_demo_profile_has_the_arn_the_demo_file_names_and_its_media_are_real_files(
+    emu: EmulatorServer, control: Any
+) -> None:
+    from bedrock_pipeline.image_size import image_size
+    from bedrock_pipeline.media_tokens import document_tokens
+    from local_stack import demo_media
+
+    arn = demo_media.create_profile(control, "us-east-1")
+    assert demo_media.create_profile(control, "us-east-1") == arn  # again: kept, same ARN
+    assert control.get_inference_profile(inferenceProfileIdentifier=arn)["models"] == [
+        {"modelArn": HAIKU_ARN}
+    ]
+    media = demo_media.demo_media()
+    assert image_size(media["media/chart.png"]) == (480, 320)
+    assert document_tokens("pdf", media["media/report.pdf"]) == 6000  # two pages
