@@ -289,3 +289,29 @@ def test_the_demo_profile_has_the_arn_the_demo_file_names_and_its_media_are_real
     media = demo_media.demo_media()
     assert image_size(media["media/chart.png"]) == (480, 320)
     assert document_tokens("pdf", media["media/report.pdf"]) == 6000  # two pages
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "image_tokens"), [(HAIKU, (1000, 1000), 1334), (NOVA, (800, 400), 800)]
+)
+def test_an_inline_image_counts_its_familys_tokens_as_the_estimate_does(
+    emu: EmulatorServer, runtime: Any, model: str, size: tuple[int, int], image_tokens: int
+) -> None:
+    from bedrock_pipeline.domain import WorkItem
+    from bedrock_pipeline.estimate import estimate_items
+    from bedrock_pipeline.pricing import PriceTable
+
+    picture = png(*size)
+    text = runtime.converse(modelId=model, messages=[_user({"text": "What is it?"})])["usage"]["inputTokens"]
+    with_image = runtime.converse(
+        modelId=model,
+        messages=[_user({"image": {"format": "png", "source": {"bytes": picture}}}, {"text": "What is it?"})],
+    )["usage"]["inputTokens"]
+    assert with_image - text == image_tokens
+    request = {
+        "messages": [
+            _user({"image": {"format": "png", "source": {"bytes": b64(picture)}}}, {"text": "What is it?"})
+        ]
+    }
+    item = WorkItem(record_id="r", line_number=1, model_id=model, request=request)
+    assert estimate_items([item], PriceTable.load()).input_tokens == with_image
