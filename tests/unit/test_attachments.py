@@ -251,7 +251,8 @@ def test_given_attachments_that_break_bedrocks_limits_when_ingested_then_their_l
         4: f"attachment {_folder('wide.png')}: is 8001x1 px; Bedrock's limit is 8000 px a side",
         5: f"attachment {_folder('fake.png')}: is not a png image",
     }
-    assert store.whole_reads == [_folder("notes.pdf")]  # images by their header only
+    # Without a budget nothing needs a document's tokens: headed, not read; images by their header.
+    assert store.whole_reads == []
 
 
 def test_given_a_budget_only_the_images_break_when_ingested_then_the_job_is_rejected() -> None:
@@ -266,6 +267,17 @@ def test_given_a_budget_only_the_images_break_when_ingested_then_the_job_is_reje
     # 20 images at 1,334 tokens on Haiku ($0.25/M in) = $0.00667: over $0.005; the text alone is not.
     assert report.rejected_reason is not None and "exceeds the job budget" in report.rejected_reason
     assert queue.received() == []
+
+
+def test_given_a_budget_then_a_documents_pages_count_toward_it() -> None:
+    store = MemoryMediaStore({_folder("notes.pdf"): PDF})
+    header = {"job": {"models": [HAIKU], "budget_usd": 0.0015}}
+    record = {"prompt": "summarise", "max_tokens": 10, "attachments": [{"path": "notes.pdf"}]}
+    report, queue, _, _ = _ingest([header, record], store)
+    assert queue.received() == []
+    # Two pages at 3,000 tokens on Haiku ($0.25/M in) = $0.0015, plus the prompt: over $0.0015.
+    assert report.rejected_reason is not None and "exceeds the job budget" in report.rejected_reason
+    assert store.whole_reads == [_folder("notes.pdf")]
 
 
 # --- the call ------------------------------------------------------------------------------------------

@@ -14,13 +14,17 @@ from bedrock_pipeline.media_tokens import MediaFacts, document_tokens
 from bedrock_pipeline.ports import MediaStore
 from bedrock_pipeline.prompt_file import ParsedPromptFile
 from bedrock_pipeline.prompt_file.schema import LineError
+from bedrock_pipeline.use_cases.fan_out import fan_out
+
+INSPECT_CONCURRENCY = 16  # S3 HEAD/GETs at once: a file attaching many objects is checked in parallel
 
 
 def check_attachments(
-    store: MediaStore | None, parsed: ParsedPromptFile
+    store: MediaStore | None, parsed: ParsedPromptFile, *, read_documents: bool
 ) -> tuple[ParsedPromptFile, dict[str, MediaFacts]]:
     """``parsed`` without the items whose attachments fail (each an error of its line), and the facts
-    of the ones that pass, by URI."""
+    of the ones that pass, by URI. Objects are headed (an image's first bytes read) concurrently;
+    ``read_documents``: documents are read whole for their tokens (only an estimate needs them)."""
     if store is None or not parsed.items:
         return parsed, {}
     objects: dict[str, tuple[str, str]] = {}  # uri -> (kind, format)
@@ -31,13 +35,19 @@ def check_attachments(
                 objects[location["uri"]] = (media.kind, str(media.block.get("format", "")))
     if not objects:
         return parsed, {}
+
+    def inspect(uri: str) -> tuple[MediaFacts | None, str | None]:
+        kind, file_format = objects[uri]
+        try:
+            return _inspect(store, uri, kind, file_format, read_documents=read_documents)
+        except (PermissionError, FileNotFoundError) as exc:
+            return None, str(exc)
+
     facts: dict[str, MediaFacts] = {}
     problems: dict[str, str] = {}
-    for uri, (kind, file_format) in objects.items():
-        try:
-            fact, problem = _inspect(store, uri, kind, file_format)
-        except (PermissionError, FileNotFoundError) as exc:
-            fact, problem = None, str(exc)
+    uris = list(objects)
+    inspected = fan_out(uris, inspect, max_workers=INSPECT_CONCURRENCY)
+    for uri, (fact, problem) in zip(uris, inspected, strict=True):
         if problem is not None:
             problems[uri] = problem
         elif fact is not None:
@@ -59,7 +69,7 @@ def check_attachments(
 
 
 def _inspect(
-    store: MediaStore, uri: str, kind: str, file_format: str
+    store: MediaStore, uri: str, kind: str, file_format: str, *, read_documents: bool
 ) -> tuple[MediaFacts | None, str | None]:
     size = store.size(uri)
     if size is None:
@@ -78,7 +88,7 @@ def _inspect(
             width, height = pixels
             return None, f"is {width}x{height} px; Bedrock's limit is {MAX_IMAGE_PIXELS} px a side"
         return MediaFacts(size, *(pixels or (None, None))), None
-    if kind == "document":
+    if kind == "document" and read_documents:
         return MediaFacts(size, document_tokens=document_tokens(file_format, store.read(uri))), None
     return MediaFacts(size), None
 

@@ -81,7 +81,9 @@ def ingest_prompt_file(
     if etag and source.etag != etag.strip('"'):
         return IngestReport(skipped=f"s3://{bucket}/{key}: replaced since the event (its own event runs it)")
     parsed = resolve_profiles(deps.models, drop_unknown_models(deps.models, _parse(deps, source)))
-    parsed, media = check_attachments(deps.media, parsed)
+    # Documents' tokens matter only to a budget: without one they are headed, not read.
+    budgeted = parsed.job.budget_usd is not None
+    parsed, media = check_attachments(deps.media, parsed, read_documents=budgeted)
     return _start_job(deps, source, parsed, kind, media)
 
 
