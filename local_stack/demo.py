@@ -11,15 +11,18 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
 from mlflow.tracking import MlflowClient
 
+from bedrock_pipeline import settings
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.results import format_table
+from local_stack import demo_media
 from local_stack.bedrock_emulator.client import EmulatorAdmin
 from local_stack.config import REPO_ROOT, LocalStackConfig
 from local_stack.stack import LocalStack
 from pipeline_cli.follow import job_rows, submit, wait_for_jobs
-from pipeline_cli.target import local_target
+from pipeline_cli.target import Target, local_target
 
 DEMO_DIR = REPO_ROOT / "batch_prompts" / "demo"
 DEMO_LATENCIES = {
@@ -40,6 +43,18 @@ def experiment_names(ledger: JobLedger, client: MlflowClient, job_ids: list[str]
     return sorted(client.get_experiment(experiment_id).name for experiment_id in ids)
 
 
+def _prepare_attachments_and_profile(target: Target, emulator_url: str | None) -> None:
+    """What demo records attach (beside them, under incoming/demo/) and the application profile they
+    name: both must exist before ingest checks the files (demo_media.py)."""
+    s3 = target.client("s3")
+    for name, body in demo_media.demo_media().items():
+        s3.put_object(Bucket=target.bucket, Key=f"{settings.INCOMING_PREFIX}demo/{name}", Body=body)
+    if emulator_url:
+        bedrock = boto3.client("bedrock", **{**target.client_kwargs, "endpoint_url": emulator_url})
+        arn = demo_media.create_profile(bedrock, bedrock.meta.region_name)
+        print(f"  application inference profile {arn}", flush=True)
+
+
 def run_demo(files: list[Path], timeout_s: float, config: LocalStackConfig) -> int:
     target = local_target(config)
     print(f"starting the local stack (logs in {config.logs_dir}) ...", flush=True)
@@ -49,6 +64,7 @@ def run_demo(files: list[Path], timeout_s: float, config: LocalStackConfig) -> i
         if stack.emulator_url:
             # Model-like latencies (ms), so the table's p50/p95 columns say something.
             EmulatorAdmin(stack.emulator_url).update_config({"models": DEMO_LATENCIES})
+        _prepare_attachments_and_profile(target, stack.emulator_url)
         submitted = [submit(target, path, folder="demo") for path in files]
         for s in submitted:
             print(f"  uploaded {s.path.name} -> s3://{target.bucket}/{s.key} (job {s.job_id})")

@@ -73,10 +73,16 @@ def _model_catalog(args: argparse.Namespace) -> BedrockModelCatalog:
     return catalog
 
 
+ESTIMATE_BUCKET = "estimate-only"  # a placeholder bucket: attachments are not read by `estimate`
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     body = read_input(args.file, "a JSON Lines prompt file")
     # The very function ingest calls: the same rejections, in the same words.
-    parsed = read_prompt_file(body, default_models=args.models or DEFAULT_MODELS)
+    # A "path" attachment resolves beside the file wherever it lands; nothing is read here, so an
+    # attached image counts as its model family's largest (media_tokens.py): an upper estimate.
+    where = f"s3://{ESTIMATE_BUCKET}/{Path(str(args.file)).name}"
+    parsed = read_prompt_file(body, default_models=args.models or DEFAULT_MODELS, source_uri=where)
     if args.check_models and not parsed.rejected:
         parsed = drop_unknown_models(_model_catalog(args), parsed)  # as ingest does, before any call
     for error in parsed.errors:

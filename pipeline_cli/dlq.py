@@ -18,7 +18,7 @@ from typing import Any
 from bedrock_pipeline import settings
 from bedrock_pipeline.domain import WorkItem
 from bedrock_pipeline.ledger import JobLedger
-from bedrock_pipeline.work_queue import queue_url_of
+from bedrock_pipeline.work_queue import job_of_body_reference, queue_url_of
 from pipeline_cli.errors import CliError
 from pipeline_cli.target import Target, deployed_target, local_target
 
@@ -118,7 +118,8 @@ def describe(message: dict[str, Any], ledger: JobLedger) -> DeadLetter:
         work = WorkItem.from_message(body)
         job_id, record_id, model_id = work.bound_job.job_id, work.record_id, work.model_id
     except ValueError:  # not a work item (pydantic.ValidationError is one too)
-        pass  # an ingest or evaluation message, or a malformed one: the body excerpt says which
+        # A large item's message names its body (results/<job>/items/bodies/...): the job is in the key.
+        job_id = job_of_body_reference(body)  # else an ingest or evaluation message, or a malformed one
     note = ledger.failure(body)
     attributes = message.get("Attributes", {})
     sent_ms = int(attributes.get("SentTimestamp", "0"))

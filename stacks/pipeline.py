@@ -36,7 +36,7 @@ from stacks.constructs.benchmark_schedule import SUITES_PREFIX, schedule_benchma
 from stacks.constructs.egress import allow_https_to_endpoints
 from stacks.constructs.pipeline_monitoring import add_alarms_and_dashboard
 from stacks.constructs.scoped_grants import grant_read_keys, grant_write_keys
-from stacks.settings import PlatformSettings, bedrock_invoke_resource_arns
+from stacks.settings import PlatformSettings, application_profile_resource_arns, bedrock_invoke_resource_arns
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDAS_DIR = REPO_ROOT / "lambdas"
@@ -314,6 +314,14 @@ class PipelineStack(cdk.Stack):
         why = "Only results/: cached model responses, item results, the merged results and summary."
         grant_read_keys(self.prompt_bucket, fn, RESULTS_KEYS, why=why)
         grant_write_keys(self.prompt_bucket, fn, RESULTS_KEYS, why=why)
+        # Attachments beside the prompt files: read into bytes for most models, and read by Bedrock
+        # with this role's credentials for the ones that take S3 links (attachments.py).
+        grant_read_keys(
+            self.prompt_bucket,
+            fn,
+            f"{pipeline.INCOMING_PREFIX}*",
+            why="Only incoming/: records' attachments.",
+        )
         self.jobs_table.grant_read_write_data(fn)  # ends items, finalizes jobs
         self.idempotency_table.grant_read_write_data(fn)  # one model call per item under duplicates
 
@@ -346,6 +354,21 @@ class PipelineStack(cdk.Stack):
         arns = bedrock_invoke_resource_arns(
             settings.models, partition=self.partition, region=self.region, account=self.account
         )
+        arns += application_profile_resource_arns(
+            settings.application_inference_profiles,
+            partition=self.partition,
+            region=self.region,
+            account=self.account,
+        )
+        arns = list(dict.fromkeys(arns))
+        if settings.application_inference_profiles:
+            # Ingest prices a call through an application profile as its model (model_catalog.py).
+            self.functions[catalogue.INGEST.name].add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["bedrock:GetInferenceProfile"],
+                    resources=list(settings.application_inference_profiles),
+                )
+            )
         for spec in (catalogue.RUNNER, catalogue.EVALUATOR, catalogue.BENCHMARK):
             fn = self.functions[spec.name]
             fn.add_to_role_policy(iam.PolicyStatement(actions=list(BEDROCK_INVOKE_ACTIONS), resources=arns))

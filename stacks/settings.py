@@ -26,6 +26,9 @@ DOCUMENTATION_NETWORKS = tuple(
     ipaddress.ip_network(cidr) for cidr in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
 )
 
+_APPLICATION_PROFILE_ARN = re.compile(
+    r"arn:aws(-[a-z]+)*:bedrock:[a-z0-9-]{1,20}:\d{12}:application-inference-profile/[a-z0-9]{1,64}"
+)
 # Cross-region (system-defined) inference profile ids carry a geography prefix.
 _PROFILE_PREFIX = re.compile(r"^(us|eu|apac|jp|au|ca|us-gov|global)\.(?P<model>.+)$")
 
@@ -52,6 +55,11 @@ class PlatformSettings(BaseModel):
     # Extra Host headers MLflow accepts (e.g. further names in front of the ALB).
     extra_allowed_hosts: tuple[str, ...] = ()
     models: tuple[str, ...] = pipeline.DEFAULT_MODELS
+    # Application inference profiles the pipeline may invoke (records name them by ARN), each with the
+    # model or cross-region profile id it copies: IAM authorizes a call through an application profile
+    # against the profile *and* the models it routes to (User Guide, "Prerequisites for inference
+    # profiles"), so both are granted, and ingest may read the profile (GetInferenceProfile) to price it.
+    application_inference_profiles: dict[str, str] = Field(default_factory=dict)
     schedule_expression: str = "rate(1 day)"
     benchmark_suite: str = "default"
 
@@ -116,6 +124,21 @@ class PlatformSettings(BaseModel):
     def _models_present(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("at least one model or inference-profile id is required")
+        return value
+
+    @field_validator("application_inference_profiles")
+    @classmethod
+    def _application_profile_arns(cls, value: dict[str, str]) -> dict[str, str]:
+        for arn, model_id in value.items():
+            if not _APPLICATION_PROFILE_ARN.fullmatch(arn):
+                raise ValueError(
+                    f"{arn!r} is not an application inference profile ARN "
+                    "(arn:aws:bedrock:<region>:<account>:application-inference-profile/<id>)"
+                )
+            if not model_id or model_id.startswith("arn:"):
+                raise ValueError(
+                    f"{arn}: give the model or cross-region profile id it copies, not {model_id!r}"
+                )
         return value
 
     @field_validator("schedule_expression")
@@ -189,4 +212,16 @@ def bedrock_invoke_resource_arns(
         arns.append(f"arn:{partition}:bedrock:*::foundation-model/{base}")
         if geography == "global":
             arns.append(f"arn:{partition}:bedrock:::foundation-model/{base}")
+    return list(dict.fromkeys(arns))
+
+
+def application_profile_resource_arns(
+    profiles: Mapping[str, str], *, partition: str, region: str, account: str
+) -> list[str]:
+    """IAM resources for invoking these application inference profiles: each profile's ARN and what
+    its copied model or cross-region profile needs (bedrock_invoke_resource_arns)."""
+    arns = list(profiles)
+    arns += bedrock_invoke_resource_arns(
+        tuple(profiles.values()), partition=partition, region=region, account=account
+    )
     return list(dict.fromkeys(arns))

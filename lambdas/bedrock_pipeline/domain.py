@@ -90,6 +90,14 @@ class WorkItem(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     # Which prompt-file shape the record had (None for items the evaluator or benchmark make).
     shape: Literal["bedrock-batch", "simple"] | None = None
+    # The foundation model behind an application inference profile ``model_id`` (ingest resolves it
+    # with GetInferenceProfile): what the call is priced as. None: ``model_id`` names its model itself.
+    resolved_model_id: str | None = None
+
+    @property
+    def pricing_model_id(self) -> str:
+        """The model the call is priced as: the resolved one for an application inference profile."""
+        return self.resolved_model_id or self.model_id
 
     def bound_to(self, job: JobRef) -> WorkItem:
         return self.model_copy(update={"job": job})

@@ -1,18 +1,21 @@
 """Pre-flight token and cost estimate of work items, offline (tiktoken with the shipped encoding).
 
-Input tokens are counted with cl100k_base, an approximation for non-OpenAI models; output tokens
-are bounded by each item's maxTokens (or DEFAULT_OUTPUT_TOKENS), so the cost is an upper estimate.
-A thinking budget is billed as output and counts within maxTokens (reasoning.py); without a
-maxTokens the bound is the budget plus DEFAULT_OUTPUT_TOKENS. Items are priced in their service
-tier; a tier the table has no price for leaves the model unpriced, as an unknown model does.
+Input tokens are counted with cl100k_base, an approximation for non-OpenAI models, plus images and
+documents by each family's rule (media_tokens.py); output tokens are bounded by each item's maxTokens
+(or DEFAULT_OUTPUT_TOKENS), so the cost is an upper estimate. A thinking budget is billed as output and
+counts within maxTokens (reasoning.py); without a maxTokens the bound is the budget plus
+DEFAULT_OUTPUT_TOKENS. Items are priced in their service tier; a tier the table has no price for leaves
+the model unpriced, as an unknown model does. An item on an application inference profile is priced
+as the model ingest resolved it to (``WorkItem.pricing_model_id``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bedrock_pipeline.domain import WorkItem
+from bedrock_pipeline.media_tokens import MediaFacts, request_media_tokens
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.reasoning import thinking_budget
 from bedrock_pipeline.service_tiers import price_tier, service_tier
@@ -47,11 +50,17 @@ class Estimate:
         return sum(m.max_output_tokens for m in self.models.values())
 
 
-def estimate_items(items: Iterable[WorkItem], prices: PriceTable) -> Estimate:
-    """Work items, bound to a job or not (only their model and request count)."""
+def estimate_items(
+    items: Iterable[WorkItem], prices: PriceTable, *, media: Mapping[str, MediaFacts] | None = None
+) -> Estimate:
+    """Work items, bound to a job or not (only their model and request count). ``media``: what ingest
+    read of the S3 objects the items attach, by URI (their images' pixels, documents' tokens)."""
     estimate = Estimate()
     for item in items:
-        input_tokens = count_message_tokens(item.request)
+        model_id = item.pricing_model_id
+        input_tokens = count_message_tokens(item.request) + request_media_tokens(
+            item.request, model_id, media
+        )
         max_tokens = item.request.get("inferenceConfig", {}).get("maxTokens")
         output_tokens = int(max_tokens or (thinking_budget(item.request) or 0) + DEFAULT_OUTPUT_TOKENS)
         model = estimate.models.setdefault(item.model_id, ModelEstimate())
@@ -59,7 +68,7 @@ def estimate_items(items: Iterable[WorkItem], prices: PriceTable) -> Estimate:
         model.input_tokens += input_tokens
         model.max_output_tokens += output_tokens
         usage = {"inputTokens": input_tokens, "outputTokens": output_tokens}
-        cost = prices.cost(item.model_id, usage, tier=price_tier(service_tier(item.request)))
+        cost = prices.cost(model_id, usage, tier=price_tier(service_tier(item.request)))
         if cost is None:
             model.priced = False
         else:

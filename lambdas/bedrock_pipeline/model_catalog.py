@@ -10,7 +10,12 @@ What the account offers is read once per execution environment (a cold start) wi
   (``us.``/``global.``... cross-region ids) and ``inferenceProfileArn``. Without ``typeEquals`` it
   returns only SYSTEM_DEFINED profiles (aws/aws-cli#9728), so APPLICATION profiles are listed too.
 
-IAM: ``bedrock:ListFoundationModels`` and ``bedrock:ListInferenceProfiles`` (no resource types: "*").
+An application inference profile ARN is resolved to the foundation model it routes to with
+GetInferenceProfile (``GET /inference-profiles/{id}``: ``models[].modelArn``), once per ARN per cold
+start, so its calls are priced as that model (README "Prompt files").
+
+IAM: ``bedrock:ListFoundationModels`` and ``bedrock:ListInferenceProfiles`` (no resource types: "*"),
+``bedrock:GetInferenceProfile`` on the configured application profiles.
 Offline the emulator serves both calls (AWS_ENDPOINT_URL_BEDROCK). If the lists cannot be read (no
 grant, no endpoint), the check is off and the calls decide, as before; it is tried again later.
 """
@@ -66,6 +71,7 @@ class BedrockModelCatalog:
         self._lock = threading.Lock()
         self._offered: _Offered | None = None
         self._failed_at: float | None = None
+        self._profiles: dict[str, str | None] = {}  # application profile ARN -> its foundation model
 
     def readable(self) -> bool:
         """Whether the account's lists could be read (else every check passes, as without one)."""
@@ -91,6 +97,28 @@ class BedrockModelCatalog:
                     "(ListFoundationModels, ListInferenceProfiles); not called"
                 )
         return unknown
+
+    def resolve_profile(self, model_id: str) -> str | None:
+        """The foundation model id behind an application inference profile ARN, read once per ARN."""
+        if not (model_id.startswith("arn:") and ":application-inference-profile/" in model_id):
+            return None
+        with self._lock:
+            if model_id in self._profiles:
+                return self._profiles[model_id]
+        try:
+            profile = self._client_factory().get_inference_profile(inferenceProfileIdentifier=model_id)
+        except (BotoCoreError, ClientError) as error:  # not cached: the next file tries again
+            logger.warning(
+                "cannot read the inference profile %s (%s): its calls go unpriced", model_id, error
+            )
+            return None
+        # A profile that copies a cross-region profile lists the same model in each region it routes to.
+        arns = [m.get("modelArn", "") for m in profile.get("models", [])]
+        models = {arn.rsplit("/", 1)[-1] for arn in arns if ":foundation-model/" in arn}
+        resolved = models.pop() if len(models) == 1 else None
+        with self._lock:
+            self._profiles[model_id] = resolved
+        return resolved
 
     def _load(self) -> _Offered | None:
         with self._lock:

@@ -45,12 +45,29 @@ class ModelGateway(Protocol):
     def invoke(self, model_id: str, request: dict[str, Any], *, stream: bool) -> ModelResponse: ...
 
 
+class MediaStore(Protocol):
+    """The S3 objects records attach (attachments.py): their size at ingest, their bytes at call time."""
+
+    def size(self, uri: str) -> int | None:
+        """The object's size in bytes; None when it does not exist."""
+        ...
+
+    def read(self, uri: str, *, first_bytes: int | None = None) -> bytes:
+        """The object's bytes (only its first ``first_bytes`` when given)."""
+        ...
+
+
 class ModelCatalog(Protocol):
     """What the account can invoke: foundation models and inference profiles (Bedrock's control plane)."""
 
     def unknown(self, model_ids: Collection[str]) -> Mapping[str, str]:
         """The ids the account cannot invoke, each with why. Empty when the catalogue cannot be read:
         the call itself then decides, as it did before the check existed."""
+        ...
+
+    def resolve_profile(self, model_id: str) -> str | None:
+        """The foundation model id an application inference profile ARN routes to (GetInferenceProfile);
+        None for any other id, or when the profile cannot be read."""
         ...
 
 
@@ -219,6 +236,7 @@ __all__ = [
     "JobCounts",
     "JobLedger",
     "JobState",
+    "MediaStore",
     "ModelCatalog",
     "ModelGateway",
     "PromptSource",

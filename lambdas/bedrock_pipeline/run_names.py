@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bedrock_pipeline.pricing import INFERENCE_PROFILE_PREFIXES
+
 # Fixed names other tools read (README: "MLflow names").
 TAG_KIND = "pipeline.kind"
 TAG_JOB_ID = "pipeline.job_id"
@@ -19,6 +21,10 @@ TAG_ERROR = "pipeline.error"
 # Deterministic identity of a (source version, record, model) call run: a retry finds the run an
 # earlier attempt created (and reuses it) instead of making a second one.
 TAG_ITEM_DIGEST = "pipeline.item_digest"
+# The inference profile a call went through (its id or ARN, as written: system cross-region profiles
+# and application profiles), and the foundation model an application profile resolved to.
+TAG_INFERENCE_PROFILE = "pipeline.inference_profile"
+TAG_RESOLVED_MODEL_ID = "pipeline.resolved_model_id"
 RESERVED_TAG_PREFIXES = ("pipeline.", "mlflow.")
 
 PARAM_NAMES = ("model_id", "temperature", "top_p", "max_tokens", "stream")
@@ -41,3 +47,17 @@ METRIC_NAMES = (
 def user_tags(tags: Mapping[str, str]) -> dict[str, str]:
     """A record's own tags, minus any that would override the pipeline's or MLflow's own."""
     return {k: str(v) for k, v in tags.items() if not k.startswith(RESERVED_TAG_PREFIXES)}
+
+
+def inference_profile_of(model_id: str) -> str | None:
+    """``model_id`` itself when it names an inference profile (an application or cross-region profile
+    ARN, or a cross-region id such as ``us.anthropic...``), else None."""
+    if model_id.startswith("arn:"):
+        resource = model_id.split(":", 5)[-1]
+        return (
+            model_id
+            if resource.startswith(("inference-profile/", "application-inference-profile/"))
+            else None
+        )
+    prefix, dot, rest = model_id.partition(".")
+    return model_id if dot and prefix.lower() in INFERENCE_PROFILE_PREFIXES and "." in rest else None

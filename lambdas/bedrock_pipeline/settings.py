@@ -73,9 +73,14 @@ RETRY_MAX_SECONDS: Final = 900
 
 # --- Input limits ---
 MAX_PROMPT_FILE_BYTES: Final = 50 * 1024 * 1024
-MAX_LINE_BYTES: Final = 1024 * 1024
+# Room for a record with an inline 3.75 MB image or 4.5 MB document (Bedrock's limits: API reference,
+# Message.content) as base64 (4/3 the size).
+MAX_LINE_BYTES: Final = 8 * 1024 * 1024
 MAX_RECORDS_PER_FILE: Final = 50_000
-MAX_WORK_ITEM_BYTES: Final = 200 * 1024  # one work item as JSON; SQS messages top out at 256 KiB
+# A work item larger than this as JSON travels by reference (work_queue.ItemBodies): SQS messages, and
+# a SendMessageBatch of them together, top out at 256 KiB.
+MAX_WORK_ITEM_BYTES: Final = 200 * 1024
+MAX_ITEM_BODY_BYTES: Final = 9 * 1024 * 1024  # one work item as JSON, inline or by reference
 
 # --- Bedrock client ---
 BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode

@@ -66,7 +66,11 @@ class S3ResultStore:
     def item_results(self, job_id: str) -> list[ResultLine]:
         keys: list[str] = []
         paginator = self._s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{results_prefix(job_id)}items/"):
+        # Delimiter: only the item lines, not the by-reference item bodies under items/bodies/.
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=f"{results_prefix(job_id)}items/", Delimiter="/"
+        )
+        for page in pages:
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
 
         def fetch(key: str) -> ResultLine:

@@ -26,14 +26,17 @@ from bedrock_pipeline.domain import CallOutcome, WorkItem
 from bedrock_pipeline.ports import CallRun
 from bedrock_pipeline.run_names import (
     TAG_ERROR,
+    TAG_INFERENCE_PROFILE,
     TAG_ITEM_DIGEST,
     TAG_JOB_ID,
     TAG_KIND,
     TAG_RECORD_ID,
+    TAG_RESOLVED_MODEL_ID,
     TAG_ROLE,
     TAG_SOURCE,
     TAG_SOURCE_ETAG,
     TAG_TRACE_ID,
+    inference_profile_of,
     user_tags,
 )
 
@@ -49,7 +52,17 @@ def call_tags(item: WorkItem) -> dict[str, str]:
         TAG_SOURCE: job.source_uri,
         TAG_SOURCE_ETAG: job.source_etag,
         TAG_ITEM_DIGEST: item.digest,
+        **_profile_tags(item),
     }
+
+
+def _profile_tags(item: WorkItem) -> dict[str, str]:
+    tags = {}
+    if profile := inference_profile_of(item.model_id):
+        tags[TAG_INFERENCE_PROFILE] = profile
+    if item.resolved_model_id:
+        tags[TAG_RESOLVED_MODEL_ID] = item.resolved_model_id
+    return tags
 
 
 def call_params(item: WorkItem) -> dict[str, Any]:

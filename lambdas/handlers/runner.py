@@ -74,7 +74,8 @@ class _Invocation:
     async def record_handler(self, record: SQSRecord) -> None:
         loop = asyncio.get_running_loop()
         try:
-            item = WorkItem.from_message(record.body)
+            # A large item's body is in S3 (work_queue.ItemBodies): read off the event loop.
+            item = await loop.run_in_executor(self.pool, model_core().item_bodies.item_from, record.body)
         except (ValidationError, ValueError) as exc:
             # No retry can fix a malformed body: straight back (visibility 0) so it reaches the DLQ soon.
             self.poison.add(record.message_id)

@@ -20,13 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.ledger import JobLedger
+from bedrock_pipeline.media_store import S3MediaStore
 from bedrock_pipeline.ports import ModelCatalog, ModelGateway
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.storage import S3AnswerCache, S3PromptSource, S3ResultStore
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps
 from bedrock_pipeline.use_cases.ingest import IngestDeps
 from bedrock_pipeline.use_cases.run_item import CallDeps, OncePerItem, RunnerDeps
-from bedrock_pipeline.work_queue import SqsWorkQueue, queue_url_of
+from bedrock_pipeline.work_queue import ItemBodies, SqsWorkQueue, queue_url_of
 
 if TYPE_CHECKING:  # the MLflow adapter is imported when the core is built, not at cold start
     from bedrock_pipeline.tracking import RunTracker
@@ -118,16 +119,25 @@ class Core:
         return S3ResultStore(self.s3, self.bucket)
 
     @functools.cached_property
+    def media(self) -> S3MediaStore:
+        return S3MediaStore(self.s3)
+
+    @functools.cached_property
+    def item_bodies(self) -> ItemBodies:
+        return ItemBodies(self.s3, self.bucket)
+
+    @functools.cached_property
     def ingest(self) -> IngestDeps:
         return IngestDeps(
             source=S3PromptSource(self.s3),
-            queue=SqsWorkQueue(self.sqs, self.work_queue_url),
+            queue=SqsWorkQueue(self.sqs, self.work_queue_url, self.item_bodies),
             ledger=self.ledger,
             recorder=self.recorder,
             results=self.results,
             prices=self.prices,
             default_models=self.default_models,
             models=self.models,
+            media=self.media,
         )
 
     @functools.cached_property
@@ -139,6 +149,7 @@ class Core:
             recorder=self.recorder,
             prices=self.prices,
             answers=S3AnswerCache(self.s3, self.bucket),
+            media=self.media,
         )
 
     @functools.cached_property

@@ -10,7 +10,7 @@ from typing import Any
 
 ERROR_STATUS: dict[str, int] = {
     "ValidationException": 400,
-    "ConflictException": 400,  # control plane (bedrock service model): batch jobs
+    "ConflictException": 400,  # the bedrock service model says 400 (batch jobs, CreateInferenceProfile)
     "ServiceQuotaExceededException": 400,
     "AccessDeniedException": 403,
     "ResourceNotFoundException": 404,
@@ -24,10 +24,10 @@ ERROR_STATUS: dict[str, int] = {
 
 DEFAULT_MESSAGES: dict[str, str] = {
     "ValidationException": "The request is invalid.",
-    "ConflictException": "The request conflicts with the resource's current state.",
     "ServiceQuotaExceededException": "The request exceeds a service quota.",
     "AccessDeniedException": "You don't have access to the model with the specified model ID.",
     "ResourceNotFoundException": "The requested resource could not be found.",
+    "ConflictException": "Error occurred because of a conflict while performing an operation.",
     "ModelTimeoutException": "Model has timed out in processing the request. Try your request again.",
     "ModelErrorException": "The model encountered an error while processing the request.",
     "ThrottlingException": "Too many requests, please wait before trying again.",

@@ -1,7 +1,7 @@
 """Guardrails as Converse applies them, for the guardrails the emulator knows (GUARDRAILS).
 
 A request's ``guardrailConfig`` names a guardrail and version; an unknown one is refused. The
-emulator's guardrail ``emulator-blocklist`` has a word policy (BLOCKED_WORDS) and a content-filter
+emulator's guardrail ``blocklist0demo`` has a word policy (BLOCKED_WORDS) and a content-filter
 policy (never triggered here). A blocked word in the user's text stops the call before the model:
 stopReason ``guardrail_intervened`` and the guardrail's blocked message as the answer (user guide,
 "How Amazon Bedrock Guardrails works"); in the answer, the message is replaced the same way. With
@@ -26,8 +26,10 @@ class Guardrail:
     versions: tuple[str, ...] = ("DRAFT", "1")
 
 
+# Bedrock's guardrail ids are lowercase letters and digits (the service model's guardrailIdentifier
+# pattern), so the emulator's has no hyphen.
 GUARDRAILS = {
-    "emulator-blocklist": Guardrail(
+    "blocklist0demo": Guardrail(
         blocked_words=("forbidden", "classified"),
         blocked_messaging="Sorry, the model cannot answer this question.",
     )

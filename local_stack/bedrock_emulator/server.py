@@ -3,6 +3,8 @@
 Model calls:   POST /model/{modelId}/converse, POST /model/{modelId}/converse-stream
 Control plane: GET /foundation-models (ListFoundationModels), GET /inference-profiles (ListInferenceProfiles),
                batch inference jobs (Create/Get/List/StopModelInvocationJob: batch_jobs, batch_runner)
+               GET /inference-profiles/{id} (GetInferenceProfile), POST /inference-profiles
+               (CreateInferenceProfile: application profiles, profiles.py)
 Admin (JSON):  GET /_emulator/health, GET|POST /_emulator/config, POST /_emulator/reset, GET /_emulator/stats
 
 This module is the HTTP side (routing, JSON and event-stream responses, the server thread); what a
@@ -26,7 +28,15 @@ from typing import IO, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from bedrock_pipeline.tokenizer import count_tokens
-from local_stack.bedrock_emulator import batch_jobs, batch_runner, catalog, features, reasoning, validation
+from local_stack.bedrock_emulator import (
+    batch_jobs,
+    batch_runner,
+    catalog,
+    control_plane,
+    features,
+    reasoning,
+    validation,
+)
 from local_stack.bedrock_emulator.behaviour import DEFAULT_MODEL_KEY
 from local_stack.bedrock_emulator.errors import BedrockError
 from local_stack.bedrock_emulator.eventstream import EVENTSTREAM_CONTENT_TYPE, encode_event
@@ -34,7 +44,6 @@ from local_stack.bedrock_emulator.model import Reply, request_rng, respond
 from local_stack.bedrock_emulator.state import EmulatorState
 
 _MODEL_PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<operation>converse|converse-stream)$")
-_CONTROL_PLANE = ("/foundation-models", "/inference-profiles")
 # SigV4's credential scope names the region the client signed for: .../20250101/us-east-1/bedrock/aws4_request
 _SIGNED_REGION = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/")
 
@@ -98,10 +107,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if method == "POST" and (match := _MODEL_PATH.match(path)):
             self._model_call(unquote(match.group("model")), match.group("operation"), body)
-        elif method == "GET" and path in _CONTROL_PLANE:
-            self._control_plane(path, {k: v[-1] for k, v in parse_qs(url.query).items()})
-        elif path.startswith("/model-invocation-job"):
-            self._batch(method, path, {k: v[-1] for k, v in parse_qs(url.query).items()}, body)
+        elif control_plane.serves(path):
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            self._control_plane(method, path, query, body)
         elif path.startswith("/_emulator/"):
             self._admin(method, path.removeprefix("/_emulator/"), body)
         else:
@@ -136,54 +144,25 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, TypeError) as exc:
             self._send_json(400, {"message": str(exc)})
 
-    # --- the control plane (what ingest's model check reads) ---
-    def _control_plane(self, path: str, query: dict[str, str]) -> None:
-        request_id = str(uuid.uuid4())
+    # --- the control plane (control_plane.py answers; this sends) ---
+    def _region(self) -> str:
         signed = _SIGNED_REGION.search(self.headers.get("Authorization", ""))
-        region = signed.group("region") if signed else "us-east-1"
-        try:
-            if path == "/foundation-models":
-                models = catalog.foundation_model_summaries(region, self.server.state.extra_models())
-                self._send_json(200, {"modelSummaries": models}, {"x-amzn-RequestId": request_id})
-                return
-            type_equals = query.get("type")
-            if type_equals not in (None, "SYSTEM_DEFINED", "APPLICATION"):
-                raise BedrockError("ValidationException", f"Invalid value for typeEquals: {type_equals}")
-            size = int(query.get("maxResults", catalog.PROFILES_PAGE_SIZE))
-            start = int(query.get("nextToken", "0"))
-            if not 1 <= size <= 1000 or start < 0:
-                raise BedrockError("ValidationException", "maxResults must be 1..1000 and nextToken valid")
-        except ValueError:
-            self._send_error(
-                BedrockError("ValidationException", "invalid maxResults or nextToken"), request_id
-            )
-            return
-        except BedrockError as error:
-            self._send_error(error, request_id)
-            return
-        profiles = catalog.inference_profile_summaries(region, type_equals)
-        page: dict[str, Any] = {"inferenceProfileSummaries": profiles[start : start + size]}
-        if start + size < len(profiles):
-            page["nextToken"] = str(start + size)  # opaque to clients, as Bedrock's
-        self._send_json(200, page, {"x-amzn-RequestId": request_id})
+        return signed.group("region") if signed else "us-east-1"
 
-    # --- batch inference jobs (the control plane's model-invocation-job routes) ---
-    def _batch(self, method: str, path: str, query: dict[str, str], raw: bytes) -> None:
+    def _control_plane(self, method: str, path: str, query: dict[str, str], raw: bytes) -> None:
         request_id = str(uuid.uuid4())
-        signed = _SIGNED_REGION.search(self.headers.get("Authorization", ""))
-        region = signed.group("region") if signed else "us-east-1"
         try:
-            body = validation.parse_body(raw) if raw.strip() else {}
-            extra_models = self.server.state.extra_models()
-            answer = batch_jobs.handle(self.server.batch, method, path, query, body, region, extra_models)
+            found = control_plane.answer(
+                self.server.state, self.server.batch, (method, path, query, raw), self._region()
+            )
         except BedrockError as error:
             self._send_error(error, request_id)
-            self._log_call(f"batch {method} {path} {error.status} {error.name}: {error.message}")
+            self._log_call(f"control plane {method} {path} {error.status} {error.name}: {error.message}")
             return
-        status, headers = (200, {"x-amzn-RequestId": request_id}) if answer is not None else (404, {})
-        self._send_json(
-            status, answer if answer is not None else {"message": f"No route for {path}"}, headers
-        )
+        if found is None:
+            self._send_json(404, {"message": f"No route for {method} {path}"})
+        else:
+            self._send_json(found[0], found[1], {"x-amzn-RequestId": request_id})
 
     # --- Converse / ConverseStream ---
     def _model_call(self, model: str, operation: str, raw: bytes) -> None:
@@ -193,10 +172,12 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         try:
             body = validation.parse_body(raw)
-            info = catalog.resolve(model, state.extra_models())
+            # An application profile ARN runs the model it copies (its quota stays its own).
+            info = catalog.resolve(state.profiles.model_for(model) or model, state.extra_models())
             if info is None:
                 raise BedrockError("ValidationException", catalog.INVALID_MODEL_MESSAGE)
-            validation.validate_converse(body, info)
+            name = "Converse" if operation == "converse" else "ConverseStream"
+            validation.validate_converse(body, info, operation=name)
             plan = features.prepare(body, info)  # thinking, guardrail, service tier
             behaviour = state.behaviour(model, info.model_id)
             if fault := state.draw_fault(behaviour):

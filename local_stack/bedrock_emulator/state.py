@@ -6,7 +6,8 @@ which is reported as ``cacheWriteInputTokens`` the first time this server sees i
 Bedrock responses add the cache tokens into the total, e.g. inputTokens 368 + outputTokens 19 +
 cacheReadInputTokens 10536 = totalTokens 10923, Portkey-AI/gateway#1211). No minimum prefix length is
 enforced (real models need ~1,024 tokens before a checkpoint). Input tokens are exactly
-``bedrock_pipeline.tokenizer.count_message_tokens`` of the request, so pre-flight estimates match.
+``bedrock_pipeline.tokenizer.count_message_tokens`` of the request plus its inline images and documents
+by ``bedrock_pipeline.media_tokens`` (each family's published rule), so pre-flight estimates match.
 
 Quotas (``quotas.py``): ``admit`` before the model runs (after the random fault draw, so quotas do not
 shift the seeded fault sequence), ``settle`` once the reply or stream has been sent.
@@ -24,11 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bedrock_pipeline.media_tokens import request_media_tokens
 from bedrock_pipeline.tokenizer import count_message_tokens, count_tokens, request_segments
 from local_stack.bedrock_emulator import quotas
 from local_stack.bedrock_emulator.behaviour import DEFAULT_MODEL_KEY, EmulatorConfig, ModelBehaviour
 from local_stack.bedrock_emulator.catalog import ModelInfo, base_model_id
 from local_stack.bedrock_emulator.errors import BedrockError
+from local_stack.bedrock_emulator.profiles import ApplicationProfiles
 
 OUTCOMES = ("ok", "throttled", "error", "validation")
 
@@ -75,6 +78,7 @@ class EmulatorState:
             self._ok_requests: set[str] = set()
             self._repeated_ok = 0
             self._quotas = quotas.QuotaLedger(self._clock)
+            self.profiles = ApplicationProfiles()  # a fresh account has none
 
     # --- config ---
     def merge_config(self, update: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,7 +154,10 @@ class EmulatorState:
             else:
                 running += count_tokens(segment)
                 prefix.update(b"\x00" + segment.encode())
-        usage = {"inputTokens": running, "outputTokens": output_tokens}
+        # Images and documents count too, by the family's published rule (media_tokens.py), as Bedrock
+        # bills them; an S3 link is not fetched, so its image counts at the family's largest.
+        media = request_media_tokens(body, model_id)
+        usage = {"inputTokens": running + media, "outputTokens": output_tokens}
         if checkpoints:
             with self._lock:
                 read = max(
@@ -158,7 +165,7 @@ class EmulatorState:
                 )
                 self._cache_prefixes.update(digest for digest, _ in checkpoints)
             write = checkpoints[-1][1] - read  # from the longest cached prefix to the last checkpoint
-            usage["inputTokens"] = running - read - write
+            usage["inputTokens"] = running + media - read - write
             usage["cacheReadInputTokens"] = read
             usage["cacheWriteInputTokens"] = write
         usage["totalTokens"] = (

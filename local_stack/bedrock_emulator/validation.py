@@ -8,7 +8,9 @@ import json
 from typing import Any
 
 from local_stack.bedrock_emulator.catalog import ModelInfo
+from local_stack.bedrock_emulator.content_rules import check_media
 from local_stack.bedrock_emulator.errors import BedrockError
+from local_stack.bedrock_emulator.shape_check import check_request
 
 _START_WITH_USER = (
     "A conversation must start with a user message. "
@@ -51,8 +53,10 @@ def _has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
     return any("toolUse" in block or "toolResult" in block for m in messages for block in m["content"])
 
 
-def validate_converse(body: dict[str, Any], model: ModelInfo) -> None:
-    """Raise ValidationException for a request real Bedrock would reject."""
+def validate_converse(body: dict[str, Any], model: ModelInfo, *, operation: str = "Converse") -> None:
+    """Raise ValidationException for a request real Bedrock would reject: first what botocore's
+    service model declares (shape_check), then Bedrock's own rules."""
+    check_request("bedrock-runtime", operation, body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _invalid(_START_WITH_USER)
@@ -80,6 +84,7 @@ def validate_converse(body: dict[str, Any], model: ModelInfo) -> None:
     for index, message in enumerate(messages):
         for position, block in enumerate(message["content"]):
             _validate_image(block.get("image"), f"messages.{index + 1}.member.content.{position + 1}")
+    check_media(messages, model.model_id)
     _validate_inference_config(body.get("inferenceConfig") or {}, model)
     tool_config = body.get("toolConfig")
     if tool_config is not None:

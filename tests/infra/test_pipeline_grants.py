@@ -23,12 +23,14 @@ SENDS_TO = {
     "evaluator": {"evaluation-dlq"},
     "benchmark": {"benchmark-async-failures"},  # Lambda's on-failure destination, sent with its role
 }
-# Prompt-bucket keys each function reads. Ingest: the prompt file. Runner: cached model responses and
-# item results under results/ (S3AnswerCache, S3ResultStore.item_results). Evaluator: a dataset anywhere in
-# the bucket (the job names its key). Benchmark: its suite under benchmarks/.
+# Prompt-bucket keys each function reads. Ingest: the prompt file and its attachments (attachment_check).
+# Runner: cached model responses, item results and by-reference item bodies under results/
+# (S3AnswerCache, S3ResultStore.item_results, ItemBodies), attachments beside the prompt files
+# (S3MediaStore). Evaluator: a dataset anywhere in the bucket (the job names its key). Benchmark: its
+# suite under benchmarks/.
 READS = {
     "ingest": {"incoming/*"},
-    "runner": {"results/*"},
+    "runner": {"results/*", "incoming/*"},
     "evaluator": {"*"},
     "benchmark": {"benchmarks/*"},
 }

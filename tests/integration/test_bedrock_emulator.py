@@ -509,7 +509,11 @@ MALFORMED = [
     ({"messages": [{"role": "user", "content": []}]}, "is empty"),
     ({"messages": [{"role": "assistant", "content": [{"text": "hi"}]}]}, "start with a user message"),
     ({"messages": [_user("a"), _user("b")]}, "alternate"),
-    ({"messages": [_user("a")], "inferenceConfig": {"maxTokens": 0}}, "at least 1"),
+    # The service model's constraints, in the AWS framework's words (shape_check.py).
+    (
+        {"messages": [_user("a")], "inferenceConfig": {"maxTokens": 0}},
+        "must have value greater than or equal to 1",
+    ),
     ({"messages": [_user("a")], "inferenceConfig": {"maxTokens": 100000}}, "model limit"),
     ({"messages": [_user("a")], "inferenceConfig": {"temperature": 1.5}}, "temperature"),
     (

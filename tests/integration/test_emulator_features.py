@@ -28,7 +28,7 @@ SONNET = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 NOVA_PRO = "amazon.nova-pro-v1:0"
 NOVA_LITE = "amazon.nova-lite-v1:0"
 THINKING = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
-GUARD = {"guardrailIdentifier": "emulator-blocklist", "guardrailVersion": "1", "trace": "enabled"}
+GUARD = {"guardrailIdentifier": "blocklist0demo", "guardrailVersion": "1", "trace": "enabled"}
 MODEL = botocore.session.get_session().get_service_model("bedrock-runtime")
 
 BODIES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -229,7 +229,7 @@ def test_a_guardrail_intervenes_on_a_blocked_word_with_its_trace_and_units(emula
     model, body = BODIES["guardrail blocks the input"]
     answer = _client(emulator.url).converse(modelId=model, **body)
     assert answer["stopReason"] == "guardrail_intervened"
-    assessment = answer["trace"]["guardrail"]["inputAssessment"]["emulator-blocklist"]
+    assessment = answer["trace"]["guardrail"]["inputAssessment"]["blocklist0demo"]
     assert assessment["wordPolicy"]["customWords"][0] == {
         "match": "forbidden",
         "action": "BLOCKED",
@@ -254,8 +254,8 @@ def test_a_guardrail_intervenes_on_the_answer_after_the_model_ran(emulator: Emul
         {"text": "Sorry, the model cannot answer this question."}
     ]
     guardrail = answer["trace"]["guardrail"]
-    assert "wordPolicy" not in guardrail["inputAssessment"]["emulator-blocklist"]
-    (output,) = guardrail["outputAssessments"]["emulator-blocklist"]
+    assert "wordPolicy" not in guardrail["inputAssessment"]["blocklist0demo"]
+    (output,) = guardrail["outputAssessments"]["blocklist0demo"]
     assert output["wordPolicy"]["customWords"][0]["match"] == "classified"
 
 

@@ -15,7 +15,7 @@ from tests.integration.test_pipeline import _runs_of
 pytestmark = pytest.mark.integration
 
 SONNET = "us.anthropic.claude-sonnet-4-20250514-v1:0"
-GUARD = {"guardrailIdentifier": "emulator-blocklist", "guardrailVersion": "1", "trace": "enabled"}
+GUARD = {"guardrailIdentifier": "blocklist0demo", "guardrailVersion": "1", "trace": "enabled"}
 # Written by hand from the price page figures the table carries, not read from the table.
 FLEX_NOVA_PRO_IN, FLEX_NOVA_PRO_OUT = 0.40, 1.60
 CONTENT_FILTER_PER_1000_UNITS = 0.15

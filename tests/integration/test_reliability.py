@@ -24,6 +24,7 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bedrock_pipeline import settings
 from bedrock_pipeline.domain import WorkItem, job_id_for
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.use_cases.finalize import finalize_if_complete
@@ -417,7 +418,7 @@ def test_bad_files_are_reported_and_never_poison_the_ingest_queue(
     empty = p.upload("empty.jsonl", b"")
     oversized = p.upload(
         "oversized-line.jsonl",
-        json.dumps({"id": "big", "prompt": "x" * (1024 * 1024 + 10), "model": MODELS[0]}).encode()
+        json.dumps({"id": "big", "prompt": "x" * (settings.MAX_LINE_BYTES + 10), "model": MODELS[0]}).encode()
         + b"\n"
         + json.dumps({"id": "fine", "prompt": "[bad-input] hello", "model": MODELS[0]}).encode()
         + b"\n",

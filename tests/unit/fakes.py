@@ -335,10 +335,12 @@ class ScriptedGateway:
         self._lock = threading.Lock()
         self._script = {model: list(errors) for model, errors in (script or {}).items()}
         self.calls: list[str] = []
+        self.requests: list[dict[str, Any]] = []  # as the gateway received them, in call order
 
     def invoke(self, model_id: str, request: dict[str, Any], *, stream: bool) -> ModelResponse:
         with self._lock:
             self.calls.append(model_id)
+            self.requests.append(request)
             errors = self._script.get(model_id)
             if errors:
                 raise errors.pop(0)
@@ -388,3 +390,27 @@ class MemoryModelCatalog:
     def unknown(self, model_ids: Collection[str]) -> dict[str, str]:
         self.asked.append(set(model_ids))
         return {model_id: "not offered" for model_id in model_ids if model_id not in self.offered}
+
+    # Application inference profile ARN -> the foundation model it routes to (GetInferenceProfile).
+    profiles: dict[str, str] = field(default_factory=dict)
+
+    def resolve_profile(self, model_id: str) -> str | None:
+        return self.profiles.get(model_id)
+
+
+@dataclass
+class MemoryMediaStore:
+    """S3 objects by URI; counts whole reads (the runner reads an attachment once per call)."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+    whole_reads: list[str] = field(default_factory=list)
+
+    def size(self, uri: str) -> int | None:
+        return len(self.objects[uri]) if uri in self.objects else None
+
+    def read(self, uri: str, *, first_bytes: int | None = None) -> bytes:
+        if uri not in self.objects:
+            raise FileNotFoundError(f"attachment {uri} does not exist")
+        if first_bytes is None:
+            self.whole_reads.append(uri)
+        return self.objects[uri][:first_bytes]

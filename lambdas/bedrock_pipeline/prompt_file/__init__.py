@@ -48,9 +48,9 @@ a Converse ``modelInput`` are errors, since Bedrock would reject every call. Tag
 strings, numbers or booleans (stored as strings; booleans as ``true``/``false``). Exceeding the
 file size or record count limits, or a bad job header, rejects the whole file (``rejected``).
 
-Work items (`domain.WorkItem`, bound to their job at ingest) travel as SQS message bodies:
-``Limits.max_item_bytes`` (200 KiB by default) keeps one serialized item well under SQS's classic
-256 KiB message size, leaving room for the job reference and the envelope.
+Work items (`domain.WorkItem`, bound to their job at ingest) travel as SQS message bodies, or by
+reference when larger than one (``work_queue.ItemBodies``); ``Limits.max_item_bytes`` bounds one
+serialized item either way.
 
 Whole files: ``read_prompt_file`` (what ingest and ``pipeline_cli estimate`` call) adds the
 whole-file checks (empty, UTF-16/32, binary) and rejects a file with no valid record left, with one

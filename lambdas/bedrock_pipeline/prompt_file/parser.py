@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from bedrock_pipeline.attachments import AttachmentError, attachment_uri, check_counts, content_block
 from bedrock_pipeline.media import IMAGE_SIGNATURES, decode_base64, is_image_of, media_sources
 from bedrock_pipeline.prompt_file.anthropic import from_anthropic, is_anthropic
 from bedrock_pipeline.prompt_file.schema import (
@@ -49,8 +50,11 @@ def parse_prompt_file(
     defaults: JobDefaults | None = None,
     default_models: Sequence[str] = (),
     limits: Limits = Limits(),  # noqa: B008 (a frozen dataclass, safe as a default; ruff cannot see that across modules)
+    source_uri: str | None = None,
 ) -> ParsedPromptFile:
-    """Parse a whole prompt file. Never raises for bad content: see the package docstring."""
+    """Parse a whole prompt file. Never raises for bad content: see the package docstring.
+
+    ``source_uri`` (s3://bucket/key of the file) resolves attachments given by ``path``."""
     job = defaults or JobDefaults()
     if len(data) > limits.max_file_bytes:
         return ParsedPromptFile.rejection(
@@ -92,7 +96,7 @@ def parse_prompt_file(
     first_seen: dict[str, int] = {}
     for line_number, raw in lines:
         try:
-            record_items, warning = _parse_line(line_number, raw, job, models, limits)
+            record_items, warning = _parse_line(line_number, raw, job, models, limits, source_uri)
             record_id = record_items[0].record_id
             if record_id in first_seen:
                 raise LineRejected(
@@ -118,7 +122,12 @@ def _looks_like_header(raw: bytes) -> bool:
 
 
 def _parse_line(
-    line_number: int, raw: bytes, job: JobDefaults, models: tuple[str, ...], limits: Limits
+    line_number: int,
+    raw: bytes,
+    job: JobDefaults,
+    models: tuple[str, ...],
+    limits: Limits,
+    source_uri: str | None,
 ) -> tuple[list[WorkItem], str | None]:
     """The line's items, and a warning when it runs not quite as written."""
     if len(raw) > limits.max_line_bytes:
@@ -149,7 +158,7 @@ def _parse_line(
     reasoning = job.reasoning
     if "prompt" in value:
         record = validate(SimpleRecord, value)
-        record_id, request, stream, tags = _simple_request(record, job)
+        record_id, request, stream, tags = _simple_request(record, job, source_uri)
         reasoning = first_set(record.reasoning, job.reasoning)
         targets = (record.model,) if record.model else models
         shape: Literal["bedrock-batch", "simple"] = "simple"
@@ -221,12 +230,14 @@ def _reserved_tags_warning(tags: Mapping[str, str]) -> str | None:
 
 
 def _simple_request(
-    record: SimpleRecord, job: JobDefaults
+    record: SimpleRecord, job: JobDefaults, source_uri: str | None
 ) -> tuple[str | None, dict[str, Any], bool | None, dict[str, str]]:
     inference = job.inference.merged(
         InferenceSettings(max_tokens=record.max_tokens, temperature=record.temperature, top_p=record.top_p)
     )
-    request: dict[str, Any] = {"messages": [{"role": "user", "content": [{"text": record.prompt}]}]}
+    # Attachments first: models read media best before the question (Anthropic, "Vision").
+    content = [*_attachment_blocks(record, source_uri), {"text": record.prompt}]
+    request: dict[str, Any] = {"messages": [{"role": "user", "content": content}]}
     if record.system:
         request["system"] = [{"text": record.system}]
     if config := inference.to_converse():
@@ -242,6 +253,21 @@ def _simple_request(
         raise LineRejected('"tool_choice" needs "tools"')
     record_id = _record_id(record.id)
     return record_id, request, first_set(record.stream, job.stream, False), {**job.tags, **record.tags}
+
+
+def _attachment_blocks(record: SimpleRecord, source_uri: str | None) -> list[dict[str, Any]]:
+    blocks = []
+    for index, attachment in enumerate(record.attachments or []):
+        try:
+            uri = attachment_uri(attachment.model_dump(exclude_none=True), source_uri)
+            blocks.append(content_block(uri))
+        except AttachmentError as exc:
+            raise LineRejected(f"attachments.{index}: {exc}") from None
+    try:
+        check_counts({"messages": [{"role": "user", "content": blocks}]})
+    except AttachmentError as exc:
+        raise LineRejected(f"attachments: {exc}") from None
+    return blocks
 
 
 def _tool_choice(choice: str, names: set[str]) -> dict[str, Any]:
@@ -272,6 +298,10 @@ def _converse_request(model_input: dict[str, Any], inference: InferenceSettings)
         raise LineRejected(f"modelInput has keys a Converse request does not accept: {unknown}{hint}")
     validate(ConverseBody, request, prefix="modelInput")
     _check_media(request)
+    try:
+        check_counts(request)
+    except AttachmentError as exc:
+        raise LineRejected(f"modelInput: {exc}") from None
     # Job inference settings fill only what the record leaves unset.
     defaults = inference.to_converse()
     if defaults:

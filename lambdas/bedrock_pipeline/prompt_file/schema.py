@@ -16,6 +16,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from bedrock_pipeline import settings
@@ -31,8 +32,7 @@ MAX_MODEL_ID_CHARS = 2048  # Bedrock's modelId limit
 MAX_NESTING_DEPTH = 100
 # Bedrock's limits on media in a Converse message (API reference, Message.content: "Each image's size,
 # height, and width must be no more than 3.75 MB, 8000 px, and 8000 px"; "Each document's size must be
-# no more than 4.5 MB"), read as MiB so a file is never refused here that Bedrock would take. Only
-# reachable when Limits allow lines this long (the 200 KiB work item limit comes first by default).
+# no more than 4.5 MB"), read as MiB so a file is never refused here that Bedrock would take.
 MAX_IMAGE_BYTES = int(3.75 * 1024 * 1024)
 MAX_DOCUMENT_BYTES = int(4.5 * 1024 * 1024)
 
@@ -68,7 +68,7 @@ class Limits:
     max_line_bytes: int = settings.MAX_LINE_BYTES
     max_records: int = settings.MAX_RECORDS_PER_FILE
     max_file_bytes: int = settings.MAX_PROMPT_FILE_BYTES
-    max_item_bytes: int = settings.MAX_WORK_ITEM_BYTES
+    max_item_bytes: int = settings.MAX_ITEM_BODY_BYTES
 
 
 _Probability = Annotated[StrictFloat, Field(ge=0, le=1)]
@@ -197,6 +197,21 @@ class ToolSpec(BaseModel):
         return value
 
 
+class Attachment(BaseModel):
+    """One file to send with a simple record: ``{"s3": "s3://bucket/key"}`` or ``{"path": "..."}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    s3: Annotated[StrictStr, Field(min_length=1)] | None = None
+    path: Annotated[StrictStr, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Attachment:
+        if (self.s3 is None) == (self.path is None):
+            raise ValueError('an attachment is {"s3": "s3://bucket/key"} or {"path": "relative/key"}')
+        return self
+
+
 class SimpleRecord(BaseModel):
     # Unknown fields are ignored on purpose: files may carry extra data (expected answers, notes).
     model_config = ConfigDict(extra="ignore", strict=True)
@@ -213,6 +228,7 @@ class SimpleRecord(BaseModel):
     tools: list[ToolSpec] | None = None
     tool_choice: StrictStr | None = None
     reasoning: ReasoningSetting | None = None
+    attachments: list[Attachment] | None = None
 
     @field_validator("prompt")
     @classmethod

@@ -52,13 +52,14 @@ def read_prompt_file(
     *,
     default_models: Sequence[str] = (),
     limits: Limits = Limits(),  # noqa: B008 (a frozen dataclass, safe as a default)
+    source_uri: str | None = None,
 ) -> ParsedPromptFile:
     """Parse a prompt file, or reject it whole with one reason: a whole-file problem, the parser's own
     limits, or no valid record left, whatever the cause (bad lines keep their own errors)."""
     problem = file_problem(body)
     if problem:
         return ParsedPromptFile.rejection(problem)
-    parsed = parse_prompt_file(body, default_models=default_models, limits=limits)
+    parsed = parse_prompt_file(body, default_models=default_models, limits=limits, source_uri=source_uri)
     if parsed.rejected or parsed.items:
         return parsed
     return parsed.model_copy(update={"rejected": _no_record_reason(parsed)})

@@ -8,19 +8,30 @@ returns the S3 event to the queue; a redelivered event is the same job and enque
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.attachments import is_attachment_key
 from bedrock_pipeline.domain import JobKind, JobRef, experiment_for, job_id_for
 from bedrock_pipeline.estimate import estimate_items, over_budget_reason
-from bedrock_pipeline.ports import JobLedger, PromptSource, ResultStore, RunRecorder, SourceObject, WorkQueue
+from bedrock_pipeline.media_tokens import MediaFacts
+from bedrock_pipeline.ports import (
+    JobLedger,
+    MediaStore,
+    PromptSource,
+    ResultStore,
+    RunRecorder,
+    SourceObject,
+    WorkQueue,
+)
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.prompt_file import ParsedPromptFile, read_prompt_file
 from bedrock_pipeline.run_names import TAG_KIND, TAG_SOURCE, TAG_SOURCE_ETAG, user_tags
+from bedrock_pipeline.use_cases.attachment_check import check_attachments
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps, finalize_if_complete
-from bedrock_pipeline.use_cases.model_check import ModelCatalog, drop_unknown_models
+from bedrock_pipeline.use_cases.model_check import ModelCatalog, drop_unknown_models, resolve_profiles
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,7 @@ class IngestDeps:
     prices: PriceTable
     default_models: Sequence[str] = settings.DEFAULT_MODELS
     models: ModelCatalog | None = None  # None: every model id is sent (Bedrock decides)
+    media: MediaStore | None = None  # None: attachments are not checked at ingest (Bedrock decides)
 
     @property
     def finalize(self) -> FinalizeDeps:
@@ -59,12 +71,20 @@ def ingest_prompt_file(
     ``etag``: the version the S3 event announced. An object deleted or overwritten since is skipped,
     not retried: the overwrite sends its own event, and a deleted file has nothing to run.
     """
+    if is_attachment_key(key):  # a file records attach, uploaded beside them: not a prompt file
+        return IngestReport(
+            skipped=f"s3://{bucket}/{key}: an attachment (by its extension), not a prompt file"
+        )
     source = deps.source.head(bucket, key)
     if source is None:
         return IngestReport(skipped=f"s3://{bucket}/{key}: the object no longer exists")
     if etag and source.etag != etag.strip('"'):
         return IngestReport(skipped=f"s3://{bucket}/{key}: replaced since the event (its own event runs it)")
-    return _start_job(deps, source, drop_unknown_models(deps.models, _parse(deps, source)), kind)
+    parsed = resolve_profiles(deps.models, drop_unknown_models(deps.models, _parse(deps, source)))
+    # Documents' tokens matter only to a budget: without one they are headed, not read.
+    budgeted = parsed.job.budget_usd is not None
+    parsed, media = check_attachments(deps.media, parsed, read_documents=budgeted)
+    return _start_job(deps, source, parsed, kind, media)
 
 
 def _parse(deps: IngestDeps, source: SourceObject) -> ParsedPromptFile:
@@ -72,11 +92,19 @@ def _parse(deps: IngestDeps, source: SourceObject) -> ParsedPromptFile:
         return ParsedPromptFile.rejection(
             f"file is {source.size:,} bytes; the limit is {settings.MAX_PROMPT_FILE_BYTES:,}"
         )
-    return read_prompt_file(deps.source.read(source), default_models=deps.default_models)
+    return read_prompt_file(
+        deps.source.read(source),
+        default_models=deps.default_models,
+        source_uri=f"s3://{source.bucket}/{source.key}",  # attachments given by "path" are beside it
+    )
 
 
 def _start_job(
-    deps: IngestDeps, source: SourceObject, parsed: ParsedPromptFile, kind: JobKind
+    deps: IngestDeps,
+    source: SourceObject,
+    parsed: ParsedPromptFile,
+    kind: JobKind,
+    media: Mapping[str, MediaFacts],
 ) -> IngestReport:
     job_id = job_id_for(source.key, source.etag)
     experiment_id = deps.recorder.ensure_experiment(experiment_for(source.key, parsed.job.experiment))
@@ -97,7 +125,7 @@ def _start_job(
         source_key=source.key,
         source_etag=source.etag,
     )
-    rejected_reason = parsed.rejected or _over_budget(deps, parsed)
+    rejected_reason = parsed.rejected or _over_budget(deps, parsed, media)
     items = [] if rejected_reason else [item.bound_to(job) for item in parsed.items]
     _report_errors(deps, job, parsed, rejected_reason, has_items=bool(items))
 
@@ -122,10 +150,10 @@ def _start_job(
     )
 
 
-def _over_budget(deps: IngestDeps, parsed: ParsedPromptFile) -> str | None:
+def _over_budget(deps: IngestDeps, parsed: ParsedPromptFile, media: Mapping[str, MediaFacts]) -> str | None:
     if parsed.job.budget_usd is None or not parsed.items:
         return None
-    return over_budget_reason(estimate_items(parsed.items, deps.prices), parsed.job.budget_usd)
+    return over_budget_reason(estimate_items(parsed.items, deps.prices, media=media), parsed.job.budget_usd)
 
 
 def _report_errors(

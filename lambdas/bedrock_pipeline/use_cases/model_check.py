@@ -29,5 +29,30 @@ def drop_unknown_models(catalog: ModelCatalog | None, parsed: ParsedPromptFile) 
     return parsed.model_copy(update={"items": kept, "errors": errors})
 
 
+def resolve_profiles(catalog: ModelCatalog | None, parsed: ParsedPromptFile) -> ParsedPromptFile:
+    """``parsed`` with each item on an application inference profile ARN given the foundation model it
+    routes to (``resolved_model_id``: what it is priced as). ``model_id`` stays as the user wrote it.
+    An ARN the catalogue cannot resolve stays unresolved: the call decides, and it is not priced."""
+    if catalog is None or not any(is_application_profile(item.model_id) for item in parsed.items):
+        return parsed
+    resolved = {
+        model_id: catalog.resolve_profile(model_id)
+        for model_id in {item.model_id for item in parsed.items}
+        if is_application_profile(model_id)
+    }
+    items = [
+        item.model_copy(update={"resolved_model_id": resolved[item.model_id]})
+        if resolved.get(item.model_id)
+        else item
+        for item in parsed.items
+    ]
+    return parsed.model_copy(update={"items": items})
+
+
+def is_application_profile(model_id: str) -> bool:
+    """An application inference profile ARN (arn:aws:bedrock:<region>:<account>:application-inference-profile/<id>)."""
+    return model_id.startswith("arn:") and ":application-inference-profile/" in model_id
+
+
 # The port is re-exported: ingest names it for its dependency from here.
-__all__ = ["ModelCatalog", "drop_unknown_models"]
+__all__ = ["ModelCatalog", "drop_unknown_models", "is_application_profile", "resolve_profiles"]

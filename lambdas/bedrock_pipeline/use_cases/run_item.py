@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.attachments import with_s3_media_inlined
 from bedrock_pipeline.domain import (
     CallError,
     CallOutcome,
@@ -37,6 +38,7 @@ from bedrock_pipeline.ports import (
     AnswerCache,
     BedrockCallError,
     JobLedger,
+    MediaStore,
     ModelGateway,
     ResultStore,
     RunRecorder,
@@ -50,6 +52,7 @@ logger = logging.getLogger(__name__)
 # How long a completed item's idempotency record answers duplicates. After it expires the ledger's end
 # mark still stops a duplicate; the record matters for concurrent duplicates and the crash window.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+ATTACHMENT_MISSING = "AttachmentNotFound"  # the pipeline's error code: an attachment is gone
 # Powertools keys a record "<function>.<module>.<qualname>#<hash>" unless told otherwise. The name the
 # attempt had before the use cases moved out of the Pipeline class, fixed here: records written by
 # earlier deployments (in flight during a deploy, or within their TTL) still match, so a concurrent
@@ -66,6 +69,8 @@ class CallDeps:
     prices: PriceTable
     # Optional: where answers are kept so a retry after a failure *after* the call only re-records.
     answers: AnswerCache | None = None
+    # Where attachments are read for a model that cannot read S3 links (None: sent as written).
+    media: MediaStore | None = None
 
 
 @dataclass(frozen=True)
@@ -123,9 +128,11 @@ def priced(prices: PriceTable, item: WorkItem, answer: ModelResponse | CallError
     if isinstance(answer, CallError):
         return CallOutcome(error=answer)
     tier = service_tier(item.request, answer.response_fields)
-    cost = prices.cost(item.model_id, answer.usage, tier=price_tier(tier))
-    if cost is None and prices.resolve(item.model_id) is not None:
-        logger.warning("no %s-tier price for %s in the price table; no cost recorded", tier, item.model_id)
+    # An application inference profile is priced as the model ingest resolved it to.
+    model_id = item.pricing_model_id
+    cost = prices.cost(model_id, answer.usage, tier=price_tier(tier))
+    if cost is None and prices.resolve(model_id) is not None:
+        logger.warning("no %s-tier price for %s in the price table; no cost recorded", tier, model_id)
     guardrail_cost = None
     if "guardrailConfig" in item.request:
         guardrail_cost = GuardrailPrices.load().cost(text_units(answer.response_fields.get("trace") or {}))
@@ -181,11 +188,17 @@ def _call_model(item: WorkItem, deps: CallDeps) -> CallOutcome:
     """One model call; its answer (or permanent error) is cached before anything else can fail."""
     answer: ModelResponse | CallError
     try:
-        answer = deps.gateway.invoke(item.model_id, item.request, stream=item.stream)
+        request = item.request
+        if deps.media is not None:
+            # Read here, not at ingest: the item (and its identity, results line, trace) keeps the link.
+            request = dict(with_s3_media_inlined(request, item.pricing_model_id, deps.media.read))
+        answer = deps.gateway.invoke(item.model_id, request, stream=item.stream)
     except BedrockCallError as exc:
         if not exc.permanent:
             raise
         answer = CallError(exc.code, exc.message)
+    except FileNotFoundError as exc:  # an attachment deleted since ingest: no retry brings it back
+        answer = CallError(ATTACHMENT_MISSING, str(exc))
     if deps.answers is not None:
         deps.answers.put(item.bound_job.job_id, item.digest, answer)
     return priced(deps.prices, item, answer)
