@@ -235,6 +235,7 @@ class PipelineStack(cdk.Stack):
             pipeline.ENV_MLFLOW_CREDENTIALS_SECRET_ARN: mlflow_credentials_secret.secret_arn,
             pipeline.ENV_DEFAULT_MODELS: ",".join(settings.models),
             pipeline.ENV_BENCHMARK_SUITE: settings.benchmark_suite,
+            pipeline.ENV_DEFAULT_EXECUTION_MODE: settings.default_execution_mode,
             pipeline.ENV_RUNNER_ITEM_CONCURRENCY: str(settings.runner_item_concurrency),
             "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # saves a get_run request per run

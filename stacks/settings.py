@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -54,6 +54,8 @@ class PlatformSettings(BaseModel):
     models: tuple[str, ...] = pipeline.DEFAULT_MODELS
     schedule_expression: str = "rate(1 day)"
     benchmark_suite: str = "default"
+    # How a prompt file without a "mode" in its job header runs (README "Batch mode").
+    default_execution_mode: Literal["on_demand", "batch", "auto"] = "on_demand"
 
     mlflow_cpu: int = 1024
     mlflow_memory_mib: int = 2048

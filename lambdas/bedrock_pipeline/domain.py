@@ -90,6 +90,8 @@ class WorkItem(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     # Which prompt-file shape the record had (None for items the evaluator or benchmark make).
     shape: Literal["bedrock-batch", "simple"] | None = None
+    # How the call is made: a Converse call, or a record of a Bedrock batch inference job (issue 20).
+    execution: Literal["on_demand", "batch"] = "on_demand"
 
     def bound_to(self, job: JobRef) -> WorkItem:
         return self.model_copy(update={"job": job})
@@ -140,14 +142,15 @@ class ModelResponse:
     """What one Converse or ConverseStream call produced, in Converse's response shape.
 
     ``time_to_first_token_ms`` is measured by the caller for a streamed call (None otherwise):
-    Bedrock reports only the total latency.
+    Bedrock reports only the total latency. ``latency_ms`` and ``wall_ms`` are None for a record of a
+    batch inference job: Bedrock measures no latency per record (the job's duration is on the parent run).
     """
 
     output_message: dict[str, Any]
     stop_reason: str
     usage: dict[str, int]
-    latency_ms: float
-    wall_ms: float
+    latency_ms: float | None
+    wall_ms: float | None
     time_to_first_token_ms: float | None = None
 
     @property
@@ -166,12 +169,14 @@ class ModelResponse:
         )
 
     def as_converse_output(self) -> dict[str, Any]:
-        return {
+        output: dict[str, Any] = {
             "output": {"message": self.output_message},
             "stopReason": self.stop_reason,
             "usage": self.usage,
-            "metrics": {"latencyMs": self.latency_ms},
         }
+        if self.latency_ms is not None:
+            output["metrics"] = {"latencyMs": self.latency_ms}
+        return output
 
 
 @dataclass(frozen=True)
@@ -252,12 +257,10 @@ class ResultLine:
         }
         answer, error = self.outcome.answer, self.outcome.error
         if answer is not None:
-            line.update(
-                modelOutput=answer.as_converse_output(),
-                usage=answer.usage,
-                latencyMs=answer.latency_ms,
-                costUsd=self.cost_usd,
-            )
+            line.update(modelOutput=answer.as_converse_output(), usage=answer.usage)
+            if answer.latency_ms is not None:  # absent for a batch record: Bedrock measures none
+                line["latencyMs"] = answer.latency_ms
+            line["costUsd"] = self.cost_usd
         elif error is not None:
             line["error"] = {"errorCode": error.code, "errorMessage": error.message}
         line["mlflow"] = {"runId": self.mlflow.run_id, "traceId": self.mlflow.trace_id}
@@ -272,7 +275,7 @@ class ResultLine:
             outcome = CallOutcome(error=CallError(error.get("errorCode", ""), error.get("errorMessage", "")))
         else:
             output = line.get("modelOutput") or {}
-            latency = float(line.get("latencyMs") or 0.0)
+            latency = None if line.get("latencyMs") is None else float(line["latencyMs"])
             answer = ModelResponse(
                 output_message=(output.get("output") or {}).get("message") or {},
                 stop_reason=output.get("stopReason", ""),

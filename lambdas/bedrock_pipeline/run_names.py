@@ -19,6 +19,9 @@ TAG_ERROR = "pipeline.error"
 # Deterministic identity of a (source version, record, model) call run: a retry finds the run an
 # earlier attempt created (and reuses it) instead of making a second one.
 TAG_ITEM_DIGEST = "pipeline.item_digest"
+# How a job ran and why (parent run), and how each call was made (call runs): "on_demand" or "batch".
+TAG_EXECUTION = "pipeline.execution"
+TAG_EXECUTION_REASON = "pipeline.execution_reason"
 RESERVED_TAG_PREFIXES = ("pipeline.", "mlflow.")
 
 PARAM_NAMES = ("model_id", "temperature", "top_p", "max_tokens", "stream")

@@ -20,10 +20,30 @@ JOBS_TABLE_NAME: Final = "bedrock-jobs"  # the job ledger: jobs, their end shard
 
 # --- Bedrock batch inference (issue 20): what the pipeline, the stack and the emulator share ---
 BATCH_PREFIX: Final = "batch/"  # batch/<job id>/input/ (files we write), batch/<job id>/output/ (Bedrock's)
-BATCH_EVENTS_QUEUE_NAME: Final = "bedrock-batch-events"  # the EventBridge rule's target, read by the collector
+BATCH_EVENTS_QUEUE_NAME: Final = (
+    "bedrock-batch-events"  # the EventBridge rule's target, read by the collector
+)
 # The event Bedrock sends when a batch inference job changes state (EventBridge source and detail type).
 BATCH_EVENT_SOURCE: Final = "aws.bedrock"
 BATCH_EVENT_DETAIL_TYPE: Final = "Batch Inference Job State Change"
+# How a job runs (the job header's "mode"; README "Batch mode"). A deployment sets its default with
+# ENV_DEFAULT_EXECUTION_MODE (stacks/settings.py default_execution_mode).
+EXECUTION_MODES: Final = ("on_demand", "batch", "auto")
+DEFAULT_EXECUTION_MODE: Final = "on_demand"
+# Bedrock's batch inference quotas, at their defaults (the per-model quotas "Minimum number of records
+# per batch inference job", "Records per input file per batch inference job", "Records per batch
+# inference job", "Batch inference input file size (in GB)", "Batch inference job size (in GB)":
+# https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock, as the user guide names
+# them in https://docs.aws.amazon.com/bedrock/latest/userguide/batch-inference-data.html). Sizes in
+# decimal GB, the smaller reading, so a file is never split later than Bedrock would accept it.
+BATCH_MIN_RECORDS_PER_JOB: Final = 100
+BATCH_MAX_RECORDS_PER_FILE: Final = 50_000
+BATCH_MAX_RECORDS_PER_JOB: Final = 50_000
+BATCH_MAX_FILE_BYTES: Final = 1_000_000_000
+BATCH_MAX_JOB_BYTES: Final = 5_000_000_000
+# Records of a finished batch job one work-queue message (a chunk) carries to a runner: about as long
+# as a batch of WORK_BATCH_SIZE on-demand items takes to record, far from the runner's timeout.
+BATCH_CHUNK_RECORDS: Final = 50
 
 # --- No network beyond the configured endpoints ---
 # `import mlflow` starts a usage-telemetry client that calls MLflow's public endpoints (in a VPC
@@ -48,6 +68,9 @@ ENV_RETRY_MAX_SECONDS: Final = "RETRY_MAX_SECONDS"
 # Calls one runner invocation makes at once (default RUNNER_ITEM_CONCURRENCY); a deployment lowers it to
 # fit its Bedrock quotas (stacks/settings.py runner_item_concurrency).
 ENV_RUNNER_ITEM_CONCURRENCY: Final = "RUNNER_ITEM_CONCURRENCY"
+ENV_DEFAULT_EXECUTION_MODE: Final = "DEFAULT_EXECUTION_MODE"  # on_demand (default), batch or auto
+# The service role Bedrock assumes to run batch jobs (read batch/*/input/, write batch/*/output/).
+ENV_BATCH_ROLE_ARN: Final = "BATCH_ROLE_ARN"
 
 # --- Lambda timeouts and batching the core code also reads (each function's whole deployment, memory
 # and event source included, is in function_catalogue.py) ---

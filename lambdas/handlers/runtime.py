@@ -10,7 +10,7 @@ import os
 import random
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
@@ -53,6 +53,10 @@ class HandlerEnvironment(BaseModel):
     )
     default_models: str = Field(default=",".join(settings.DEFAULT_MODELS), alias=settings.ENV_DEFAULT_MODELS)
     idempotency_table: str = Field(default="", alias=settings.ENV_IDEMPOTENCY_TABLE)
+    default_execution_mode: Literal["on_demand", "batch", "auto"] = Field(
+        default=settings.DEFAULT_EXECUTION_MODE, alias=settings.ENV_DEFAULT_EXECUTION_MODE
+    )
+    batch_role_arn: str = Field(default="", alias=settings.ENV_BATCH_ROLE_ARN)
     retry_base_seconds: int = Field(
         default=settings.RETRY_BASE_SECONDS, ge=0, le=43_200, alias=settings.ENV_RETRY_BASE_SECONDS
     )
