@@ -26,6 +26,7 @@ from bedrock_pipeline.storage import S3AnswerCache, S3PromptSource, S3ResultStor
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps
 from bedrock_pipeline.use_cases.ingest import IngestDeps
 from bedrock_pipeline.use_cases.run_item import CallDeps, OncePerItem, RunnerDeps
+from bedrock_pipeline.use_cases.submit_batch import BatchDeps
 from bedrock_pipeline.work_queue import SqsWorkQueue, queue_url_of
 
 if TYPE_CHECKING:  # the MLflow adapter is imported when the core is built, not at cold start
@@ -116,6 +117,24 @@ class Core:
     gateway: ModelGateway | None = None  # only where tracing and the Bedrock client are set up
     once: OncePerItem | None = None
     models: ModelCatalog | None = None  # what the account offers, read at ingest's first check
+    default_mode: str = settings.DEFAULT_EXECUTION_MODE
+    batch_role_arn: str = ""  # empty: batch inference is not set up (every job runs on demand)
+
+    @functools.cached_property
+    def batch(self) -> BatchDeps | None:
+        """Bedrock batch inference, when the deployment gave a service role for it."""
+        if not self.batch_role_arn:
+            return None
+        from bedrock_pipeline.batch.adapters import BedrockBatchJobs, DynamoBatchRegistry, S3BatchFiles
+        from bedrock_pipeline.model_catalog import make_catalog_client
+
+        return BatchDeps(
+            jobs=BedrockBatchJobs(make_catalog_client()),
+            files=S3BatchFiles(self.s3, self.bucket),
+            registry=DynamoBatchRegistry(self.ledger.dynamodb, self.ledger.table),
+            bucket=self.bucket,
+            role_arn=self.batch_role_arn,
+        )
 
     @functools.cached_property
     def results(self) -> S3ResultStore:
@@ -132,6 +151,8 @@ class Core:
             prices=self.prices,
             default_models=self.default_models,
             models=self.models,
+            default_mode=self.default_mode,
+            batch=self.batch,
         )
 
     @functools.cached_property
@@ -221,6 +242,8 @@ def _build_core(*, with_model: bool) -> Core:
         gateway=gateway,
         once=once,
         models=BedrockModelCatalog(),  # lists nothing until ingest checks a file's models
+        default_mode=env.default_execution_mode,
+        batch_role_arn=env.batch_role_arn,
     )
 
 
