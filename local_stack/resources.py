@@ -2,7 +2,9 @@
 
 Mirrors what the CDK app deploys: the prompt bucket notifying the ingest queue for ``incoming/``,
 three queues each with a DLQ (redrive after MAX_RECEIVE_COUNT receives), and the Powertools
-idempotency table (partition key ``id``, TTL attribute ``expiration``).
+idempotency table (partition key ``id``, TTL attribute ``expiration``). Bedrock batch inference
+(issue 20): an EventBridge rule on the default bus for ``aws.bedrock`` / ``Batch Inference Job State
+Change`` whose target is the batch-events queue, as deployed; the emulator's batch jobs PutEvents there.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class ResourceNames:
     evaluation_queue: str = settings.EVALUATION_QUEUE_NAME
     idempotency_table: str = settings.IDEMPOTENCY_TABLE_NAME
     jobs_table: str = settings.JOBS_TABLE_NAME
+    batch_events_queue: str = settings.BATCH_EVENTS_QUEUE_NAME
 
     @classmethod
     def unique(cls, tag: str | None = None) -> ResourceNames:
@@ -55,6 +58,7 @@ class ResourceNames:
             evaluation_queue=f"{settings.EVALUATION_QUEUE_NAME}-{suffix}",
             idempotency_table=f"{settings.IDEMPOTENCY_TABLE_NAME}-{suffix}",
             jobs_table=f"{settings.JOBS_TABLE_NAME}-{suffix}",
+            batch_events_queue=f"{settings.BATCH_EVENTS_QUEUE_NAME}-{suffix}",
         )
 
     def queue_name(self, role: str) -> str:
@@ -82,6 +86,8 @@ class LocalResources:
     evaluation: QueueInfo
     idempotency_table: str
     jobs_table: str
+    batch_events_queue_url: str = ""  # the Batch Inference Job State Change rule's target
+    batch_events_rule: str = ""
 
     @property
     def queues(self) -> dict[str, QueueInfo]:
@@ -144,6 +150,45 @@ def _s3_send_policy(queue_arn: str, bucket: str) -> str:
             ],
         }
     )
+
+
+def _events_send_policy(queue_arn: str, rule_arn: str) -> str:
+    # What EventBridge needs to deliver to an SQS target (moto does not check; AWS does).
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "events.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": queue_arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+                }
+            ],
+        }
+    )
+
+
+def ensure_batch_events_rule(endpoint_url: str, queue_name: str, region: str = REGION) -> tuple[str, str]:
+    """The batch-events queue (created bare if nothing created it yet: harmless when the function
+    catalogue creates it with its DLQ) and the rule on the default bus targeting it. Idempotent.
+
+    Returns (queue URL, rule name).
+    """
+    sqs = aws_client("sqs", endpoint_url, region)
+    events = aws_client("events", endpoint_url, region)
+    try:
+        url = str(sqs.get_queue_url(QueueName=queue_name)["QueueUrl"])
+    except ClientError:
+        url = str(sqs.create_queue(QueueName=queue_name)["QueueUrl"])
+    arn = _queue_arn(sqs, url)
+    rule = f"{queue_name}-state-change"[:64]
+    pattern = {"source": [settings.BATCH_EVENT_SOURCE], "detail-type": [settings.BATCH_EVENT_DETAIL_TYPE]}
+    rule_arn = events.put_rule(Name=rule, EventPattern=json.dumps(pattern), State="ENABLED")["RuleArn"]
+    events.put_targets(Rule=rule, Targets=[{"Id": "batch-events-queue", "Arn": arn}])
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": _events_send_policy(arn, rule_arn)})
+    return url, rule
 
 
 def _ensure_table(dynamodb: Any, name: str, partition_key: str, ttl_attribute: str | None = None) -> None:
@@ -232,6 +277,7 @@ def ensure_resources(
     # Powertools idempotency layout: partition key "id", TTL on "expiration".
     _ensure_table(dynamodb, names.idempotency_table, "id", ttl_attribute="expiration")
     _ensure_table(dynamodb, names.jobs_table, "pk")
+    batch_url, batch_rule = ensure_batch_events_rule(endpoint_url, names.batch_events_queue, region)
 
     return LocalResources(
         bucket=names.bucket,
@@ -240,6 +286,8 @@ def ensure_resources(
         evaluation=queues["evaluation"],
         idempotency_table=names.idempotency_table,
         jobs_table=names.jobs_table,
+        batch_events_queue_url=batch_url,
+        batch_events_rule=batch_rule,
     )
 
 
@@ -266,6 +314,14 @@ def delete_resources(endpoint_url: str, resources: LocalResources, region: str =
     for table in (resources.idempotency_table, resources.jobs_table):
         with contextlib.suppress(ClientError):
             dynamodb.delete_table(TableName=table)
+    if resources.batch_events_rule:
+        events = aws_client("events", endpoint_url, region)
+        with contextlib.suppress(ClientError):
+            events.remove_targets(Rule=resources.batch_events_rule, Ids=["batch-events-queue"])
+            events.delete_rule(Name=resources.batch_events_rule)
+    if resources.batch_events_queue_url:
+        with contextlib.suppress(ClientError):
+            sqs.delete_queue(QueueUrl=resources.batch_events_queue_url)
 
 
 def handler_environment(

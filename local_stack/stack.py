@@ -225,6 +225,8 @@ class LocalStack:
                         str(config.emulator_port),
                         "--seed",
                         str(self.emulator_seed),
+                        "--aws-endpoint",  # batch jobs read and write S3 and send events on moto
+                        config.moto_url,
                         "--quiet",
                     ],
                     logs / "bedrock-emulator.log",

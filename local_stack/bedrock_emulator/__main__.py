@@ -24,11 +24,14 @@ def main(argv: list[str] | None = None) -> int:
         "--config", type=Path, help='JSON {"seed": n, "models": {"*": {...}, "<model id>": {...}}}'
     )
     parser.add_argument("--quiet", action="store_true", help="no per-call log lines on stderr")
+    parser.add_argument("--aws-endpoint", help="the local AWS (moto) batch jobs use for S3 and EventBridge")
     args = parser.parse_args(argv)
 
     config = json.loads(args.config.read_text()) if args.config else {}
     seed = args.seed if args.seed is not None else int(config.get("seed", 0))
-    server = EmulatorServer(args.host, args.port, seed=seed, config=config, quiet=args.quiet)
+    server = EmulatorServer(
+        args.host, args.port, seed=seed, config=config, quiet=args.quiet, aws_endpoint=args.aws_endpoint
+    )
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # shutdown() blocks until serve_forever returns, so it cannot run in the serving thread.

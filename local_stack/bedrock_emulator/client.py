@@ -42,6 +42,10 @@ class EmulatorAdmin:
         """Merge settings for one model key ("*" for all); returns the whole config."""
         return self._call("POST", "config", {"models": {model: settings}})
 
+    def configure_batch(self, **settings: Any) -> dict[str, Any]:
+        """Merge batch-job settings (delays, quotas, faults, aws_endpoint); returns the whole config."""
+        return self._call("POST", "config", {"batch": settings})
+
     def update_config(self, update: dict[str, Any]) -> dict[str, Any]:
         """POST a full update: ``{"models": {id: settings, ...}, "seed": n}`` (both optional)."""
         return self._call("POST", "config", update)

@@ -10,6 +10,8 @@ from typing import Any
 
 ERROR_STATUS: dict[str, int] = {
     "ValidationException": 400,
+    "ConflictException": 400,  # control plane (bedrock service model): batch jobs
+    "ServiceQuotaExceededException": 400,
     "AccessDeniedException": 403,
     "ResourceNotFoundException": 404,
     "ModelTimeoutException": 408,
@@ -22,6 +24,8 @@ ERROR_STATUS: dict[str, int] = {
 
 DEFAULT_MESSAGES: dict[str, str] = {
     "ValidationException": "The request is invalid.",
+    "ConflictException": "The request conflicts with the resource's current state.",
+    "ServiceQuotaExceededException": "The request exceeds a service quota.",
     "AccessDeniedException": "You don't have access to the model with the specified model ID.",
     "ResourceNotFoundException": "The requested resource could not be found.",
     "ModelTimeoutException": "Model has timed out in processing the request. Try your request again.",

@@ -1,7 +1,8 @@
 """The bedrock-runtime emulator: Converse and ConverseStream over the REST-JSON wire protocol botocore uses.
 
 Model calls:   POST /model/{modelId}/converse, POST /model/{modelId}/converse-stream
-Control plane: GET /foundation-models (ListFoundationModels), GET /inference-profiles (ListInferenceProfiles)
+Control plane: GET /foundation-models (ListFoundationModels), GET /inference-profiles (ListInferenceProfiles),
+               batch inference jobs (Create/Get/List/StopModelInvocationJob: batch_jobs, batch_runner)
 Admin (JSON):  GET /_emulator/health, GET|POST /_emulator/config, POST /_emulator/reset, GET /_emulator/stats
 
 This module is the HTTP side (routing, JSON and event-stream responses, the server thread); what a
@@ -25,7 +26,7 @@ from typing import IO, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from bedrock_pipeline.tokenizer import count_tokens
-from local_stack.bedrock_emulator import catalog, validation
+from local_stack.bedrock_emulator import batch_jobs, batch_runner, catalog, validation
 from local_stack.bedrock_emulator.behaviour import DEFAULT_MODEL_KEY
 from local_stack.bedrock_emulator.errors import BedrockError
 from local_stack.bedrock_emulator.eventstream import EVENTSTREAM_CONTENT_TYPE, encode_event
@@ -42,8 +43,11 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # concurrent runners connect in bursts
 
-    def __init__(self, address: tuple[str, int], state: EmulatorState, log: IO[str] | None) -> None:
+    def __init__(
+        self, address: tuple[str, int], state: EmulatorState, batch: batch_jobs.BatchJobs, log: IO[str] | None
+    ) -> None:
         self.state = state
+        self.batch = batch
         self.log = log
         super().__init__(address, _Handler)
 
@@ -96,6 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._model_call(unquote(match.group("model")), match.group("operation"), body)
         elif method == "GET" and path in _CONTROL_PLANE:
             self._control_plane(path, {k: v[-1] for k, v in parse_qs(url.query).items()})
+        elif path.startswith("/model-invocation-job"):
+            self._batch(method, path, {k: v[-1] for k, v in parse_qs(url.query).items()}, body)
         elif path.startswith("/_emulator/"):
             self._admin(method, path.removeprefix("/_emulator/"), body)
         else:
@@ -114,11 +120,14 @@ class _Handler(BaseHTTPRequestHandler):
             if (method, name) == ("GET", "health"):
                 self._send_json(200, {"status": "ok"})
             elif (method, name) == ("GET", "config"):
-                self._send_json(200, state.config())
+                self._send_json(200, state.config() | {"batch": self.server.batch.config()})
             elif (method, name) == ("POST", "config"):
-                self._send_json(200, state.merge_config(payload))
+                batch = self.server.batch.settings_now().merged(payload.pop("batch", None) or {})
+                config = state.merge_config(payload)  # both validated before either changes
+                self._send_json(200, config | {"batch": self.server.batch.replace_settings(batch)})
             elif (method, name) == ("POST", "reset"):
                 state.reset(payload.get("seed"))
+                self.server.batch.reset()
                 self._send_json(200, {"status": "reset", "seed": state.seed})
             elif (method, name) == ("GET", "stats"):
                 self._send_json(200, state.stats())
@@ -157,6 +166,24 @@ class _Handler(BaseHTTPRequestHandler):
         if start + size < len(profiles):
             page["nextToken"] = str(start + size)  # opaque to clients, as Bedrock's
         self._send_json(200, page, {"x-amzn-RequestId": request_id})
+
+    # --- batch inference jobs (the control plane's model-invocation-job routes) ---
+    def _batch(self, method: str, path: str, query: dict[str, str], raw: bytes) -> None:
+        request_id = str(uuid.uuid4())
+        signed = _SIGNED_REGION.search(self.headers.get("Authorization", ""))
+        region = signed.group("region") if signed else "us-east-1"
+        try:
+            body = validation.parse_body(raw) if raw.strip() else {}
+            extra_models = self.server.state.extra_models()
+            answer = batch_jobs.handle(self.server.batch, method, path, query, body, region, extra_models)
+        except BedrockError as error:
+            self._send_error(error, request_id)
+            self._log_call(f"batch {method} {path} {error.status} {error.name}: {error.message}")
+            return
+        status, headers = (200, {"x-amzn-RequestId": request_id}) if answer is not None else (404, {})
+        self._send_json(
+            status, answer if answer is not None else {"message": f"No route for {path}"}, headers
+        )
 
     # --- Converse / ConverseStream ---
     def _model_call(self, model: str, operation: str, raw: bytes) -> None:
@@ -285,9 +312,16 @@ class EmulatorServer:
         config: Mapping[str, Any] | None = None,
         quiet: bool = True,
         log: IO[str] | None = None,
+        aws_endpoint: str | None = None,
     ) -> None:
-        self.state = EmulatorState(seed, {**(config or {}), "seed": seed})
-        self._httpd = _HTTPServer((host, port), self.state, None if quiet else (log or sys.stderr))
+        """``aws_endpoint``: the local AWS (moto) batch jobs read and write S3 on and send events to."""
+        config = dict(config or {})
+        batch = (config.pop("batch", None) or {}) | ({"aws_endpoint": aws_endpoint} if aws_endpoint else {})
+        self.state = EmulatorState(seed, {**config, "seed": seed})
+        self.batch = batch_runner.batch_jobs_for(self.state, batch)
+        self._httpd = _HTTPServer(
+            (host, port), self.state, self.batch, None if quiet else (log or sys.stderr)
+        )
         self._thread: threading.Thread | None = None
 
     @property
@@ -325,15 +359,20 @@ class EmulatorServer:
         """Merge settings for one model key ("*" for all); returns the whole config."""
         return self.state.merge_config({"models": {model: settings}})
 
+    def configure_batch(self, **settings: Any) -> dict[str, Any]:
+        """Merge batch-job settings (batch_settings.BatchSettings); returns them all."""
+        return self.batch.configure(settings)
+
     def config(self) -> dict[str, Any]:
-        return self.state.config()
+        return self.state.config() | {"batch": self.batch.config()}
 
     def stats(self) -> dict[str, Any]:
         return self.state.stats()
 
     def reset(self, seed: int | None = None) -> None:
-        """Back to the start-up config and seed (or ``seed``); clears stats and prompt-cache memory."""
+        """Back to the start-up config and seed (or ``seed``); clears stats, prompt-cache memory, batch jobs."""
         self.state.reset(seed)
+        self.batch.reset()
 
     def __enter__(self) -> EmulatorServer:
         return self.start()

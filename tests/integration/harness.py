@@ -82,6 +82,7 @@ def stack(
     runtime.environment.cache_clear()
     runtime.reset_core()
     emulator.reset()
+    emulator.configure_batch(aws_endpoint=moto_server)  # batch jobs read/write S3 and put events on moto
     pump = EventPump(
         [
             QueueRoute(local_resources.ingest.url, "handlers.ingest.handler", wait_time_seconds=1),
