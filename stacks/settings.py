@@ -56,6 +56,8 @@ class PlatformSettings(BaseModel):
     benchmark_suite: str = "default"
     # How a prompt file without a "mode" in its job header runs (README "Batch mode").
     default_execution_mode: Literal["on_demand", "batch", "auto"] = "on_demand"
+    # How often the collector looks for finished batch jobs whose state-change event never came.
+    batch_sweep_schedule: str = "rate(1 hour)"
 
     mlflow_cpu: int = 1024
     mlflow_memory_mib: int = 2048

@@ -78,6 +78,7 @@ INGEST_TIMEOUT_SECONDS: Final = 120
 RUNNER_TIMEOUT_SECONDS: Final = 300
 EVALUATOR_TIMEOUT_SECONDS: Final = 900
 BENCHMARK_TIMEOUT_SECONDS: Final = 900
+COLLECTOR_TIMEOUT_SECONDS: Final = 300
 VISIBILITY_TIMEOUT_FACTOR: Final = 6  # AWS guidance: queue visibility >= 6x the function timeout
 MAX_RECEIVE_COUNT: Final = 5  # receives before a message moves to its DLQ
 WORK_BATCH_SIZE: Final = 10

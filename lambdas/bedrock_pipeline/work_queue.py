@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bedrock_pipeline.domain import WorkItem
+
+if TYPE_CHECKING:
+    from bedrock_pipeline.use_cases.collect_batch import BatchChunk
 
 SQS_BATCH_LIMIT = 10
 
@@ -16,11 +19,18 @@ class SqsWorkQueue:
         self._url = queue_url
 
     def send(self, items: Sequence[WorkItem]) -> None:
-        for start in range(0, len(items), SQS_BATCH_LIMIT):
-            chunk = items[start : start + SQS_BATCH_LIMIT]
+        self._send([item.to_message() for item in items])
+
+    def send_chunks(self, chunks: Sequence[BatchChunk]) -> None:
+        """A finished batch job's records, in chunks (use_cases/collect_batch.py), for the runners."""
+        self._send([chunk.to_message() for chunk in chunks])
+
+    def _send(self, bodies: Sequence[str]) -> None:
+        for start in range(0, len(bodies), SQS_BATCH_LIMIT):
+            chunk = bodies[start : start + SQS_BATCH_LIMIT]
             response = self._sqs.send_message_batch(
                 QueueUrl=self._url,
-                Entries=[{"Id": str(i), "MessageBody": item.to_message()} for i, item in enumerate(chunk)],
+                Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)],
             )
             if response.get("Failed"):
                 # Raise so the ingest message is retried; items already sent are deduplicated by the ledger.

@@ -19,10 +19,12 @@ from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.batch.adapters import BedrockBatchJobs, DynamoBatchRegistry, S3BatchFiles
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.ports import ModelCatalog, ModelGateway
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.storage import S3AnswerCache, S3PromptSource, S3ResultStore
+from bedrock_pipeline.use_cases.collect_batch import ChunkDeps, CollectDeps
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps
 from bedrock_pipeline.use_cases.ingest import IngestDeps
 from bedrock_pipeline.use_cases.run_item import CallDeps, OncePerItem, RunnerDeps
@@ -125,16 +127,36 @@ class Core:
         """Bedrock batch inference, when the deployment gave a service role for it."""
         if not self.batch_role_arn:
             return None
-        from bedrock_pipeline.batch.adapters import BedrockBatchJobs, DynamoBatchRegistry, S3BatchFiles
-        from bedrock_pipeline.model_catalog import make_catalog_client
-
         return BatchDeps(
-            jobs=BedrockBatchJobs(make_catalog_client()),
-            files=S3BatchFiles(self.s3, self.bucket),
-            registry=DynamoBatchRegistry(self.ledger.dynamodb, self.ledger.table),
+            jobs=self.batch_jobs,
+            files=self.batch_files,
+            registry=self.batch_registry,
             bucket=self.bucket,
             role_arn=self.batch_role_arn,
         )
+
+    @functools.cached_property
+    def batch_jobs(self) -> BedrockBatchJobs:
+        from bedrock_pipeline.model_catalog import make_catalog_client
+
+        return BedrockBatchJobs(make_catalog_client())
+
+    @functools.cached_property
+    def batch_files(self) -> S3BatchFiles:
+        return S3BatchFiles(self.s3, self.bucket)
+
+    @functools.cached_property
+    def batch_registry(self) -> DynamoBatchRegistry:
+        return DynamoBatchRegistry(self.ledger.dynamodb, self.ledger.table)
+
+    @functools.cached_property
+    def collect(self) -> CollectDeps:
+        queue = SqsWorkQueue(self.sqs, self.work_queue_url)
+        return CollectDeps(self.batch_jobs, self.batch_files, self.batch_registry, queue, self.bucket)
+
+    @functools.cached_property
+    def chunks(self) -> ChunkDeps:
+        return ChunkDeps(self.runner, self.batch_files, self.batch_registry)
 
     @functools.cached_property
     def results(self) -> S3ResultStore:
@@ -172,7 +194,9 @@ class Core:
 
     @functools.cached_property
     def finalize(self) -> FinalizeDeps:
-        return FinalizeDeps(ledger=self.ledger, results=self.results, recorder=self.recorder)
+        return FinalizeDeps(
+            ledger=self.ledger, results=self.results, recorder=self.recorder, prices=self.prices
+        )
 
 
 # functools.cache does not lock: pollers running as threads of one process (the local event pump)

@@ -22,20 +22,23 @@ SENDS_TO = {
     "runner": set(),
     "evaluator": {"evaluation-dlq"},
     "benchmark": {"benchmark-async-failures"},  # Lambda's on-failure destination, sent with its role
+    "collector": {"work"},  # collect_batch.collect_job: a finished batch job's chunks
 }
 # Prompt-bucket keys each function reads. Ingest: the prompt file. Runner: cached model responses and
 # item results under results/ (S3AnswerCache, S3ResultStore.item_results). Evaluator: a dataset anywhere in
 # the bucket (the job names its key). Benchmark: its suite under benchmarks/.
 READS = {
     "ingest": {"incoming/*"},
-    "runner": {"results/*"},
+    "runner": {"results/*", "batch/*"},  # + a batch chunk's items and output lines (record_chunk)
+    "collector": {"batch/*"},  # a batch job's items and Bedrock's output files
     "evaluator": {"*"},
     "benchmark": {"benchmarks/*"},
 }
 # Prompt-bucket keys each function writes: results/<job>/ (errors, item results, responses, summary,
 # comparison); the benchmark only results/benchmarks/<run>/.
 WRITES = {
-    "ingest": {"results/*"},
+    "ingest": {"results/*", "batch/*"},  # + the batch input files and their items (submit_batch)
+    "collector": set(),
     "runner": {"results/*"},
     "evaluator": {"results/*"},
     "benchmark": {"results/benchmarks/*"},
@@ -44,6 +47,7 @@ WRITES = {
 # The evaluator and the benchmark touch neither.
 TABLES = {
     "ingest": {"jobs"},
+    "collector": {"jobs"},  # the batch registry (which pipeline job, collected once)
     "runner": {"jobs", "idempotency"},
     "evaluator": set(),
     "benchmark": set(),

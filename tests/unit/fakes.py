@@ -34,6 +34,7 @@ from bedrock_pipeline.ports import (
     JobState,
     SourceObject,
 )
+from bedrock_pipeline.use_cases.collect_batch import BatchChunk, is_chunk_message
 
 
 class MemorySource:
@@ -102,8 +103,14 @@ class MemoryQueue:
     def send(self, items: Sequence[WorkItem]) -> None:
         self.bodies.extend(item.to_message() for item in items)
 
+    def send_chunks(self, chunks: Sequence[BatchChunk]) -> None:
+        self.bodies.extend(chunk.to_message() for chunk in chunks)
+
     def received(self) -> list[WorkItem]:
-        return [WorkItem.from_message(body) for body in self.bodies]
+        return [WorkItem.from_message(body) for body in self.bodies if not is_chunk_message(body)]
+
+    def chunks(self) -> list[BatchChunk]:
+        return [BatchChunk.model_validate_json(body) for body in self.bodies if is_chunk_message(body)]
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bedrock_pipeline.ports import JobLedger, JobState, ResultStore, RunRecorder
+from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.results import format_table, job_verdict, summarize, summary_document
 
 
@@ -15,6 +16,7 @@ class FinalizeDeps:
     ledger: JobLedger
     results: ResultStore
     recorder: RunRecorder
+    prices: PriceTable | None = None  # for the on-demand cost of a batch job's tokens (summary.json)
 
 
 def finalize_if_complete(deps: FinalizeDeps, job_id: str) -> dict[str, Any] | None:
@@ -34,7 +36,7 @@ def _finalize(deps: FinalizeDeps, state: JobState) -> dict[str, Any]:
     job, counts = state.job, state.counts
     lines = deps.results.item_results(job.job_id)
     deps.results.put_results(job.job_id, lines)
-    rows = summarize(lines)
+    rows = summarize(lines, deps.prices)
     verdict = job_verdict(lines, state.rejected_reason)
     summary = summary_document(
         job.job_id, rows, counts.rejected_lines, verdict=verdict, retries=counts.retries
@@ -55,6 +57,7 @@ def _finalize(deps: FinalizeDeps, state: JobState) -> dict[str, Any]:
             "input_tokens": sum(r.input_tokens for r in rows),
             "output_tokens": sum(r.output_tokens for r in rows),
             "cost_usd": totals["cost_usd"],
+            **{k: totals[k] for k in ("on_demand_cost_usd", "saving_usd") if k in totals},
             "retries": counts.retries,
         },
         failed=not verdict.ok,

@@ -47,7 +47,9 @@ class IngestDeps:
 
     @property
     def finalize(self) -> FinalizeDeps:
-        return FinalizeDeps(ledger=self.ledger, results=self.results, recorder=self.recorder)
+        return FinalizeDeps(
+            ledger=self.ledger, results=self.results, recorder=self.recorder, prices=self.prices
+        )
 
 
 @dataclass(frozen=True)

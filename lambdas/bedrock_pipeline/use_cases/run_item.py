@@ -64,6 +64,7 @@ class CallDeps:
     prices: PriceTable
     # Optional: where answers are kept so a retry after a failure *after* the call only re-records.
     answers: AnswerCache | None = None
+    tier: str | None = None  # the price tier the calls are billed in (None: standard on-demand; "batch")
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,13 @@ class ItemOutcome:
     duplicate: bool = False
 
 
-def priced(prices: PriceTable, model_id: str, answer: ModelResponse | CallError) -> CallOutcome:
-    """The outcome of a call, priced here and only here."""
+def priced(
+    prices: PriceTable, model_id: str, answer: ModelResponse | CallError, *, tier: str | None = None
+) -> CallOutcome:
+    """The outcome of a call, priced here and only here (in ``tier``: None is standard on-demand)."""
     if isinstance(answer, CallError):
         return CallOutcome(error=answer)
-    return CallOutcome(answer=answer, cost=prices.cost(model_id, answer.usage))
+    return CallOutcome(answer=answer, cost=prices.cost(model_id, answer.usage, tier=tier))
 
 
 def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLine:
@@ -143,7 +146,7 @@ def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLi
         )
         if recorded and existing is not None and cached is not None:
             # Everything was recorded; only the ledger mark was missing. The run is the record.
-            outcome = priced(deps.prices, item.model_id, cached)
+            outcome = priced(deps.prices, item.model_id, cached, tier=deps.tier)
             return ResultLine.for_item(item, outcome, RunRef(existing.run_id, existing.trace_id))
 
     run_id = existing.run_id if existing is not None else deps.recorder.start_call_run(item)
@@ -151,7 +154,7 @@ def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLi
         answer = cached  # bind for the closure: mypy cannot see `cached` stays set
 
         def call() -> CallOutcome:
-            return priced(deps.prices, item.model_id, answer)
+            return priced(deps.prices, item.model_id, answer, tier=deps.tier)
     else:
 
         def call() -> CallOutcome:
@@ -178,7 +181,7 @@ def _call_model(item: WorkItem, deps: CallDeps) -> CallOutcome:
         answer = CallError(exc.code, exc.message)
     if deps.answers is not None:
         deps.answers.put(item.bound_job.job_id, item.digest, answer)
-    return priced(deps.prices, item.model_id, answer)
+    return priced(deps.prices, item.model_id, answer, tier=deps.tier)
 
 
 def run_item(deps: RunnerDeps, item: WorkItem) -> ItemOutcome:
