@@ -11,12 +11,16 @@ import os
 import signal
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from local_stack.config import LocalStackConfig
+from botocore.exceptions import ClientError
+
+from bedrock_pipeline import settings
+from local_stack.config import LOCAL_BATCH_ROLE_ARN, LocalStackConfig
 from local_stack.event_pump import EventPump
 from local_stack.pump_routes import default_routes
-from local_stack.resources import handler_environment, lookup_resources
+from local_stack.resources import LocalResources, aws_client, handler_environment, lookup_resources
 
 logger = logging.getLogger("local_stack.event_pump")
 
@@ -36,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     config = LocalStackConfig()
-    resources = lookup_resources(config.moto_url)
+    resources = with_batch_events_queue(lookup_resources(config.moto_url), config.moto_url)
     # The handlers run in this process and read their configuration from the environment, as on Lambda.
     os.environ.update(
         handler_environment(
@@ -46,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             resources=resources,
         )
     )
+    if not args.without_emulator:  # the emulator runs batch jobs: batch and auto files may use them
+        os.environ[settings.ENV_BATCH_ROLE_ARN] = LOCAL_BATCH_ROLE_ARN
     routes = default_routes(resources)
     pump = EventPump(routes, endpoint_url=config.moto_url)
     if args.prewarm:
@@ -71,6 +77,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     pump.stop()
     logger.info("stopped; counters: %s", pump.counters)
     return 0
+
+
+def with_batch_events_queue(resources: LocalResources, moto_url: str) -> LocalResources:
+    """The resources with the batch-events queue (created with its EventBridge rule, not among the
+    queues lookup_resources describes), so the collector is pumped; unchanged when it does not exist."""
+    if resources.batch_events_queue_url:
+        return resources
+    sqs = aws_client("sqs", moto_url)
+    try:
+        url = str(sqs.get_queue_url(QueueName=settings.BATCH_EVENTS_QUEUE_NAME)["QueueUrl"])
+    except ClientError:
+        return resources
+    return replace(resources, batch_events_queue_url=url)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ from bedrock_pipeline.domain import ResultLine
 from bedrock_pipeline.ports import BatchPart
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.use_cases.collect_batch import (
+    BatchChunk,
     ChunkDeps,
     CollectDeps,
     arn_of_event,
     collect_job,
+    is_chunk_message,
     record_chunk,
     sweep,
 )
@@ -212,3 +214,15 @@ def test_results_lines_round_trip_without_latency() -> None:
         line.latency_ms is None
         and "latencyMs" not in ResultLine(line.record_id, line.model_id, None, None, line.outcome).to_dict()
     )
+
+
+def test_a_chunk_message_is_told_from_a_work_item_by_its_first_bytes() -> None:
+    chunk = BatchChunk(
+        arn="arn:aws:bedrock:us-east-1:1:model-invocation-job/x", output_key="k", start=0, end=10
+    )
+    assert is_chunk_message(chunk.to_message())
+    assert BatchChunk.model_validate_json(chunk.to_message()) == chunk
+    world = Collecting()
+    world.upload("incoming/c.jsonl", [{"prompt": "on demand"}])
+    (body,) = world.queue.bodies
+    assert not is_chunk_message(body)
