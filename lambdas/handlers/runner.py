@@ -28,7 +28,12 @@ with lean_imports():  # what the cold start imports, without GC passes or MLflow
 
     from bedrock_pipeline.domain import WorkItem
     from bedrock_pipeline.trace_export import holding_finished_traces
-    from bedrock_pipeline.use_cases.collect_batch import BatchChunk, is_chunk_message, record_chunk
+    from bedrock_pipeline.use_cases.collect_batch import (
+        BatchChunk,
+        chunk_failed,
+        is_chunk_message,
+        record_chunk,
+    )
     from bedrock_pipeline.use_cases.fan_out import item_pool
     from bedrock_pipeline.use_cases.finalize import finalize_if_complete
     from bedrock_pipeline.use_cases.run_item import item_failed, malformed_message, run_item
@@ -47,14 +52,24 @@ class _Invocation:
     def record_chunk(self, record: SQSRecord) -> None:
         """Each record of a batch chunk once; a failure returns the whole chunk (recorded records are
         then duplicates, which do nothing)."""
+        chunk = BatchChunk.model_validate_json(record.body)
         try:
-            outcomes = record_chunk(model_core().chunks, BatchChunk.model_validate_json(record.body))
+            outcomes = record_chunk(model_core().chunks, chunk)
         except Exception as exc:
             count = int(record.attributes.approximate_receive_count or 1)
-            reason = f"batch chunk: {describe_failure(exc)}"
             try:
-                model_core().ledger.note_failure(record.body, reason, count)
-            except Exception:
+                last = queue_retries().is_last_receive(record.event_source_arn, count)
+                self.jobs_touched.update(
+                    chunk_failed(
+                        model_core().chunks,
+                        chunk,
+                        body=record.body,
+                        reason=f"batch chunk: {describe_failure(exc)}",
+                        receive_count=count,
+                        last_receive=last,
+                    )
+                )
+            except Exception:  # the chunk still returns to the queue; only the bookkeeping is missing
                 logger.exception("could not record the failure of a batch chunk")
             raise
         for outcome in outcomes:

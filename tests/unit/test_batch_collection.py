@@ -16,6 +16,7 @@ from bedrock_pipeline.use_cases.collect_batch import (
     ChunkDeps,
     CollectDeps,
     arn_of_event,
+    chunk_failed,
     collect_job,
     is_chunk_message,
     record_chunk,
@@ -226,3 +227,36 @@ def test_a_chunk_message_is_told_from_a_work_item_by_its_first_bytes() -> None:
     world.upload("incoming/c.jsonl", [{"prompt": "on demand"}])
     (body,) = world.queue.bodies
     assert not is_chunk_message(body)
+
+
+def test_a_chunk_that_keeps_failing_ends_its_records_as_failures_on_its_last_receive() -> None:
+    world = Collecting()
+    job_id = _submit(world, 5, [NOVA])
+    (part,) = world.registry.parts(job_id)
+    world.bedrock_finishes(part)
+    collect_job(world.collect, part.arn)
+    first, second = world.queue.chunks()
+    body = first.to_message()
+
+    assert (
+        chunk_failed(
+            world.chunk_deps, first, body=body, reason="MLflow down", receive_count=1, last_receive=False
+        )
+        == []
+    )
+    assert world.ledger.failures[body] == ("MLflow down", 1)
+    assert chunk_failed(
+        world.chunk_deps, first, body=body, reason="MLflow down", receive_count=5, last_receive=True
+    ) == [job_id]
+    record_chunk(world.chunk_deps, second)
+    finalize_if_complete(FinalizeDeps(world.ledger, world.results, world.recorder), job_id)
+
+    lines = world.results.results[job_id]
+    failed = [line for line in lines if not line.succeeded]
+    assert len(lines) == 5 and len(failed) == CHUNK
+    assert all(
+        line.outcome.error is not None and "MLflow down" in line.outcome.error.message for line in failed
+    )
+    # A redrive of the chunk later records the answers and revises the ends (as for on-demand items).
+    record_chunk(world.chunk_deps, first)
+    assert world.ledger.counts(job_id).succeeded == 5

@@ -26,7 +26,7 @@ from bedrock_pipeline import settings
 from bedrock_pipeline.batch.native import Family, family_of, from_model_output
 from bedrock_pipeline.domain import ModelResponse, WorkItem
 from bedrock_pipeline.ports import BatchFiles, BatchInference, BatchPart, BatchRegistry, BedrockCallError
-from bedrock_pipeline.use_cases.run_item import ItemOutcome, RunnerDeps, run_item
+from bedrock_pipeline.use_cases.run_item import ItemOutcome, RunnerDeps, item_failed, run_item
 
 BATCH_TIER = "batch"
 
@@ -192,6 +192,34 @@ def record_chunk(deps: ChunkDeps, chunk: BatchChunk) -> list[ItemOutcome]:
     ]
 
 
+def chunk_failed(
+    deps: ChunkDeps, chunk: BatchChunk, *, body: str, reason: str, receive_count: int, last_receive: bool
+) -> list[str]:
+    """Why a chunk failed, for `dlq inspect`; on its last receive before the DLQ, each of its records not
+    ended yet ends as a failure with that reason (as `item_failed` ends an on-demand item), so the job
+    still finishes. The job ids touched."""
+    deps.runner.ledger.note_failure(body, reason, receive_count)
+    if not last_receive:
+        return []
+    found = deps.registry.by_arn(chunk.arn)
+    if found is None:
+        return []
+    items = _items(deps.files, found[1])
+    if chunk.output_key is None:
+        record_ids: list[str] = list(chunk.missing)
+    else:
+        body_bytes = deps.files.read(chunk.output_key) or b""
+        record_ids = [str(line.get("recordId")) for line in _jsonl(body_bytes)[chunk.start : chunk.end]]
+    touched = []
+    for record_id in record_ids:
+        item = items.get(record_id)
+        if item is not None and item_failed(
+            deps.runner, item, body=body, reason=reason, receive_count=receive_count, last_receive=True
+        ):
+            touched.append(item.bound_job.job_id)
+    return sorted(set(touched))
+
+
 def _answers(
     deps: ChunkDeps, chunk: BatchChunk, family: Family
 ) -> Iterable[tuple[str, ModelResponse | BedrockCallError]]:
@@ -226,6 +254,7 @@ __all__ = [
     "CollectDeps",
     "CollectReport",
     "arn_of_event",
+    "chunk_failed",
     "collect_job",
     "is_chunk_message",
     "record_chunk",
