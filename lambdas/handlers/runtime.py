@@ -195,7 +195,11 @@ class Core:
     @functools.cached_property
     def finalize(self) -> FinalizeDeps:
         return FinalizeDeps(
-            ledger=self.ledger, results=self.results, recorder=self.recorder, prices=self.prices
+            ledger=self.ledger,
+            results=self.results,
+            recorder=self.recorder,
+            prices=self.prices,
+            batch=self.batch_registry,
         )
 
 

@@ -495,3 +495,6 @@ class MemoryBatchRegistry:
 
     def mark_collected(self, arn: str, *, status: str, duration_seconds: float | None) -> None:
         self.collected_arns[arn] = (status, duration_seconds)
+
+    def duration_seconds(self, arn: str) -> float | None:
+        return self.collected_arns.get(arn, ("", None))[1]

@@ -86,7 +86,8 @@ class Collecting(World):
             outcomes = record_chunk(self.chunk_deps, chunk)
             for outcome in outcomes:
                 finalize_if_complete(
-                    FinalizeDeps(self.ledger, self.results, self.recorder, PriceTable.load()), outcome.job_id
+                    FinalizeDeps(self.ledger, self.results, self.recorder, PriceTable.load(), self.registry),
+                    outcome.job_id,
                 )
 
 
@@ -128,7 +129,9 @@ def test_a_completed_job_becomes_one_run_and_line_per_record_at_the_batch_price(
     totals = summary["totals"]
     assert totals["saving_usd"] > 0
     assert totals["saving_usd"] == pytest.approx(totals["on_demand_cost_usd"] - totals["cost_usd"])
-    table = world.recorder.runs[world.ledger.jobs[job_id].job.parent_run_id].artifacts["summary.txt"]
+    parent = world.recorder.runs[world.ledger.jobs[job_id].job.parent_run_id]
+    assert parent.metrics["batch_job_seconds"] == 3600.0  # the Bedrock job's duration (submitted -> ended)
+    table = parent.artifacts["summary.txt"]
     assert "on-demand USD" in table.splitlines()[0]
 
 

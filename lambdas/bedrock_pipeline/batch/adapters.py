@@ -141,6 +141,10 @@ class DynamoBatchRegistry:
             ExpressionAttributeValues=values,
         )
 
+    def duration_seconds(self, arn: str) -> float | None:
+        value = self._get(f"BATCHJOB#{arn}").get("duration_seconds")
+        return float(value["N"]) if value else None
+
     def _get(self, pk: str) -> dict[str, Any]:
         response = self._db.get_item(TableName=self._table, Key={"pk": {"S": pk}}, ConsistentRead=True)
         return dict(response.get("Item") or {})
