@@ -109,6 +109,7 @@ def test_a_completed_job_becomes_one_run_and_line_per_record_at_the_batch_price(
     world.run_chunks()
 
     assert world.gateway.calls == []  # no model was called: the answers came from the batch job
+    assert world.answers.answers == {}  # nor cached again: Bedrock's output file keeps them
     runs = world.recorder.call_runs()
     assert len(runs) == 20 and all(run.status == "FINISHED" for run in runs)
     results = world.results.results[job_id]

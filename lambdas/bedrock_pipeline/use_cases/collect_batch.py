@@ -245,7 +245,9 @@ def _answer(family: Family, line: Mapping[str, Any]) -> ModelResponse | BedrockC
 
 
 def _with_answer(runner: RunnerDeps, answer: ModelResponse | BedrockCallError) -> RunnerDeps:
-    return replace(runner, call=replace(runner.call, gateway=_BatchAnswer(answer), tier=BATCH_TIER))
+    # No answer cache: Bedrock's output file already keeps the answer, and a retry reads it again for free.
+    call = replace(runner.call, gateway=_BatchAnswer(answer), tier=BATCH_TIER, answers=None)
+    return replace(runner, call=call)
 
 
 __all__ = [
