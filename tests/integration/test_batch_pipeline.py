@@ -239,3 +239,4 @@ def test_a_thousand_records_on_two_models_run_in_batch_once_each_at_the_batch_pr
     )
     assert parent_run.data.tags["pipeline.execution"] == "batch"
     assert parent_run.data.tags["pipeline.execution_reason"] == "mode batch"
+    assert parent_run.data.metrics["batch_job_seconds"] > 0  # the Bedrock jobs' duration
