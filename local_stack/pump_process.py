@@ -11,16 +11,13 @@ import os
 import signal
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-
-from botocore.exceptions import ClientError
 
 from bedrock_pipeline import settings
 from local_stack.config import LOCAL_BATCH_ROLE_ARN, LocalStackConfig
 from local_stack.event_pump import EventPump
 from local_stack.pump_routes import default_routes
-from local_stack.resources import LocalResources, aws_client, handler_environment, lookup_resources
+from local_stack.resources import handler_environment, lookup_resources
 
 logger = logging.getLogger("local_stack.event_pump")
 
@@ -40,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     config = LocalStackConfig()
-    resources = with_batch_events_queue(lookup_resources(config.moto_url), config.moto_url)
+    resources = lookup_resources(config.moto_url)
     # The handlers run in this process and read their configuration from the environment, as on Lambda.
     os.environ.update(
         handler_environment(
@@ -77,19 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     pump.stop()
     logger.info("stopped; counters: %s", pump.counters)
     return 0
-
-
-def with_batch_events_queue(resources: LocalResources, moto_url: str) -> LocalResources:
-    """The resources with the batch-events queue (created with its EventBridge rule, not among the
-    queues lookup_resources describes), so the collector is pumped; unchanged when it does not exist."""
-    if resources.batch_events_queue_url:
-        return resources
-    sqs = aws_client("sqs", moto_url)
-    try:
-        url = str(sqs.get_queue_url(QueueName=settings.BATCH_EVENTS_QUEUE_NAME)["QueueUrl"])
-    except ClientError:
-        return resources
-    return replace(resources, batch_events_queue_url=url)
 
 
 if __name__ == "__main__":

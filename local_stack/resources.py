@@ -4,7 +4,8 @@ Mirrors what the CDK app deploys: the prompt bucket notifying the ingest queue f
 three queues each with a DLQ (redrive after MAX_RECEIVE_COUNT receives), and the Powertools
 idempotency table (partition key ``id``, TTL attribute ``expiration``). Bedrock batch inference
 (issue 20): an EventBridge rule on the default bus for ``aws.bedrock`` / ``Batch Inference Job State
-Change`` whose target is the batch-events queue, as deployed; the emulator's batch jobs PutEvents there.
+Change`` whose target is the batch-events queue, as deployed (``eventbridge.py``); the emulator's batch
+jobs PutEvents there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from botocore.exceptions import ClientError
 from bedrock_pipeline import function_catalogue as catalogue
 from bedrock_pipeline import settings
 from local_stack.config import REGION
+from local_stack.eventbridge import delete_batch_events_rule, ensure_batch_events_rule, rule_name
 
 # Queue role -> (settings name, timeout of the function it feeds, which its visibility timeout derives from).
 QUEUE_ROLES: dict[str, tuple[str, int]] = {
@@ -152,45 +154,6 @@ def _s3_send_policy(queue_arn: str, bucket: str) -> str:
     )
 
 
-def _events_send_policy(queue_arn: str, rule_arn: str) -> str:
-    # What EventBridge needs to deliver to an SQS target (moto does not check; AWS does).
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "events.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
-                }
-            ],
-        }
-    )
-
-
-def ensure_batch_events_rule(endpoint_url: str, queue_name: str, region: str = REGION) -> tuple[str, str]:
-    """The batch-events queue (created bare if nothing created it yet: harmless when the function
-    catalogue creates it with its DLQ) and the rule on the default bus targeting it. Idempotent.
-
-    Returns (queue URL, rule name).
-    """
-    sqs = aws_client("sqs", endpoint_url, region)
-    events = aws_client("events", endpoint_url, region)
-    try:
-        url = str(sqs.get_queue_url(QueueName=queue_name)["QueueUrl"])
-    except ClientError:
-        url = str(sqs.create_queue(QueueName=queue_name)["QueueUrl"])
-    arn = _queue_arn(sqs, url)
-    rule = f"{queue_name}-state-change"[:64]
-    pattern = {"source": [settings.BATCH_EVENT_SOURCE], "detail-type": [settings.BATCH_EVENT_DETAIL_TYPE]}
-    rule_arn = events.put_rule(Name=rule, EventPattern=json.dumps(pattern), State="ENABLED")["RuleArn"]
-    events.put_targets(Rule=rule, Targets=[{"Id": "batch-events-queue", "Arn": arn}])
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": _events_send_policy(arn, rule_arn)})
-    return url, rule
-
-
 def _ensure_table(dynamodb: Any, name: str, partition_key: str, ttl_attribute: str | None = None) -> None:
     try:
         dynamodb.create_table(
@@ -277,7 +240,8 @@ def ensure_resources(
     # Powertools idempotency layout: partition key "id", TTL on "expiration".
     _ensure_table(dynamodb, names.idempotency_table, "id", ttl_attribute="expiration")
     _ensure_table(dynamodb, names.jobs_table, "pk")
-    batch_url, batch_rule = ensure_batch_events_rule(endpoint_url, names.batch_events_queue, region)
+    events = aws_client("events", endpoint_url, region)
+    batch_url, batch_rule = ensure_batch_events_rule(sqs, events, names.batch_events_queue)
 
     return LocalResources(
         bucket=names.bucket,
@@ -315,10 +279,7 @@ def delete_resources(endpoint_url: str, resources: LocalResources, region: str =
         with contextlib.suppress(ClientError):
             dynamodb.delete_table(TableName=table)
     if resources.batch_events_rule:
-        events = aws_client("events", endpoint_url, region)
-        with contextlib.suppress(ClientError):
-            events.remove_targets(Rule=resources.batch_events_rule, Ids=["batch-events-queue"])
-            events.delete_rule(Name=resources.batch_events_rule)
+        delete_batch_events_rule(aws_client("events", endpoint_url, region), resources.batch_events_rule)
     if resources.batch_events_queue_url:
         with contextlib.suppress(ClientError):
             sqs.delete_queue(QueueUrl=resources.batch_events_queue_url)
@@ -380,6 +341,9 @@ def lookup_resources(
             visibility_timeout_seconds=int(attributes["VisibilityTimeout"]),
             max_receive_count=int(redrive.get("maxReceiveCount", settings.MAX_RECEIVE_COUNT)),
         )
+    batch_url = ""
+    with contextlib.suppress(ClientError):  # a stack from before issue 20 has none
+        batch_url = str(sqs.get_queue_url(QueueName=names.batch_events_queue)["QueueUrl"])
     return LocalResources(
         bucket=names.bucket,
         ingest=queues["ingest"],
@@ -387,4 +351,6 @@ def lookup_resources(
         evaluation=queues["evaluation"],
         idempotency_table=names.idempotency_table,
         jobs_table=names.jobs_table,
+        batch_events_queue_url=batch_url,
+        batch_events_rule=rule_name(names.batch_events_queue) if batch_url else "",
     )

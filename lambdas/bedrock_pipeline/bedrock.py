@@ -19,6 +19,7 @@ from bedrock_pipeline import settings
 from bedrock_pipeline.domain import ModelResponse
 from bedrock_pipeline.media import decoded_for_boto3
 from bedrock_pipeline.ports import BedrockCallError
+from bedrock_pipeline.reasoning import json_safe_content
 
 # ConverseStream deltas that are the model's output (text, a tool call's input, reasoning): the first
 # one ends the time to first token. messageStart and contentBlockStart carry no generated token.
@@ -84,15 +85,23 @@ class BedrockGateway:
             message = exc.response.get("Error", {}).get("Message", str(exc))
             raise BedrockCallError(code, message, code in PERMANENT_ERROR_CODES) from exc
         wall_ms = (time.perf_counter() - started) * 1000
-        usage = {k: int(v) for k, v in response.get("usage", {}).items()}
+        usage = {k: int(v) for k, v in response.get("usage", {}).items() if isinstance(v, int)}
+        message = response["output"]["message"]
         return ModelResponse(
-            output_message=response["output"]["message"],
+            # Reasoning blocks kept as Bedrock answers them; redacted ones as base64 text (JSON has no bytes).
+            output_message={**message, "content": json_safe_content(message.get("content", []))},
             stop_reason=response.get("stopReason", ""),
             usage=usage,
             latency_ms=float(response.get("metrics", {}).get("latencyMs", wall_ms)),
             wall_ms=wall_ms,
             time_to_first_token_ms=first_token_ms,
+            response_fields={k: response[k] for k in RESPONSE_FIELDS if k in response},
         )
+
+
+# Converse response members besides output/stopReason/usage/metrics that a result keeps as answered:
+# the guardrail trace, the tier that served the call, the model's extra fields (botocore's ConverseResponse).
+RESPONSE_FIELDS = ("trace", "serviceTier", "performanceConfig", "additionalModelResponseFields")
 
 
 def _normalise_code(code: str) -> str:
@@ -102,8 +111,14 @@ def _normalise_code(code: str) -> str:
 
 def _collect_stream(response: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
     """Reassemble ConverseStream events into Converse's response shape; also when (perf_counter) the
-    first generated token arrived, None if none did."""
+    first generated token arrived, None if none did.
+
+    Blocks keep their stream order (contentBlockIndex): reasoning, text and tool use as Converse would
+    answer them. A reasoningContent delta carries text, a signature or redacted bytes (botocore's
+    ReasoningContentBlockDelta); they become one reasoningContent block per index.
+    """
     blocks: dict[int, dict[str, Any]] = {}
+    extra: dict[str, Any] = {}
     tool_inputs: dict[int, list[str]] = {}
     role = "assistant"
     stop_reason = ""
@@ -129,11 +144,16 @@ def _collect_stream(response: dict[str, Any]) -> tuple[dict[str, Any], float | N
                 block["text"] = block.get("text", "") + delta["text"]
             elif "toolUse" in delta:
                 tool_inputs.setdefault(index, []).append(delta["toolUse"].get("input", ""))
+            elif "reasoningContent" in delta:
+                _add_reasoning(blocks.setdefault(index, {"reasoningContent": {}}), delta["reasoningContent"])
         elif "messageStop" in event:
             stop_reason = event["messageStop"].get("stopReason", "")
+            if "additionalModelResponseFields" in event["messageStop"]:
+                extra["additionalModelResponseFields"] = event["messageStop"]["additionalModelResponseFields"]
         elif "metadata" in event:
             usage = event["metadata"].get("usage", {})
             metrics = event["metadata"].get("metrics", {})
+            extra.update({k: v for k, v in event["metadata"].items() if k in RESPONSE_FIELDS})
     for index, parts in tool_inputs.items():
         raw = "".join(parts)
         blocks[index]["toolUse"]["input"] = json.loads(raw) if raw else {}
@@ -143,5 +163,18 @@ def _collect_stream(response: dict[str, Any]) -> tuple[dict[str, Any], float | N
         "stopReason": stop_reason,
         "usage": usage,
         "metrics": metrics,
+        **extra,
     }
     return converse, first_token_at
+
+
+def _add_reasoning(block: dict[str, Any], delta: dict[str, Any]) -> None:
+    reasoning = block["reasoningContent"]
+    if "redactedContent" in delta:
+        reasoning["redactedContent"] = reasoning.get("redactedContent", b"") + delta["redactedContent"]
+        return
+    text = reasoning.setdefault("reasoningText", {"text": ""})
+    if "text" in delta:
+        text["text"] += delta["text"]
+    if "signature" in delta:
+        text["signature"] = text.get("signature", "") + delta["signature"]

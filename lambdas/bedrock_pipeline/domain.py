@@ -144,6 +144,9 @@ class ModelResponse:
     ``time_to_first_token_ms`` is measured by the caller for a streamed call (None otherwise):
     Bedrock reports only the total latency. ``latency_ms`` and ``wall_ms`` are None for a record of a
     batch inference job: Bedrock measures no latency per record (the job's duration is on the parent run).
+    ``response_fields`` are the response's other members as Bedrock answered them (guardrail ``trace``,
+    ``serviceTier``, ``performanceConfig``, ``additionalModelResponseFields``); the output message keeps
+    reasoning blocks in order.
     """
 
     output_message: dict[str, Any]
@@ -152,6 +155,7 @@ class ModelResponse:
     latency_ms: float | None
     wall_ms: float | None
     time_to_first_token_ms: float | None = None
+    response_fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -166,6 +170,7 @@ class ModelResponse:
             **{k: data[k] for k in ("output_message", "stop_reason", "usage", "latency_ms", "wall_ms")},
             # Absent from answers cached before it was measured.
             time_to_first_token_ms=data.get("time_to_first_token_ms"),
+            response_fields=data.get("response_fields") or {},
         )
 
     def as_converse_output(self) -> dict[str, Any]:
@@ -176,6 +181,7 @@ class ModelResponse:
         }
         if self.latency_ms is not None:
             output["metrics"] = {"latencyMs": self.latency_ms}
+        output.update(self.response_fields)
         return output
 
 
@@ -184,12 +190,14 @@ class CallOutcome:
     """One call's result, priced once: exactly one of ``answer`` and ``error`` is set.
 
     ``cost`` is None for an error and for a model the price table does not know (tokens are still
-    recorded; a made-up price is not).
+    recorded; a made-up price is not). ``guardrail_cost_usd`` is what the guardrail's text units
+    cost (apart from ``cost``, the model's tokens), None without a guardrail trace to price.
     """
 
     answer: ModelResponse | None = None
     error: CallError | None = None
     cost: Cost | None = None
+    guardrail_cost_usd: float | None = None
 
     def __post_init__(self) -> None:
         if (self.answer is None) == (self.error is None):
@@ -282,6 +290,9 @@ class ResultLine:
                 usage={k: int(v) for k, v in (line.get("usage") or {}).items() if isinstance(v, int | float)},
                 latency_ms=latency,
                 wall_ms=latency,
+                response_fields={
+                    k: v for k, v in output.items() if k not in ("output", "stopReason", "usage", "metrics")
+                },
             )
             cost = line.get("costUsd")
             # Only the total travels in a line; its parts are on the run.

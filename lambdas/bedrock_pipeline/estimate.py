@@ -2,6 +2,9 @@
 
 Input tokens are counted with cl100k_base, an approximation for non-OpenAI models; output tokens
 are bounded by each item's maxTokens (or DEFAULT_OUTPUT_TOKENS), so the cost is an upper estimate.
+A thinking budget is billed as output and counts within maxTokens (reasoning.py); without a
+maxTokens the bound is the budget plus DEFAULT_OUTPUT_TOKENS. Items are priced in their service
+tier; a tier the table has no price for leaves the model unpriced, as an unknown model does.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from dataclasses import dataclass, field
 
 from bedrock_pipeline.domain import WorkItem
 from bedrock_pipeline.pricing import PriceTable
+from bedrock_pipeline.reasoning import thinking_budget
+from bedrock_pipeline.service_tiers import price_tier, service_tier
 from bedrock_pipeline.tokenizer import count_message_tokens
 
 DEFAULT_OUTPUT_TOKENS = 512  # assumed when a request sets no maxTokens
@@ -47,12 +52,14 @@ def estimate_items(items: Iterable[WorkItem], prices: PriceTable) -> Estimate:
     estimate = Estimate()
     for item in items:
         input_tokens = count_message_tokens(item.request)
-        output_tokens = int(item.request.get("inferenceConfig", {}).get("maxTokens") or DEFAULT_OUTPUT_TOKENS)
+        max_tokens = item.request.get("inferenceConfig", {}).get("maxTokens")
+        output_tokens = int(max_tokens or (thinking_budget(item.request) or 0) + DEFAULT_OUTPUT_TOKENS)
         model = estimate.models.setdefault(item.model_id, ModelEstimate())
         model.items += 1
         model.input_tokens += input_tokens
         model.max_output_tokens += output_tokens
-        cost = prices.cost(item.model_id, {"inputTokens": input_tokens, "outputTokens": output_tokens})
+        usage = {"inputTokens": input_tokens, "outputTokens": output_tokens}
+        cost = prices.cost(item.model_id, usage, tier=price_tier(service_tier(item.request)))
         if cost is None:
             model.priced = False
         else:

@@ -36,6 +36,8 @@ METRIC_NAMES = (
     "input_cost_usd",
     "output_cost_usd",
     "cost_usd",
+    "reasoning_tokens",  # when the usage reports them
+    "guardrail_cost_usd",  # with a guardrail trace to price
 )
 
 

@@ -21,6 +21,7 @@ from mlflow.tracing.constant import SpanAttributeKey
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from bedrock_pipeline.call_facts import SPAN_ATTRIBUTE_REASONING, outcome_metrics, outcome_tags, reasoning_of
 from bedrock_pipeline.domain import CallOutcome, WorkItem
 from bedrock_pipeline.ports import CallRun
 from bedrock_pipeline.run_names import (
@@ -88,6 +89,7 @@ def call_metrics(outcome: CallOutcome) -> dict[str, float]:
             output_cost_usd=outcome.cost.output_usd,
             cost_usd=outcome.cost.total_usd,
         )
+    metrics.update(outcome_metrics(outcome))  # reasoning_tokens, guardrail_cost_usd when known
     return metrics
 
 
@@ -167,6 +169,8 @@ class RunTracker:
             if replayed:
                 _replay_span(item, outcome)
             if outcome.answer is not None:
+                if reasoning := reasoning_of(outcome):
+                    span.set_attribute(SPAN_ATTRIBUTE_REASONING, reasoning)
                 span.set_outputs(outcome.answer.as_converse_output())
             else:
                 span.set_status("ERROR")
@@ -177,6 +181,7 @@ class RunTracker:
         self, run_id: str, item: WorkItem, outcome: CallOutcome, trace_id: str | None
     ) -> None:
         tags = {TAG_TRACE_ID: trace_id} if trace_id else {}
+        tags.update(outcome_tags(item, outcome))  # stop reason, service tier, guardrail
         if outcome.error is not None:
             tags[TAG_ERROR] = _error_text(outcome)[:5000]
         now = int(time.time() * 1000)

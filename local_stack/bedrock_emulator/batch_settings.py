@@ -19,7 +19,8 @@ class BatchSettings:
     # Seconds spent in each of Submitted, Validating and Scheduled before the next state.
     state_delay_seconds: float = 0.2
     ms_per_record: float = 0.0  # InProgress time per record (Bedrock takes hours; this is a stand-in)
-    # "Minimum number of records per batch inference job" (Bedrock quota; 100 for most models), and the
+    # "Minimum number of records per batch inference job" (Bedrock quota; 100 for most models, the number
+    # apache/airflow's Bedrock batch system test, run against AWS, needs), and the
     # per-file and per-job maximums ("Records per input file per batch inference job", "Records per
     # batch inference job"; 50,000 by default).
     minimum_records: int = 100

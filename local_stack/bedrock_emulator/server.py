@@ -26,7 +26,7 @@ from typing import IO, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from bedrock_pipeline.tokenizer import count_tokens
-from local_stack.bedrock_emulator import batch_jobs, batch_runner, catalog, validation
+from local_stack.bedrock_emulator import batch_jobs, batch_runner, catalog, features, reasoning, validation
 from local_stack.bedrock_emulator.behaviour import DEFAULT_MODEL_KEY
 from local_stack.bedrock_emulator.errors import BedrockError
 from local_stack.bedrock_emulator.eventstream import EVENTSTREAM_CONTENT_TYPE, encode_event
@@ -197,11 +197,15 @@ class _Handler(BaseHTTPRequestHandler):
             if info is None:
                 raise BedrockError("ValidationException", catalog.INVALID_MODEL_MESSAGE)
             validation.validate_converse(body, info)
+            plan = features.prepare(body, info)  # thinking, guardrail, service tier
             behaviour = state.behaviour(model, info.model_id)
             if fault := state.draw_fault(behaviour):
                 raise BedrockError(fault, **self._fault_fields(fault, model))
             admission = state.admit(model, info, body, behaviour)  # ThrottlingException over quota
             reply = respond(body, info.model_id, state.seed, behaviour.accuracy)
+            reply, extra = features.finish(
+                plan, body, reply, request_rng(state.seed + 2, info.model_id, body)
+            )
             usage = state.usage(body, info.model_id, reply.output_tokens)
             latency_rng = request_rng(state.seed + 1, info.model_id, body)
             first_ms = behaviour.base_latency_ms(latency_rng)
@@ -227,10 +231,12 @@ class _Handler(BaseHTTPRequestHandler):
                 "stopReason": reply.stop_reason,
                 "usage": usage,
                 "metrics": metrics,
+                **extra,
             }
             self._send_json(200, response, {"x-amzn-RequestId": request_id})
         else:
-            self._stream(reply, usage, metrics, first_ms, behaviour.ms_per_output_token, request_id)
+            metadata = {"usage": usage, "metrics": metrics, **extra}
+            self._stream(reply, metadata, first_ms, behaviour.ms_per_output_token, request_id)
         state.settle(admission, usage)  # after the reply or the whole stream, as Bedrock settles
         elapsed = (time.perf_counter() - started) * 1000
         self._log_call(
@@ -247,8 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(
         self,
         reply: Reply,
-        usage: dict[str, int],
-        metrics: dict[str, int],
+        metadata: dict[str, Any],
         first_ms: float,
         ms_per_token: float,
         request_id: str,
@@ -281,13 +286,19 @@ class _Handler(BaseHTTPRequestHandler):
                 for piece in pieces:
                     delta = {"delta": {"toolUse": {"input": piece}}, "contentBlockIndex": index}
                     emit(encode_event("contentBlockDelta", delta), piece)
+            elif "reasoningContent" in block:
+                for part, generated in reasoning.stream_deltas(block):
+                    emit(
+                        encode_event("contentBlockDelta", {"delta": part, "contentBlockIndex": index}),
+                        generated,
+                    )
             else:
                 for piece in reply.text_chunks:
                     delta = {"delta": {"text": piece}, "contentBlockIndex": index}
                     emit(encode_event("contentBlockDelta", delta), piece)
             emit(encode_event("contentBlockStop", {"contentBlockIndex": index}))
         emit(encode_event("messageStop", {"stopReason": reply.stop_reason}))
-        emit(encode_event("metadata", {"usage": usage, "metrics": metrics}))
+        emit(encode_event("metadata", metadata))
         self._flush(pending)
         self.wfile.write(b"0\r\n\r\n")
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.error
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -16,7 +18,14 @@ from botocore.config import Config
 
 from local_stack.bedrock_emulator import EmulatorAdmin, EmulatorServer
 from local_stack.bedrock_emulator.batch_runner import PARTIAL_FAULT_MESSAGE
-from local_stack.resources import aws_client, ensure_batch_events_rule
+from local_stack.eventbridge import ensure_batch_events_rule
+from local_stack.resources import (
+    ResourceNames,
+    aws_client,
+    delete_resources,
+    ensure_resources,
+    lookup_resources,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -368,15 +377,27 @@ def test_list_filters_and_pages(batch: EmulatorServer, bucket: str, moto_server:
     pages = bedrock.get_paginator("list_model_invocation_jobs").paginate(PaginationConfig={"PageSize": 2})
     seen = [j["jobArn"] for page in pages for j in page["invocationJobSummaries"]]
     assert seen == list(reversed(arns))  # newest first by default
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert bedrock.list_model_invocation_jobs(submitTimeAfter=later)["invocationJobSummaries"] == []
+    before = bedrock.list_model_invocation_jobs(submitTimeBefore=later)["invocationJobSummaries"]
+    assert len(before) == 3
     admin = EmulatorAdmin(batch.url)
     assert admin.config()["batch"]["faults"] == {"broken": "fail"}
+    assert admin.configure_batch(minimum_records=7)["batch"]["minimum_records"] == 7
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        admin.configure_batch(faults={"x": "explode"})
+    assert refused.value.code == 400 and batch.config()["batch"]["faults"] == {"broken": "fail"}
 
 
 def test_state_changes_reach_the_rules_queue_through_moto_eventbridge(
     batch: EmulatorServer, bucket: str, moto_server: str
 ) -> None:
     """PutEvents on moto's default bus, delivered by moto to the rule's SQS target (no shortcut)."""
-    queue_url, _ = ensure_batch_events_rule(moto_server, f"batch-events-{uuid.uuid4().hex[:8]}")
+    queue_url, _ = ensure_batch_events_rule(
+        aws_client("sqs", moto_server),
+        aws_client("events", moto_server),
+        f"batch-events-{uuid.uuid4().hex[:8]}",
+    )
     batch.configure_batch(faults={"doomed": "fail"})
     s3, sqs, bedrock = aws_client("s3", moto_server), aws_client("sqs", moto_server), _bedrock(batch)
     _upload(s3, bucket, "in/a.jsonl", [_anthropic(n) for n in range(100)])
@@ -414,3 +435,23 @@ def test_state_changes_reach_the_rules_queue_through_moto_eventbridge(
         "failureMessage": "",
         "creationTime": "-",
     }
+
+
+def test_the_stack_resources_carry_the_rule_and_its_queue(moto_server: str) -> None:
+    names = ResourceNames.unique("batch")
+    resources = ensure_resources(moto_server, names)
+    assert ensure_resources(moto_server, names) == resources  # idempotent
+    events = aws_client("events", moto_server)
+    rule = events.describe_rule(Name=resources.batch_events_rule)
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["aws.bedrock"],
+        "detail-type": ["Batch Inference Job State Change"],
+    }
+    targets = events.list_targets_by_rule(Rule=resources.batch_events_rule)["Targets"]
+    queue_arn = aws_client("sqs", moto_server).get_queue_attributes(
+        QueueUrl=resources.batch_events_queue_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    assert [t["Arn"] for t in targets] == [queue_arn]
+    assert lookup_resources(moto_server, names).batch_events_queue_url == resources.batch_events_queue_url
+    delete_resources(moto_server, resources)
+    assert resources.batch_events_rule not in [r["Name"] for r in events.list_rules()["Rules"]]

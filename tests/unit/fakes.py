@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
+from bedrock_pipeline.call_facts import outcome_metrics, outcome_tags
 from bedrock_pipeline.domain import CallError, CallOutcome, JobRef, ModelResponse, ResultLine, WorkItem
 from bedrock_pipeline.ledger import FINALIZATION_LEASE_SECONDS
 from bedrock_pipeline.ports import (
@@ -327,6 +328,8 @@ class MemoryRecorder:
         run = self.runs[run_id]
         run.trace_id = trace_id
         run.params = {"model_id": item.model_id}
+        run.tags.update(outcome_tags(item, outcome))  # as the MLflow adapter tags a call run
+        run.metrics.update(outcome_metrics(outcome))
         if outcome.answer is not None:
             run.metrics["output_tokens"] = outcome.answer.usage.get("outputTokens", 0)
         if outcome.cost is not None:

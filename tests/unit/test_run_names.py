@@ -33,8 +33,10 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_a_priced_streamed_answer_records_every_documented_metric_and_param() -> None:
-    answer = ModelResponse({"content": []}, "end_turn", USAGE, 10.0, 11.0, time_to_first_token_ms=4.0)
-    outcome = CallOutcome(answer=answer, cost=PriceTable.load().cost(ITEM.model_id, USAGE))
+    usage = {**USAGE, "reasoningTokens": 3}  # when a model reports them
+    answer = ModelResponse({"content": []}, "end_turn", usage, 10.0, 11.0, time_to_first_token_ms=4.0)
+    cost = PriceTable.load().cost(ITEM.model_id, USAGE)
+    outcome = CallOutcome(answer=answer, cost=cost, guardrail_cost_usd=0.001)
     metrics = call_metrics(outcome)
     assert tuple(metrics) == METRIC_NAMES
     assert metrics["time_to_first_token_ms"] == 4.0
@@ -44,7 +46,8 @@ def test_a_priced_streamed_answer_records_every_documented_metric_and_param() ->
 def test_a_whole_answer_records_no_time_to_first_token() -> None:
     answer = ModelResponse({"content": []}, "end_turn", USAGE, 10.0, 11.0)
     outcome = CallOutcome(answer=answer, cost=PriceTable.load().cost(ITEM.model_id, USAGE))
-    assert tuple(call_metrics(outcome)) == tuple(n for n in METRIC_NAMES if n != "time_to_first_token_ms")
+    optional = ("time_to_first_token_ms", "reasoning_tokens", "guardrail_cost_usd")
+    assert tuple(call_metrics(outcome)) == tuple(n for n in METRIC_NAMES if n not in optional)
 
 
 def test_the_readme_lists_the_metric_and_param_names_in_order() -> None:

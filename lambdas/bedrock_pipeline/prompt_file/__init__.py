@@ -8,7 +8,7 @@ One JSON object per line. Blank lines are skipped. A UTF-8 BOM and CRLF line end
 
       {"job": {"models": ["..."], "experiment": "...", "budget_usd": 1.5,
                "inference": {"max_tokens": 512, "temperature": 0.1, "top_p": 0.9},
-               "stream": false, "tags": {"team": "search"}}}
+               "stream": false, "tags": {"team": "search"}, "reasoning": {"budget_tokens": 2048}}}
 
   It overrides the caller's ``JobDefaults`` field by field (``inference`` sub-field by sub-field,
   ``tags`` key by key). Unknown fields or wrong types in the header reject the whole file, because
@@ -18,7 +18,9 @@ One JSON object per line. Blank lines are skipped. A UTF-8 BOM and CRLF line end
   "stream", "tags", "tools", "tool_choice"}``; only ``prompt`` is required. ``tools`` is a list of
   Converse tool specs ``{"name", "description", "inputSchema": {"json": {...}}}`` (a
   ``{"toolSpec": {...}}`` wrapper is accepted too); ``tool_choice`` is ``"auto"``, ``"any"`` or a
-  tool name.
+  tool name. ``reasoning`` (``{"budget_tokens": N}``, also in the header) becomes each model's own
+  field (``bedrock_pipeline.reasoning``): a model without one, or a request breaking its rules, is a
+  line error. From the header it also reaches Bedrock records that set no thinking of their own.
 
 * **Bedrock batch-inference record**: ``{"recordId": "...", "modelInput": {...}}`` where
   ``modelInput`` is a Converse request body (``messages``, ``system``, ``inferenceConfig``,

@@ -37,6 +37,7 @@ from bedrock_pipeline.prompt_file.schema import (
     first_set,
     validate,
 )
+from bedrock_pipeline.reasoning import ReasoningRejected, thinking_budget, with_reasoning
 from bedrock_pipeline.run_names import RESERVED_TAG_PREFIXES
 
 _BOM = b"\xef\xbb\xbf"
@@ -145,9 +146,11 @@ def _parse_line(
             'a record has either "prompt" (simple shape) or "modelInput" (Bedrock shape), not both'
         )
 
+    reasoning = job.reasoning
     if "prompt" in value:
         record = validate(SimpleRecord, value)
         record_id, request, stream, tags = _simple_request(record, job)
+        reasoning = first_set(record.reasoning, job.reasoning)
         targets = (record.model,) if record.model else models
         shape: Literal["bedrock-batch", "simple"] = "simple"
         warning = _reserved_tags_warning(record.tags)
@@ -170,12 +173,20 @@ def _parse_line(
         raise LineRejected(
             'no model to run: set "model" on the record, "models" in the job header, or default models'
         )
+    # A Bedrock-shape record that sets its own thinking keeps it; otherwise the setting is mapped per
+    # model (one family's field is not another's), so each model gets its own request.
+    requests = {m: request for m in targets}
+    if reasoning is not None and not (shape == "bedrock-batch" and thinking_budget(request) is not None):
+        try:
+            requests = {m: with_reasoning(request, m, reasoning.budget_tokens) for m in targets}
+        except ReasoningRejected as exc:
+            raise LineRejected(str(exc)) from None
     # Already validated above, so construct without re-validating (50,000 lines x models adds up).
     first = WorkItem.model_construct(
         record_id=record_id,
         line_number=line_number,
         model_id=targets[0],
-        request=request,
+        request=requests[targets[0]],
         stream=bool(stream),
         tags=tags,
         shape=shape,
@@ -186,12 +197,15 @@ def _parse_line(
     if size > limits.max_item_bytes:
         raise LineRejected(f"work item is {size:,} bytes as JSON; the limit is {limits.max_item_bytes:,}")
     # Each item gets its own request and tags: a consumer mutating one must not change another.
-    request_json = json.dumps(request)
     items = [first]
     for model_id in targets[1:]:
         items.append(
             first.model_copy(
-                update={"model_id": model_id, "request": json.loads(request_json), "tags": dict(tags)}
+                update={
+                    "model_id": model_id,
+                    "request": json.loads(json.dumps(requests[model_id])),
+                    "tags": dict(tags),
+                }
             )
         )
     return items, warning

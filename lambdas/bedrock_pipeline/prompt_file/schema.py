@@ -96,6 +96,15 @@ class InferenceSettings(BaseModel):
         return {k: v for k, v in config.items() if v is not None}
 
 
+class ReasoningSetting(BaseModel):
+    """``{"budget_tokens": N}``: the model may think up to N tokens before answering (reasoning.py
+    maps it to the model family's request field and checks the family's rules)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    budget_tokens: Annotated[StrictInt, Field(ge=1)]
+
+
 class JobDefaults(BaseModel):
     """Job-level defaults: from the caller (sidecar file, CLI flags) and/or the file's job header."""
 
@@ -107,6 +116,7 @@ class JobDefaults(BaseModel):
     inference: InferenceSettings = InferenceSettings()
     stream: StrictBool | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    reasoning: ReasoningSetting | None = None
     # How the job runs (README "Batch mode"); None: the deployment's default (settings.DEFAULT_EXECUTION_MODE).
     mode: ExecutionMode | None = None
 
@@ -133,6 +143,7 @@ class JobDefaults(BaseModel):
             inference=self.inference.merged(override.inference),
             stream=override.stream if "stream" in given else self.stream,
             tags={**self.tags, **override.tags},
+            reasoning=override.reasoning if "reasoning" in given else self.reasoning,
             mode=override.mode if "mode" in given else self.mode,
         )
 
@@ -205,6 +216,7 @@ class SimpleRecord(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     tools: list[ToolSpec] | None = None
     tool_choice: StrictStr | None = None
+    reasoning: ReasoningSetting | None = None
 
     @field_validator("prompt")
     @classmethod

@@ -32,6 +32,7 @@ from bedrock_pipeline.domain import (
     RunRef,
     WorkItem,
 )
+from bedrock_pipeline.guardrails import GuardrailPrices, text_units
 from bedrock_pipeline.ports import (
     AnswerCache,
     BedrockCallError,
@@ -42,6 +43,7 @@ from bedrock_pipeline.ports import (
     TransientItemError,
 )
 from bedrock_pipeline.pricing import PriceTable
+from bedrock_pipeline.service_tiers import price_tier, service_tier
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +119,21 @@ class ItemOutcome:
 
 
 def priced(
-    prices: PriceTable, model_id: str, answer: ModelResponse | CallError, *, tier: str | None = None
+    prices: PriceTable, item: WorkItem, answer: ModelResponse | CallError, *, tier: str | None = None
 ) -> CallOutcome:
-    """The outcome of a call, priced here and only here (in ``tier``: None is standard on-demand)."""
+    """The outcome of a call, priced here and only here: tokens in the tier that served it (``tier``
+    when the caller knows it: "batch" for a batch inference record), and the guardrail's text units. A
+    tier the table has no price for gives no cost and a warning."""
     if isinstance(answer, CallError):
         return CallOutcome(error=answer)
-    return CallOutcome(answer=answer, cost=prices.cost(model_id, answer.usage, tier=tier))
+    billed = tier or price_tier(service_tier(item.request, answer.response_fields))
+    cost = prices.cost(item.model_id, answer.usage, tier=billed)
+    if cost is None and prices.resolve(item.model_id) is not None:
+        logger.warning("no %s-tier price for %s in the price table; no cost recorded", billed, item.model_id)
+    guardrail_cost = None
+    if "guardrailConfig" in item.request:
+        guardrail_cost = GuardrailPrices.load().cost(text_units(answer.response_fields.get("trace") or {}))
+    return CallOutcome(answer=answer, cost=cost, guardrail_cost_usd=guardrail_cost)
 
 
 def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLine:
@@ -146,7 +157,7 @@ def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLi
         )
         if recorded and existing is not None and cached is not None:
             # Everything was recorded; only the ledger mark was missing. The run is the record.
-            outcome = priced(deps.prices, item.model_id, cached, tier=deps.tier)
+            outcome = priced(deps.prices, item, cached, tier=deps.tier)
             return ResultLine.for_item(item, outcome, RunRef(existing.run_id, existing.trace_id))
 
     run_id = existing.run_id if existing is not None else deps.recorder.start_call_run(item)
@@ -154,7 +165,7 @@ def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLi
         answer = cached  # bind for the closure: mypy cannot see `cached` stays set
 
         def call() -> CallOutcome:
-            return priced(deps.prices, item.model_id, answer, tier=deps.tier)
+            return priced(deps.prices, item, answer, tier=deps.tier)
     else:
 
         def call() -> CallOutcome:
@@ -181,7 +192,7 @@ def _call_model(item: WorkItem, deps: CallDeps) -> CallOutcome:
         answer = CallError(exc.code, exc.message)
     if deps.answers is not None:
         deps.answers.put(item.bound_job.job_id, item.digest, answer)
-    return priced(deps.prices, item.model_id, answer, tier=deps.tier)
+    return priced(deps.prices, item, answer, tier=deps.tier)
 
 
 def run_item(deps: RunnerDeps, item: WorkItem) -> ItemOutcome:
