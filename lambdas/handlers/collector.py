@@ -45,14 +45,19 @@ def record_handler(record: SQSRecord) -> None:
         metrics.add_metric(name="BatchChunksSent", unit=MetricUnit.Count, value=report.chunks)
 
 
+def on_schedule() -> dict[str, Any]:
+    """The sweep: collect every finished job of ours whose state-change event never came."""
+    reports = sweep(core().collect)
+    logger.info("batch sweep", extra={"collected": [r.arn for r in reports]})
+    metrics.add_metric(name="BatchJobsSwept", unit=MetricUnit.Count, value=len(reports))
+    return {"collected": [r.arn for r in reports]}
+
+
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("detail-type") == SCHEDULED_EVENT:
-        reports = sweep(core().collect)
-        logger.info("batch sweep", extra={"collected": [r.arn for r in reports]})
-        metrics.add_metric(name="BatchJobsSwept", unit=MetricUnit.Count, value=len(reports))
-        return {"collected": [r.arn for r in reports]}
+        return on_schedule()
     response = process_partial_response(
         event=event,
         record_handler=record_handler,
