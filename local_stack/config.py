@@ -9,6 +9,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"  # the local stack never listens beyond loopback
 REGION = "us-east-1"
+# The service role the local stack's ingest names in its batch jobs (the emulator checks its form, as
+# Bedrock does; moto has no IAM to trust it).
+LOCAL_BATCH_ROLE_ARN = "arn:aws:iam::123456789012:role/bedrock-batch-inference"
 
 
 def _int_env(name: str, default: int) -> int:

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.ledger import JobLedger
-from bedrock_pipeline.results import format_table
+from bedrock_pipeline.results import ModelSummary, format_table
 from local_stack import demo_media
 from local_stack.bedrock_emulator.client import EmulatorAdmin
 from local_stack.config import REPO_ROOT, LocalStackConfig
@@ -55,6 +55,16 @@ def _prepare_attachments_and_profile(target: Target, emulator_url: str | None) -
         print(f"  application inference profile {arn}", flush=True)
 
 
+def batch_saving(rows: list[ModelSummary]) -> tuple[float, float] | None:
+    """What the tokens would have cost on demand and what batch mode saved; None when nothing ran in
+    batch (or a model is not priced)."""
+    if any(r.on_demand_cost_usd is None for r in rows):
+        return None
+    on_demand = sum(r.on_demand_cost_usd or 0.0 for r in rows)
+    saved = on_demand - sum(r.cost_usd for r in rows)
+    return (on_demand, saved) if saved > 1e-12 else None
+
+
 def run_demo(files: list[Path], timeout_s: float, config: LocalStackConfig) -> int:
     target = local_target(config)
     print(f"starting the local stack (logs in {config.logs_dir}) ...", flush=True)
@@ -64,6 +74,8 @@ def run_demo(files: list[Path], timeout_s: float, config: LocalStackConfig) -> i
         if stack.emulator_url:
             # Model-like latencies (ms), so the table's p50/p95 columns say something.
             EmulatorAdmin(stack.emulator_url).update_config({"models": DEMO_LATENCIES})
+            # Batch jobs move through Bedrock's states in seconds here (hours on AWS).
+            EmulatorAdmin(stack.emulator_url).configure_batch(state_delay_seconds=1.0)
         _prepare_attachments_and_profile(target, stack.emulator_url)
         submitted = [submit(target, path, folder="demo") for path in files]
         for s in submitted:
@@ -86,6 +98,10 @@ def run_demo(files: list[Path], timeout_s: float, config: LocalStackConfig) -> i
     print(
         f"total cost: {sum(r.cost_usd for r in rows):.6f} USD (priced from bedrock_pipeline/data/prices.json)"
     )
+    saving = batch_saving(rows)
+    if saving is not None:
+        on_demand, saved = saving
+        print(f"on demand, the same tokens: {on_demand:.6f} USD; batch mode saved {saved:.6f} USD")
     print(f"\nMLflow tracking URI: {config.local_store_uri}")
     print(f"experiments:        {', '.join(experiments)}")
     print("see the runs:       make ui")

@@ -13,7 +13,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from local_stack.config import LocalStackConfig
+from bedrock_pipeline import settings
+from local_stack.config import LOCAL_BATCH_ROLE_ARN, LocalStackConfig
 from local_stack.event_pump import EventPump
 from local_stack.pump_routes import default_routes
 from local_stack.resources import handler_environment, lookup_resources
@@ -46,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             resources=resources,
         )
     )
+    if not args.without_emulator:  # the emulator runs batch jobs: batch and auto files may use them
+        os.environ[settings.ENV_BATCH_ROLE_ARN] = LOCAL_BATCH_ROLE_ARN
     routes = default_routes(resources)
     pump = EventPump(routes, endpoint_url=config.moto_url)
     if args.prewarm:

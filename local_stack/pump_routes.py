@@ -81,10 +81,20 @@ def default_routes(
     routes = []
     for spec in catalogue.queue_consumers():
         assert spec.queue is not None
-        url = resources.queues[spec.queue.role].url
+        url = _queue_url(resources, spec.queue.role)
+        if not url:  # resources made without the batch-events queue: nothing to pump for the collector
+            continue
         routes.append(
             QueueRoute.for_function(
                 spec, url, wait_time_seconds=wait_time_seconds, handler=paths.get(spec.queue.role)
             )
         )
     return routes
+
+
+def _queue_url(resources: LocalResources, role: str) -> str:
+    """The local queue of a role. The batch-events queue is not one of ``resources.queues``: the local
+    stack creates it with the EventBridge rule that targets it (resources.ensure_batch_events_rule)."""
+    if role == catalogue.BATCH_EVENTS_QUEUE.role:
+        return resources.batch_events_queue_url
+    return resources.queues[role].url

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from bedrock_pipeline import settings
 from bedrock_pipeline.domain import ResultLine, job_id_for
 from bedrock_pipeline.ledger import JobLedger
+from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.results import ModelSummary, summarize
 from bedrock_pipeline.storage import S3ResultStore
 from pipeline_cli.target import Target
@@ -64,4 +65,4 @@ def job_rows(target: Target, job_ids: list[str]) -> tuple[list[ModelSummary], in
         if summary is not None:
             rejected += int(summary.get("rejectedLines", 0))
             lines.extend(store.item_results(job_id))
-    return summarize(lines), rejected
+    return summarize(lines, PriceTable.load()), rejected

@@ -18,8 +18,10 @@ from bedrock_pipeline import settings
 from bedrock_pipeline.benchmark import settings as bench
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.ports import JobCounts
+from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.results import format_table, summarize
 from bedrock_pipeline.storage import S3ResultStore
+from pipeline_cli.batch_status import batch_job_lines
 from pipeline_cli.errors import EXIT_FAILURE
 from pipeline_cli.target import Target
 
@@ -72,8 +74,11 @@ def _batch_status(target: Target, job_id: str, counts: JobCounts) -> int:
         f"{counts.ended}/{counts.expected} items ended ({counts.succeeded} succeeded, {counts.failed} "
         f"failed); {counts.retries} retries; {counts.rejected_lines} rejected lines"
     )
+    batch_jobs = batch_job_lines(target, job_id)
     if not counts.finalized:
         print(f"job {job_id}: running; {progress}")
+        for line in batch_jobs:
+            print(line)
         return 0
     store = S3ResultStore(target.client("s3"), target.bucket)
     summary = store.get_summary(job_id) or {}
@@ -84,7 +89,9 @@ def _batch_status(target: Target, job_id: str, counts: JobCounts) -> int:
         return EXIT_FAILURE
     headline = f"job {job_id}: {status}; {progress}"
     print(headline + (f"\nreason: {summary['reason']}" if summary.get("reason") else ""))
-    print(format_table(summarize(store.item_results(job_id))))
+    for line in batch_jobs:
+        print(line)
+    print(format_table(summarize(store.item_results(job_id), PriceTable.load())))
     print(f"results: s3://{target.bucket}/{settings.RESULTS_PREFIX}{job_id}/results.jsonl")
     if counts.rejected_lines:
         print(f"bad lines: {errors_uri}")

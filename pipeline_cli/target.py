@@ -26,8 +26,11 @@ class Target:
     jobs_table: str
     mlflow_uri: str
     client_kwargs: dict[str, Any]
+    bedrock_endpoint: str | None = None  # the Bedrock emulator on the local stack; None: AWS's
 
     def client(self, service: str) -> Any:
+        if service == "bedrock" and self.bedrock_endpoint:
+            return boto3.client(service, **{**self.client_kwargs, "endpoint_url": self.bedrock_endpoint})
         return boto3.client(service, **self.client_kwargs)
 
 
@@ -44,6 +47,7 @@ def local_target(config: LocalStackConfig | None = None) -> Target:
             "aws_access_key_id": "local",
             "aws_secret_access_key": "local",
         },
+        bedrock_endpoint=config.emulator_url,
     )
 
 

@@ -23,7 +23,6 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from bedrock_pipeline import function_catalogue as catalogue
@@ -31,10 +30,12 @@ from bedrock_pipeline import settings as pipeline
 from stacks.bundling import lambda_code
 from stacks.constructs import HardenedBucket, PipelineFunction, QueueWithDlq
 from stacks.constructs.alarm_topic import notify
+from stacks.constructs.batch_inference import add_batch_inference
 from stacks.constructs.benchmark_schedule import RESULTS_PREFIX as BENCHMARK_RESULTS_PREFIX
 from stacks.constructs.benchmark_schedule import SUITES_PREFIX, schedule_benchmark
 from stacks.constructs.egress import allow_https_to_endpoints
 from stacks.constructs.pipeline_monitoring import add_alarms_and_dashboard
+from stacks.constructs.queue_with_dlq import async_failure_queue
 from stacks.constructs.scoped_grants import grant_read_keys, grant_write_keys
 from stacks.settings import PlatformSettings, application_profile_resource_arns, bedrock_invoke_resource_arns
 
@@ -99,6 +100,16 @@ class PipelineStack(cdk.Stack):
         self._grant_benchmark()
         self._grant_credentials(mlflow_credentials_secret)
         self._grant_model_invocation(settings)
+        self.batch_role = add_batch_inference(
+            self,
+            bucket=self.prompt_bucket,
+            events_queue=self.queues[catalogue.BATCH_EVENTS_QUEUE.role].queue,
+            **{name: self.functions[name] for name in ("ingest", "collector", "runner")},
+            jobs_table=self.jobs_table,
+            work_queue=self.work.queue,
+            model_arns=self._model_arns(settings),
+            sweep_schedule=settings.batch_sweep_schedule,
+        )
 
         self.schedule, self.suites = schedule_benchmark(
             self,
@@ -159,9 +170,12 @@ class PipelineStack(cdk.Stack):
         """Each catalogued queue with its DLQ, sized for the function it feeds; by role."""
         return {
             queue.role: QueueWithDlq(
-                self, f"{queue.role.capitalize()}Queue", spec=queue, consumer=catalogue.consumer_of(queue)
+                self,
+                f"{queue.role.title().replace('-', '')}Queue",
+                spec=queue,
+                consumer=catalogue.consumer_of(queue),
             )
-            for queue in catalogue.QUEUES
+            for queue in catalogue.ALL_QUEUES
         }
 
     def _notify_ingest_of_prompt_files(self) -> None:
@@ -235,6 +249,7 @@ class PipelineStack(cdk.Stack):
             pipeline.ENV_MLFLOW_CREDENTIALS_SECRET_ARN: mlflow_credentials_secret.secret_arn,
             pipeline.ENV_DEFAULT_MODELS: ",".join(settings.models),
             pipeline.ENV_BENCHMARK_SUITE: settings.benchmark_suite,
+            pipeline.ENV_DEFAULT_EXECUTION_MODE: settings.default_execution_mode,
             pipeline.ENV_RUNNER_ITEM_CONCURRENCY: str(settings.runner_item_concurrency),
             "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # saves a get_run request per run
@@ -244,7 +259,7 @@ class PipelineStack(cdk.Stack):
         # A function invoked asynchronously (the scheduled benchmark) is not retried by Lambda; its failed
         # invocations land here, with the event and the error, for the alarm and for a person to re-run.
         self.async_failures = {
-            spec.name: _async_failure_queue(self, f"{spec.name.capitalize()}AsyncFailures")
+            spec.name: async_failure_queue(self, f"{spec.name.capitalize()}AsyncFailures")
             for spec in catalogue.FUNCTIONS
             if spec.async_retry_attempts is not None
         }
@@ -350,11 +365,13 @@ class PipelineStack(cdk.Stack):
         for fn in self.functions.values():  # every handler logs to MLflow
             mlflow_credentials_secret.grant_read(fn)
 
-    def _grant_model_invocation(self, settings: PlatformSettings) -> None:
-        arns = bedrock_invoke_resource_arns(
+    def _model_arns(self, settings: PlatformSettings) -> list[str]:
+        return bedrock_invoke_resource_arns(
             settings.models, partition=self.partition, region=self.region, account=self.account
         )
-        arns += application_profile_resource_arns(
+
+    def _grant_model_invocation(self, settings: PlatformSettings) -> None:
+        arns = self._model_arns(settings) + application_profile_resource_arns(
             settings.application_inference_profiles,
             partition=self.partition,
             region=self.region,
@@ -396,24 +413,6 @@ class PipelineStack(cdk.Stack):
         }
         for output_id, (value, export) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, export_name=f"{settings.prefix}-{export}")
-
-
-def _async_failure_queue(scope: Construct, construct_id: str) -> sqs.Queue:
-    queue = sqs.Queue(
-        scope,
-        construct_id,
-        encryption=sqs.QueueEncryption.SQS_MANAGED,
-        enforce_ssl=True,
-        retention_period=cdk.Duration.days(14),
-    )
-    cdk.Validations.of(queue).acknowledge(
-        cdk.Acknowledgment(
-            id="AwsSolutions-SQS3",
-            reason="This queue is itself a failure destination (Lambda's on-failure record); an alarm "
-            "watches its depth.",
-        )
-    )
-    return queue
 
 
 _MANAGED_POLICY_PREFIX = "arn:<AWS::Partition>:iam::aws:policy/service-role/"

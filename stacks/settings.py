@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -62,6 +62,10 @@ class PlatformSettings(BaseModel):
     application_inference_profiles: dict[str, str] = Field(default_factory=dict)
     schedule_expression: str = "rate(1 day)"
     benchmark_suite: str = "default"
+    # How a prompt file without a "mode" in its job header runs (README "Batch mode").
+    default_execution_mode: Literal["on_demand", "batch", "auto"] = "on_demand"
+    # How often the collector looks for finished batch jobs whose state-change event never came.
+    batch_sweep_schedule: str = "rate(1 hour)"
 
     mlflow_cpu: int = 1024
     mlflow_memory_mib: int = 2048

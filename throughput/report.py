@@ -157,6 +157,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         lines.append(
             _line("    trace-export requests per record", f"{pipeline['requests']['trace'] / prompts:.2f}")
         )
+    lines += batch_collector_lines(results.get("batch_collector"), pipeline)
     cold = results.get("cold_start")
     if cold:
         size = cold["bundle"]["total_mb"]
@@ -165,6 +166,28 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         )
         lines.append(_line("  of which shipped bytecode", f"{cold['bundle'].get('bytecode_mb', 0):.1f} MB"))
         lines += import_lines(cold["imports"]["median_s"])
+    return lines
+
+
+def batch_collector_lines(batch: dict[str, Any] | None, pipeline: dict[str, Any] | None) -> list[str]:
+    """(d): records recorded per second from a finished batch job, beside the on-demand pipeline's (c)."""
+    if not batch or batch.get("records_per_s") is None:
+        return []
+    rate = batch["records_per_s"]
+    lines = [
+        _line(
+            f"(d) batch collector, {batch['records']} records of a finished job -> last run recorded",
+            f"{rate:.2f} records/s",
+        ),
+        _line(
+            "    to collected / recording (s)",
+            f"{batch['seconds_to_collected']:.1f} / {batch['seconds_recording']:.1f}",
+        ),
+    ]
+    if pipeline:
+        lines.append(
+            _line("    batch collector / on-demand pipeline (c)", f"{rate / pipeline['prompts_per_s']:.2f}x")
+        )
     return lines
 
 

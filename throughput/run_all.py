@@ -58,7 +58,7 @@ from throughput.services import (
     split_cpus,
 )
 
-PHASES = ("ceiling", "baseline", "pipeline", "cold_start")
+PHASES = ("ceiling", "baseline", "pipeline", "batch_collector", "cold_start")
 
 
 def _children_cpu_seconds() -> float:
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         os.sched_setaffinity(0, cpus[1])  # inherited by every process started from here on
     if not args.workers:
         args.workers = len(cpus[0]) if cpus is not None else len(os.sched_getaffinity(0))
-    if wanted & {"ceiling", "baseline", "pipeline"}:
+    if wanted & {"ceiling", "baseline", "pipeline", "batch_collector"}:
         state = Path(tempfile.mkdtemp(prefix="bench-"))
         with (
             fresh_database() as database,
@@ -179,6 +179,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     [*common, "--moto-url", moto_url, "--prompts", str(args.prompts)],
                     timeout=620,
                 )
+            if "batch_collector" in wanted:
+                print(f"(d) batch collector: {args.batch_records} records ...", file=sys.stderr)
+                phase(
+                    "batch_collector",
+                    "throughput.batch_collector",
+                    [*common, "--moto-url", moto_url, "--records", str(args.batch_records)],
+                    timeout=1900,
+                )
     if "cold_start" in wanted:
         print("cold start: bundle and imports ...", file=sys.stderr)
         results["cold_start"] = run_phase(
@@ -203,6 +211,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window of (a)")
     parser.add_argument("--baseline-prompts", type=int, default=40)
     parser.add_argument("--prompts", type=int, default=500)
+    parser.add_argument("--batch-records", type=int, default=10_000, help="records of (d)'s batch job")
     parser.add_argument("--repeats", type=int, default=5, help="import-time samples per case")
     parser.add_argument(
         "--shared-cpus", action="store_true", help="do not give the MLflow server CPUs of its own"

@@ -99,6 +99,9 @@ class WorkItem(BaseModel):
         """The model the call is priced as: the resolved one for an application inference profile."""
         return self.resolved_model_id or self.model_id
 
+    # How the call is made: a Converse call, or a record of a Bedrock batch inference job (issue 20).
+    execution: Literal["on_demand", "batch"] = "on_demand"
+
     def bound_to(self, job: JobRef) -> WorkItem:
         return self.model_copy(update={"job": job})
 
@@ -148,16 +151,18 @@ class ModelResponse:
     """What one Converse or ConverseStream call produced, in Converse's response shape.
 
     ``time_to_first_token_ms`` is measured by the caller for a streamed call (None otherwise):
-    Bedrock reports only the total latency. ``response_fields`` are the response's other members as
-    Bedrock answered them (guardrail ``trace``, ``serviceTier``, ``performanceConfig``,
-    ``additionalModelResponseFields``); the output message keeps reasoning blocks in order.
+    Bedrock reports only the total latency. ``latency_ms`` and ``wall_ms`` are None for a record of a
+    batch inference job: Bedrock measures no latency per record (the job's duration is on the parent run).
+    ``response_fields`` are the response's other members as Bedrock answered them (guardrail ``trace``,
+    ``serviceTier``, ``performanceConfig``, ``additionalModelResponseFields``); the output message keeps
+    reasoning blocks in order.
     """
 
     output_message: dict[str, Any]
     stop_reason: str
     usage: dict[str, int]
-    latency_ms: float
-    wall_ms: float
+    latency_ms: float | None
+    wall_ms: float | None
     time_to_first_token_ms: float | None = None
     response_fields: dict[str, Any] = field(default_factory=dict)
 
@@ -178,13 +183,15 @@ class ModelResponse:
         )
 
     def as_converse_output(self) -> dict[str, Any]:
-        return {
+        output: dict[str, Any] = {
             "output": {"message": self.output_message},
             "stopReason": self.stop_reason,
             "usage": self.usage,
-            "metrics": {"latencyMs": self.latency_ms},
-            **self.response_fields,
         }
+        if self.latency_ms is not None:
+            output["metrics"] = {"latencyMs": self.latency_ms}
+        output.update(self.response_fields)
+        return output
 
 
 @dataclass(frozen=True)
@@ -267,12 +274,10 @@ class ResultLine:
         }
         answer, error = self.outcome.answer, self.outcome.error
         if answer is not None:
-            line.update(
-                modelOutput=answer.as_converse_output(),
-                usage=answer.usage,
-                latencyMs=answer.latency_ms,
-                costUsd=self.cost_usd,
-            )
+            line.update(modelOutput=answer.as_converse_output(), usage=answer.usage)
+            if answer.latency_ms is not None:  # absent for a batch record: Bedrock measures none
+                line["latencyMs"] = answer.latency_ms
+            line["costUsd"] = self.cost_usd
         elif error is not None:
             line["error"] = {"errorCode": error.code, "errorMessage": error.message}
         line["mlflow"] = {"runId": self.mlflow.run_id, "traceId": self.mlflow.trace_id}
@@ -287,7 +292,7 @@ class ResultLine:
             outcome = CallOutcome(error=CallError(error.get("errorCode", ""), error.get("errorMessage", "")))
         else:
             output = line.get("modelOutput") or {}
-            latency = float(line.get("latencyMs") or 0.0)
+            latency = None if line.get("latencyMs") is None else float(line["latencyMs"])
             answer = ModelResponse(
                 output_message=(output.get("output") or {}).get("message") or {},
                 stop_reason=output.get("stopReason", ""),

@@ -72,6 +72,11 @@ INGEST_QUEUE: Final = QueueSpec(role="ingest", name=settings.INGEST_QUEUE_NAME)
 WORK_QUEUE: Final = QueueSpec(role="work", name=settings.WORK_QUEUE_NAME)
 EVALUATION_QUEUE: Final = QueueSpec(role="evaluation", name=settings.EVALUATION_QUEUE_NAME)
 QUEUES: Final = (INGEST_QUEUE, WORK_QUEUE, EVALUATION_QUEUE)
+# The target of the EventBridge rule on Bedrock's batch job state changes (issue 20). Apart from
+# QUEUES, which the local stack creates by name per role: there the queue comes with the rule
+# (local_stack/resources.py ensure_batch_events_rule).
+BATCH_EVENTS_QUEUE: Final = QueueSpec(role="batch-events", name=settings.BATCH_EVENTS_QUEUE_NAME)
+ALL_QUEUES: Final = (*QUEUES, BATCH_EVENTS_QUEUE)
 
 # One prompt file per invocation. A file is the unit of work (up to 50 MB and 50,000 records, read,
 # validated and split within the 120 s timeout), and a timeout fails the whole batch, not one item:
@@ -116,7 +121,17 @@ BENCHMARK: Final = FunctionSpec(
     async_retry_attempts=0,
 )
 
-FUNCTIONS: Final = (INGEST, RUNNER, EVALUATOR, BENCHMARK)
+# One state change per invocation: a finished job's collection lists and counts its output files (up
+# to 50,000 records), then only sends chunk messages; the runners record the records.
+COLLECTOR: Final = FunctionSpec(
+    name="collector",
+    handler="handlers.collector.handler",
+    timeout_seconds=settings.COLLECTOR_TIMEOUT_SECONDS,
+    memory_mib=1024,  # one output file in memory while its lines are counted
+    event_source=EventSourceSpec(BATCH_EVENTS_QUEUE, batch_size=1, max_concurrency=2),
+)
+
+FUNCTIONS: Final = (INGEST, RUNNER, EVALUATOR, BENCHMARK, COLLECTOR)
 
 
 def queue_consumers() -> tuple[FunctionSpec, ...]:

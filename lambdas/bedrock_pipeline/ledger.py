@@ -72,6 +72,15 @@ class JobLedger:
         self._db = dynamodb_client
         self._table = table_name
 
+    @property
+    def dynamodb(self) -> Any:
+        """The client, for the batch registry that shares this table (batch/adapters.py)."""
+        return self._db
+
+    @property
+    def table(self) -> str:
+        return self._table
+
     def register(
         self, job: JobRef, *, expected: int, rejected_lines: int, rejected_reason: str | None = None
     ) -> bool:

@@ -228,8 +228,91 @@ class RunRecorder(Protocol):
     def fail_call_run(self, run_id: str, reason: str) -> None: ...
 
 
+# --- Bedrock batch inference (issue 20) ---------------------------------------------------------
+# A job's states (ModelInvocationJobSummary.status); the terminal ones are those after which Bedrock
+# writes no more output (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_ModelInvocationJobSummary.html).
+BATCH_TERMINAL_STATES = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"})
+
+
+@dataclass(frozen=True)
+class BatchJobStatus:
+    """What GetModelInvocationJob / ListModelInvocationJobs say about one Bedrock batch job."""
+
+    arn: str
+    name: str
+    status: str
+    message: str | None = None
+    submitted_at: float | None = None  # epoch seconds
+    ended_at: float | None = None
+    # Progress, where Bedrock reports it (GetModelInvocationJob's record counts).
+    total_records: int | None = None
+    processed_records: int | None = None
+    success_records: int | None = None
+    error_records: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in BATCH_TERMINAL_STATES
+
+
+class BatchInference(Protocol):
+    """Bedrock's batch control plane (CreateModelInvocationJob, GetModelInvocationJob, List...)."""
+
+    def create_job(
+        self, *, name: str, model_id: str, role_arn: str, input_uri: str, output_uri: str, token: str
+    ) -> str:
+        """The job's ARN. The same ``token`` again creates nothing and gives the same job."""
+        ...
+
+    def get_job(self, arn: str) -> BatchJobStatus: ...
+    def list_jobs(self, *, name_contains: str) -> list[BatchJobStatus]: ...
+
+
+@dataclass(frozen=True)
+class BatchPart:
+    """One Bedrock batch job a pipeline job submitted: its model, input and output, and its records."""
+
+    name: str  # the Bedrock job name, unique per pipeline job
+    model_id: str
+    arn: str
+    input_uri: str
+    output_uri: str
+    items_key: str  # the bound work items of its records, one JSON line each (keyed by recordId)
+    records: int
+
+
+class BatchRegistry(Protocol):
+    """The ledger's record of the Bedrock jobs of each pipeline job, and of which have been collected."""
+
+    def record_part(self, job: JobRef, part: BatchPart) -> None: ...
+    def parts(self, job_id: str) -> list[BatchPart]: ...
+    def by_arn(self, arn: str) -> tuple[JobRef, BatchPart] | None: ...
+    def collected(self, arn: str) -> bool: ...
+    def mark_collected(self, arn: str, *, status: str, duration_seconds: float | None) -> None: ...
+    def duration_seconds(self, arn: str) -> float | None:
+        """The Bedrock job's duration (submitted to ended), once collected."""
+        ...
+
+
+class BatchFiles(Protocol):
+    """batch/<job id>/ in the prompt bucket: input files we write, output files Bedrock writes."""
+
+    def put(self, key: str, body: bytes) -> None: ...
+    def read(self, key: str) -> bytes | None:
+        """None when the object does not exist."""
+        ...
+
+    def keys(self, prefix: str) -> list[str]: ...
+
+
 __all__ = [
+    "BATCH_TERMINAL_STATES",
     "AnswerCache",
+    "BatchFiles",
+    "BatchInference",
+    "BatchJobStatus",
+    "BatchPart",
+    "BatchRegistry",
     "BedrockCallError",
     "CallRun",
     "ItemEnd",

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from bedrock_pipeline.domain import ResultLine
+from bedrock_pipeline.pricing import PriceTable
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class ModelSummary:
     cost_usd: float
     p50_latency_ms: float | None
     p95_latency_ms: float | None
+    # What the same tokens cost on demand (standard tier): the saving of a batch job is the difference.
+    # None without a price table, or for a model it does not price.
+    on_demand_cost_usd: float | None = None
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -31,7 +35,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def summarize(lines: Iterable[ResultLine]) -> list[ModelSummary]:
+def summarize(lines: Iterable[ResultLine], prices: PriceTable | None = None) -> list[ModelSummary]:
     by_model: dict[str, list[ResultLine]] = {}
     for line in lines:
         by_model.setdefault(line.model_id, []).append(line)
@@ -50,9 +54,19 @@ def summarize(lines: Iterable[ResultLine]) -> list[ModelSummary]:
                 cost_usd=round(sum(line.cost_usd or 0.0 for line in ok), 10),
                 p50_latency_ms=percentile(latencies, 50),
                 p95_latency_ms=percentile(latencies, 95),
+                on_demand_cost_usd=_on_demand_cost(prices, model_id, ok),
             )
         )
     return rows
+
+
+def _on_demand_cost(prices: PriceTable | None, model_id: str, ok: list[ResultLine]) -> float | None:
+    if prices is None:
+        return None
+    costs = [prices.cost(model_id, line.usage) for line in ok]
+    if any(cost is None for cost in costs):
+        return None
+    return round(sum(cost.total_usd for cost in costs if cost is not None), 10)
 
 
 JobStatus = Literal["finished", "failed", "rejected"]
@@ -105,12 +119,27 @@ def summary_document(
             "succeeded": sum(r.succeeded for r in rows),
             "failed": sum(r.failed for r in rows),
             "cost_usd": round(sum(r.cost_usd for r in rows), 10),
+            **_on_demand_totals(rows),
         },
     }
 
 
+def _on_demand_totals(rows: list[ModelSummary]) -> dict[str, float]:
+    """The on-demand cost of the job's tokens and what running as it ran saved (batch: about half)."""
+    if not rows or any(r.on_demand_cost_usd is None for r in rows):
+        return {}
+    on_demand = round(sum(r.on_demand_cost_usd or 0.0 for r in rows), 10)
+    return {
+        "on_demand_cost_usd": on_demand,
+        "saving_usd": round(on_demand - sum(r.cost_usd for r in rows), 10),
+    }
+
+
 def format_table(rows: list[ModelSummary]) -> str:
+    """The per-model table; with an "on-demand USD" column when some model did not cost its on-demand
+    price (a batch job: the saving next to what it would have cost)."""
     headers = ["model", "records", "ok", "failed", "in tok", "out tok", "cost USD", "p50 ms", "p95 ms"]
+    compare = any(r.on_demand_cost_usd is not None and r.on_demand_cost_usd != r.cost_usd for r in rows)
     body = [
         [
             r.model_id,
@@ -122,9 +151,12 @@ def format_table(rows: list[ModelSummary]) -> str:
             f"{r.cost_usd:.6f}",
             "-" if r.p50_latency_ms is None else f"{r.p50_latency_ms:.0f}",
             "-" if r.p95_latency_ms is None else f"{r.p95_latency_ms:.0f}",
+            *(["-" if r.on_demand_cost_usd is None else f"{r.on_demand_cost_usd:.6f}"] if compare else []),
         ]
         for r in rows
     ]
+    if compare:
+        headers.append("on-demand USD")
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(headers)]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     out = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]

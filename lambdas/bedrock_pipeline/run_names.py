@@ -25,6 +25,9 @@ TAG_ITEM_DIGEST = "pipeline.item_digest"
 # and application profiles), and the foundation model an application profile resolved to.
 TAG_INFERENCE_PROFILE = "pipeline.inference_profile"
 TAG_RESOLVED_MODEL_ID = "pipeline.resolved_model_id"
+# How a job ran and why (parent run), and how each call was made (call runs): "on_demand" or "batch".
+TAG_EXECUTION = "pipeline.execution"
+TAG_EXECUTION_REASON = "pipeline.execution_reason"
 RESERVED_TAG_PREFIXES = ("pipeline.", "mlflow.")
 
 PARAM_NAMES = ("model_id", "temperature", "top_p", "max_tokens", "stream")

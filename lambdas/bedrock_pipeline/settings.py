@@ -26,6 +26,26 @@ BATCH_EVENTS_QUEUE_NAME: Final = (
 # The event Bedrock sends when a batch inference job changes state (EventBridge source and detail type).
 BATCH_EVENT_SOURCE: Final = "aws.bedrock"
 BATCH_EVENT_DETAIL_TYPE: Final = "Batch Inference Job State Change"
+# How a job runs (the job header's "mode"; README "Batch mode"). A deployment sets its default with
+# ENV_DEFAULT_EXECUTION_MODE (stacks/settings.py default_execution_mode).
+EXECUTION_MODES: Final = ("on_demand", "batch", "auto")
+DEFAULT_EXECUTION_MODE: Final = "on_demand"
+# Bedrock's batch inference quotas, at their defaults (the per-model quotas "Minimum number of records
+# per batch inference job", "Records per input file per batch inference job", "Records per batch
+# inference job", "Batch inference input file size (in GB)", "Batch inference job size (in GB)":
+# https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock, as the user guide names
+# them in https://docs.aws.amazon.com/bedrock/latest/userguide/batch-inference-data.html). Sizes in
+# decimal GB, the smaller reading, so a file is never split later than Bedrock would accept it.
+BATCH_MIN_RECORDS_PER_JOB: Final = 100
+BATCH_MAX_RECORDS_PER_FILE: Final = 50_000
+BATCH_MAX_RECORDS_PER_JOB: Final = 50_000
+BATCH_MAX_FILE_BYTES: Final = 1_000_000_000
+BATCH_MAX_JOB_BYTES: Final = 5_000_000_000
+# Records of a finished batch job one work-queue message (a chunk) carries to a runner. A runner
+# records a chunk's records one after another, its WORK_BATCH_SIZE chunks side by side: an invocation
+# then records as many records per thread as there are here, far within its timeout, and a 50,000-record
+# job is 5,000 messages instead of 50,000.
+BATCH_CHUNK_RECORDS: Final = 10
 
 # --- No network beyond the configured endpoints ---
 # `import mlflow` starts a usage-telemetry client that calls MLflow's public endpoints (in a VPC
@@ -50,6 +70,9 @@ ENV_RETRY_MAX_SECONDS: Final = "RETRY_MAX_SECONDS"
 # Calls one runner invocation makes at once (default RUNNER_ITEM_CONCURRENCY); a deployment lowers it to
 # fit its Bedrock quotas (stacks/settings.py runner_item_concurrency).
 ENV_RUNNER_ITEM_CONCURRENCY: Final = "RUNNER_ITEM_CONCURRENCY"
+ENV_DEFAULT_EXECUTION_MODE: Final = "DEFAULT_EXECUTION_MODE"  # on_demand (default), batch or auto
+# The service role Bedrock assumes to run batch jobs (read batch/*/input/, write batch/*/output/).
+ENV_BATCH_ROLE_ARN: Final = "BATCH_ROLE_ARN"
 
 # --- Lambda timeouts and batching the core code also reads (each function's whole deployment, memory
 # and event source included, is in function_catalogue.py) ---
@@ -57,6 +80,7 @@ INGEST_TIMEOUT_SECONDS: Final = 120
 RUNNER_TIMEOUT_SECONDS: Final = 300
 EVALUATOR_TIMEOUT_SECONDS: Final = 900
 BENCHMARK_TIMEOUT_SECONDS: Final = 900
+COLLECTOR_TIMEOUT_SECONDS: Final = 300
 VISIBILITY_TIMEOUT_FACTOR: Final = 6  # AWS guidance: queue visibility >= 6x the function timeout
 MAX_RECEIVE_COUNT: Final = 5  # receives before a message moves to its DLQ
 WORK_BATCH_SIZE: Final = 10

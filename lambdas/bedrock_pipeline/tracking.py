@@ -26,6 +26,7 @@ from bedrock_pipeline.domain import CallOutcome, WorkItem
 from bedrock_pipeline.ports import CallRun
 from bedrock_pipeline.run_names import (
     TAG_ERROR,
+    TAG_EXECUTION,
     TAG_INFERENCE_PROFILE,
     TAG_ITEM_DIGEST,
     TAG_JOB_ID,
@@ -53,6 +54,7 @@ def call_tags(item: WorkItem) -> dict[str, str]:
         TAG_SOURCE_ETAG: job.source_etag,
         TAG_ITEM_DIGEST: item.digest,
         **_profile_tags(item),
+        TAG_EXECUTION: item.execution,
     }
 
 
@@ -89,8 +91,9 @@ def call_metrics(outcome: CallOutcome) -> dict[str, float]:
         "total_tokens": usage.get("totalTokens", 0),
         "cache_read_input_tokens": usage.get("cacheReadInputTokens", 0),
         "cache_write_input_tokens": usage.get("cacheWriteInputTokens", 0),
-        "latency_ms": answer.latency_ms,
     }
+    if answer.latency_ms is not None:  # a batch record has none (Bedrock measures the job, not records)
+        metrics["latency_ms"] = answer.latency_ms
     if answer.time_to_first_token_ms is not None:  # streamed calls only: a whole answer has no "first"
         metrics["time_to_first_token_ms"] = answer.time_to_first_token_ms
     if outcome.cost is not None:  # unknown models record tokens but no cost, rather than a made-up one

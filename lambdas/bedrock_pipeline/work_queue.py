@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.domain import WorkItem, results_prefix
+
+if TYPE_CHECKING:
+    from bedrock_pipeline.use_cases.collect_batch import BatchChunk
 
 SQS_BATCH_LIMIT = 10
 # SendMessageBatch (SQS API reference): "The maximum allowed individual message size and the maximum
@@ -90,7 +93,14 @@ class SqsWorkQueue:
         self._bodies = bodies
 
     def send(self, items: Sequence[WorkItem]) -> None:
-        for chunk in _batches([self._bodies.message_for(item) for item in items]):
+        self._send([self._bodies.message_for(item) for item in items])
+
+    def send_chunks(self, chunks: Sequence[BatchChunk]) -> None:
+        """A finished batch job's records, in chunks (use_cases/collect_batch.py), for the runners."""
+        self._send([chunk.to_message() for chunk in chunks])
+
+    def _send(self, bodies: Sequence[str]) -> None:
+        for chunk in _batches(bodies):
             response = self._sqs.send_message_batch(
                 QueueUrl=self._url,
                 Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)],

@@ -28,6 +28,12 @@ with lean_imports():  # what the cold start imports, without GC passes or MLflow
 
     from bedrock_pipeline.domain import WorkItem
     from bedrock_pipeline.trace_export import holding_finished_traces
+    from bedrock_pipeline.use_cases.collect_batch import (
+        BatchChunk,
+        chunk_failed,
+        is_chunk_message,
+        record_chunk,
+    )
     from bedrock_pipeline.use_cases.fan_out import item_pool
     from bedrock_pipeline.use_cases.finalize import finalize_if_complete
     from bedrock_pipeline.use_cases.run_item import item_failed, malformed_message, run_item
@@ -42,6 +48,34 @@ class _Invocation:
         self.pool = pool  # this invocation's item threads
         self.jobs_touched: set[str] = set()
         self.poison: set[str] = set()
+
+    def record_chunk(self, record: SQSRecord) -> None:
+        """Each record of a batch chunk once; a failure returns the whole chunk (recorded records are
+        then duplicates, which do nothing)."""
+        chunk = BatchChunk.model_validate_json(record.body)
+        try:
+            outcomes = record_chunk(model_core().chunks, chunk)
+        except Exception as exc:
+            count = int(record.attributes.approximate_receive_count or 1)
+            try:
+                last = queue_retries().is_last_receive(record.event_source_arn, count)
+                self.jobs_touched.update(
+                    chunk_failed(
+                        model_core().chunks,
+                        chunk,
+                        body=record.body,
+                        reason=f"batch chunk: {describe_failure(exc)}",
+                        receive_count=count,
+                        last_receive=last,
+                    )
+                )
+            except Exception:  # the chunk still returns to the queue; only the bookkeeping is missing
+                logger.exception("could not record the failure of a batch chunk")
+            raise
+        for outcome in outcomes:
+            self.jobs_touched.add(outcome.job_id)
+            name = "DuplicateDeliveries" if outcome.duplicate else "BatchRecordsRecorded"
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
     def after_failure(self, record: SQSRecord, item: WorkItem, exc: BaseException) -> None:
         """Record why, and on the last receive before the DLQ end the item as a failure with that reason."""
@@ -73,6 +107,9 @@ class _Invocation:
 
     async def record_handler(self, record: SQSRecord) -> None:
         loop = asyncio.get_running_loop()
+        if is_chunk_message(record.body):  # records of a finished Bedrock batch job (collect_batch.py)
+            await loop.run_in_executor(self.pool, self.record_chunk, record)
+            return
         try:
             # A large item's body is in S3 (work_queue.ItemBodies): read off the event loop.
             item = await loop.run_in_executor(self.pool, model_core().item_bodies.item_from, record.body)

@@ -10,7 +10,7 @@ import os
 import random
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
@@ -19,14 +19,17 @@ from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field
 
 from bedrock_pipeline import settings
+from bedrock_pipeline.batch.adapters import BedrockBatchJobs, DynamoBatchRegistry, S3BatchFiles
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.media_store import S3MediaStore
 from bedrock_pipeline.ports import ModelCatalog, ModelGateway
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.storage import S3AnswerCache, S3PromptSource, S3ResultStore
+from bedrock_pipeline.use_cases.collect_batch import ChunkDeps, CollectDeps
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps
 from bedrock_pipeline.use_cases.ingest import IngestDeps
 from bedrock_pipeline.use_cases.run_item import CallDeps, OncePerItem, RunnerDeps
+from bedrock_pipeline.use_cases.submit_batch import BatchDeps
 from bedrock_pipeline.work_queue import ItemBodies, SqsWorkQueue, queue_url_of
 
 if TYPE_CHECKING:  # the MLflow adapter is imported when the core is built, not at cold start
@@ -54,6 +57,10 @@ class HandlerEnvironment(BaseModel):
     )
     default_models: str = Field(default=",".join(settings.DEFAULT_MODELS), alias=settings.ENV_DEFAULT_MODELS)
     idempotency_table: str = Field(default="", alias=settings.ENV_IDEMPOTENCY_TABLE)
+    default_execution_mode: Literal["on_demand", "batch", "auto"] = Field(
+        default=settings.DEFAULT_EXECUTION_MODE, alias=settings.ENV_DEFAULT_EXECUTION_MODE
+    )
+    batch_role_arn: str = Field(default="", alias=settings.ENV_BATCH_ROLE_ARN)
     retry_base_seconds: int = Field(
         default=settings.RETRY_BASE_SECONDS, ge=0, le=43_200, alias=settings.ENV_RETRY_BASE_SECONDS
     )
@@ -113,6 +120,44 @@ class Core:
     gateway: ModelGateway | None = None  # only where tracing and the Bedrock client are set up
     once: OncePerItem | None = None
     models: ModelCatalog | None = None  # what the account offers, read at ingest's first check
+    default_mode: str = settings.DEFAULT_EXECUTION_MODE
+    batch_role_arn: str = ""  # empty: batch inference is not set up (every job runs on demand)
+
+    @functools.cached_property
+    def batch(self) -> BatchDeps | None:
+        """Bedrock batch inference, when the deployment gave a service role for it."""
+        if not self.batch_role_arn:
+            return None
+        return BatchDeps(
+            jobs=self.batch_jobs,
+            files=self.batch_files,
+            registry=self.batch_registry,
+            bucket=self.bucket,
+            role_arn=self.batch_role_arn,
+        )
+
+    @functools.cached_property
+    def batch_jobs(self) -> BedrockBatchJobs:
+        from bedrock_pipeline.model_catalog import make_catalog_client
+
+        return BedrockBatchJobs(make_catalog_client())
+
+    @functools.cached_property
+    def batch_files(self) -> S3BatchFiles:
+        return S3BatchFiles(self.s3, self.bucket)
+
+    @functools.cached_property
+    def batch_registry(self) -> DynamoBatchRegistry:
+        return DynamoBatchRegistry(self.ledger.dynamodb, self.ledger.table)
+
+    @functools.cached_property
+    def collect(self) -> CollectDeps:
+        queue = SqsWorkQueue(self.sqs, self.work_queue_url, self.item_bodies)
+        return CollectDeps(self.batch_jobs, self.batch_files, self.batch_registry, queue, self.bucket)
+
+    @functools.cached_property
+    def chunks(self) -> ChunkDeps:
+        return ChunkDeps(self.runner, self.batch_files, self.batch_registry)
 
     @functools.cached_property
     def results(self) -> S3ResultStore:
@@ -138,6 +183,8 @@ class Core:
             default_models=self.default_models,
             models=self.models,
             media=self.media,
+            default_mode=self.default_mode,
+            batch=self.batch,
         )
 
     @functools.cached_property
@@ -158,7 +205,13 @@ class Core:
 
     @functools.cached_property
     def finalize(self) -> FinalizeDeps:
-        return FinalizeDeps(ledger=self.ledger, results=self.results, recorder=self.recorder)
+        return FinalizeDeps(
+            ledger=self.ledger,
+            results=self.results,
+            recorder=self.recorder,
+            prices=self.prices,
+            batch=self.batch_registry,
+        )
 
 
 # functools.cache does not lock: pollers running as threads of one process (the local event pump)
@@ -228,6 +281,8 @@ def _build_core(*, with_model: bool) -> Core:
         gateway=gateway,
         once=once,
         models=BedrockModelCatalog(),  # lists nothing until ingest checks a file's models
+        default_mode=env.default_execution_mode,
+        batch_role_arn=env.batch_role_arn,
     )
 
 

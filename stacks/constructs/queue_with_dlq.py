@@ -42,3 +42,22 @@ class QueueWithDlq(Construct):
                 queue=self.dead_letter_queue, max_receive_count=spec.max_receive_count
             ),
         )
+
+
+def async_failure_queue(scope: Construct, construct_id: str) -> sqs.Queue:
+    """Where Lambda puts the failed asynchronous invocations of a function (not retried)."""
+    queue = sqs.Queue(
+        scope,
+        construct_id,
+        encryption=sqs.QueueEncryption.SQS_MANAGED,
+        enforce_ssl=True,
+        retention_period=cdk.Duration.days(14),
+    )
+    cdk.Validations.of(queue).acknowledge(
+        cdk.Acknowledgment(
+            id="AwsSolutions-SQS3",
+            reason="This queue is itself a failure destination (Lambda's on-failure record); an alarm "
+            "watches its depth.",
+        )
+    )
+    return queue

@@ -81,7 +81,7 @@ def test_given_the_catalogue_when_synthesized_then_every_queue_feeds_exactly_its
     mappings = synthesized.resources("pipeline", "AWS::Lambda::EventSourceMapping")
     assert len(mappings) == len(catalogue.queue_consumers())
     queues = {m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] for m in mappings.values()}
-    assert len(queues) == len(catalogue.QUEUES)
+    assert len(queues) == len(catalogue.ALL_QUEUES)
 
 
 @pytest.mark.parametrize("spec", catalogue.FUNCTIONS, ids=lambda spec: spec.name)

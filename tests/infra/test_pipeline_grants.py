@@ -22,6 +22,7 @@ SENDS_TO = {
     "runner": set(),
     "evaluator": {"evaluation-dlq"},
     "benchmark": {"benchmark-async-failures"},  # Lambda's on-failure destination, sent with its role
+    "collector": {"work"},  # collect_batch.collect_job: a finished batch job's chunks
 }
 # Prompt-bucket keys each function reads. Ingest: the prompt file and its attachments (attachment_check).
 # Runner: cached model responses, item results and by-reference item bodies under results/
@@ -30,14 +31,20 @@ SENDS_TO = {
 # suite under benchmarks/.
 READS = {
     "ingest": {"incoming/*"},
-    "runner": {"results/*", "incoming/*"},
+    "runner": {
+        "results/*",
+        "incoming/*",
+        "batch/*",
+    },  # + a batch chunk's items and output lines (record_chunk)
+    "collector": {"batch/*"},  # a batch job's items and Bedrock's output files
     "evaluator": {"*"},
     "benchmark": {"benchmarks/*"},
 }
 # Prompt-bucket keys each function writes: results/<job>/ (errors, item results, responses, summary,
 # comparison); the benchmark only results/benchmarks/<run>/.
 WRITES = {
-    "ingest": {"results/*"},
+    "ingest": {"results/*", "batch/*"},  # + the batch input files and their items (submit_batch)
+    "collector": set(),
     "runner": {"results/*"},
     "evaluator": {"results/*"},
     "benchmark": {"results/benchmarks/*"},
@@ -46,6 +53,7 @@ WRITES = {
 # The evaluator and the benchmark touch neither.
 TABLES = {
     "ingest": {"jobs"},
+    "collector": {"jobs"},  # the batch registry (which pipeline job, collected once)
     "runner": {"jobs", "idempotency"},
     "evaluator": set(),
     "benchmark": set(),

@@ -17,6 +17,7 @@ HANDLERS = {
     "handlers.runner.handler",
     "handlers.evaluator.handler",
     "handlers.benchmark.handler",
+    "handlers.collector.handler",
 }
 BEDROCK_ACTIONS = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
 
@@ -63,7 +64,11 @@ def test_given_the_pipeline_when_synthesized_then_bedrock_is_granted_only_on_the
         assert sorted(_as_list(statement["Action"])) == BEDROCK_ACTIONS
         assert sorted(_as_list(statement["Resource"])) == expected
     # Ingest only lists what the account offers (its model check); it never invokes a model.
-    listing = [(lid, s) for lid, s in _statements(synthesized) if "bedrock:List" in json.dumps(s["Action"])]
+    listing = [
+        (lid, s)
+        for lid, s in _statements(synthesized)
+        if "bedrock:List" in json.dumps(s["Action"]) and "ModelInvocationJobs" not in json.dumps(s["Action"])
+    ]
     assert {lid.split("/")[1].split("Function")[0] for lid, _ in listing} == {"Ingest"}
     for _, statement in listing:
         assert sorted(_as_list(statement["Action"])) == [
@@ -80,6 +85,7 @@ def test_given_every_policy_when_resources_are_read_then_star_is_used_only_where
         "ec2:DescribeManagedPrefixLists",  # the network stack's prefix-list lookup (a Describe call)
         "bedrock:ListFoundationModels",  # ingest's model check: List actions take no resource type
         "bedrock:ListInferenceProfiles",
+        "bedrock:ListModelInvocationJobs",  # the batch sweep: no resource type either
     }
     for lid, statement in _statements(synthesized):
         if "*" in _as_list(statement["Resource"]):
@@ -100,6 +106,8 @@ DEPLOYED_LOGICAL_IDS = {
         "EvaluationQueue1E8CF1D2",
         "EvaluationQueueDlqAA19CABD",
         "BenchmarkAsyncFailures954378D8",  # added by issue #16 (the benchmark's on-failure destination)
+        "BatchEventsQueueC8B1DFDE",  # added by issue #20 (Bedrock batch job state changes)
+        "BatchEventsQueueDlqE7A0D629",
     },
     "AWS::CloudWatch::Dashboard": {"Dashboard9E4231ED"},  # named: a second one by that name would clash
 }

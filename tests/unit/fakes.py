@@ -25,7 +25,17 @@ from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import D
 from bedrock_pipeline.call_facts import outcome_metrics, outcome_tags
 from bedrock_pipeline.domain import CallError, CallOutcome, JobRef, ModelResponse, ResultLine, WorkItem
 from bedrock_pipeline.ledger import FINALIZATION_LEASE_SECONDS
-from bedrock_pipeline.ports import BedrockCallError, CallRun, ItemEnd, JobCounts, JobState, SourceObject
+from bedrock_pipeline.ports import (
+    BatchJobStatus,
+    BatchPart,
+    BedrockCallError,
+    CallRun,
+    ItemEnd,
+    JobCounts,
+    JobState,
+    SourceObject,
+)
+from bedrock_pipeline.use_cases.collect_batch import BatchChunk, is_chunk_message
 
 
 class MemorySource:
@@ -94,8 +104,14 @@ class MemoryQueue:
     def send(self, items: Sequence[WorkItem]) -> None:
         self.bodies.extend(item.to_message() for item in items)
 
+    def send_chunks(self, chunks: Sequence[BatchChunk]) -> None:
+        self.bodies.extend(chunk.to_message() for chunk in chunks)
+
     def received(self) -> list[WorkItem]:
-        return [WorkItem.from_message(body) for body in self.bodies]
+        return [WorkItem.from_message(body) for body in self.bodies if not is_chunk_message(body)]
+
+    def chunks(self) -> list[BatchChunk]:
+        return [BatchChunk.model_validate_json(body) for body in self.bodies if is_chunk_message(body)]
 
 
 @dataclass
@@ -414,3 +430,100 @@ class MemoryMediaStore:
         if first_bytes is None:
             self.whole_reads.append(uri)
         return self.objects[uri][:first_bytes]
+
+
+class MemoryBatchJobs:
+    """Bedrock's batch control plane in memory: a client request token seen before gives the same job
+    (CreateModelInvocationJob's idempotency); `finish` plays Bedrock ending a job."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.jobs: dict[str, dict[str, Any]] = {}  # arn -> request and state
+        self._by_token: dict[str, str] = {}
+        self.create_calls = 0
+
+    def create_job(
+        self, *, name: str, model_id: str, role_arn: str, input_uri: str, output_uri: str, token: str
+    ) -> str:
+        with self._lock:
+            self.create_calls += 1
+            if token in self._by_token:
+                return self._by_token[token]
+            arn = f"arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/{len(self.jobs) + 1:012d}"
+            self.jobs[arn] = {
+                "name": name,
+                "model_id": model_id,
+                "role_arn": role_arn,
+                "input_uri": input_uri,
+                "output_uri": output_uri,
+                "status": "Submitted",
+                "message": None,
+                "submitted_at": 1000.0,
+                "ended_at": None,
+                "total": None,
+                "processed": None,
+            }
+            self._by_token[token] = arn
+            return arn
+
+    def finish(self, arn: str, status: str, *, message: str | None = None, ended_at: float = 4600.0) -> None:
+        with self._lock:
+            self.jobs[arn].update(status=status, message=message, ended_at=ended_at)
+
+    def get_job(self, arn: str) -> BatchJobStatus:
+        job = self.jobs[arn]
+        return BatchJobStatus(
+            arn=arn,
+            name=job["name"],
+            status=job["status"],
+            message=job["message"],
+            submitted_at=job["submitted_at"],
+            ended_at=job["ended_at"],
+            total_records=job["total"],
+            processed_records=job["processed"],
+        )
+
+    def list_jobs(self, *, name_contains: str) -> list[BatchJobStatus]:
+        return [self.get_job(arn) for arn, job in self.jobs.items() if name_contains in job["name"]]
+
+
+@dataclass
+class MemoryBatchFiles:
+    objects: dict[str, bytes] = field(default_factory=dict)
+    puts: int = 0
+
+    def put(self, key: str, body: bytes) -> None:
+        self.puts += 1
+        self.objects[key] = body
+
+    def read(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(key for key in self.objects if key.startswith(prefix))
+
+
+@dataclass
+class MemoryBatchRegistry:
+    job_parts: dict[str, dict[str, BatchPart]] = field(default_factory=dict)
+    arns: dict[str, tuple[JobRef, BatchPart]] = field(default_factory=dict)
+    collected_arns: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+
+    def record_part(self, job: JobRef, part: BatchPart) -> None:
+        self.job_parts.setdefault(job.job_id, {})[part.name] = part
+        self.arns[part.arn] = (job, part)
+
+    def parts(self, job_id: str) -> list[BatchPart]:
+        return sorted(self.job_parts.get(job_id, {}).values(), key=lambda part: part.name)
+
+    def by_arn(self, arn: str) -> tuple[JobRef, BatchPart] | None:
+        return self.arns.get(arn)
+
+    def collected(self, arn: str) -> bool:
+        return arn in self.collected_arns
+
+    def mark_collected(self, arn: str, *, status: str, duration_seconds: float | None) -> None:
+        self.collected_arns[arn] = (status, duration_seconds)
+
+    def duration_seconds(self, arn: str) -> float | None:
+        return self.collected_arns.get(arn, ("", None))[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bedrock_pipeline import function_catalogue as catalogue
@@ -29,7 +31,15 @@ def _resources() -> LocalResources:
         evaluation=queue("evaluation"),
         idempotency_table="i",
         jobs_table="j",
+        batch_events_queue_url="http://sqs.local/000000000000/batch-events",
     )
+
+
+def _url(resources: LocalResources, role: str) -> str:
+    """Where the local stack keeps a role's queue (the batch-events queue comes with its rule)."""
+    if role == catalogue.BATCH_EVENTS_QUEUE.role:
+        return resources.batch_events_queue_url
+    return resources.queues[role].url
 
 
 def test_given_the_default_routes_when_compared_then_each_is_its_queues_consumer_as_catalogued() -> None:
@@ -38,7 +48,8 @@ def test_given_the_default_routes_when_compared_then_each_is_its_queues_consumer
     resources = _resources()
     routes = {route.queue_url: route for route in default_routes(resources)}
 
-    expected = {resources.queues[f.queue.role].url: f for f in catalogue.queue_consumers() if f.queue}
+    expected = {_url(resources, f.queue.role): f for f in catalogue.queue_consumers() if f.queue}
+    assert resources.batch_events_queue_url in routes  # the collector is pumped like the others
     assert set(routes) == set(expected)
     for url, spec in expected.items():
         route = routes[url]
@@ -52,7 +63,8 @@ def test_given_the_default_routes_when_compared_then_each_is_its_queues_consumer
 
 
 def test_given_the_catalogue_when_read_then_each_queue_has_one_consumer_and_names_are_unique() -> None:
-    assert [catalogue.consumer_of(queue).queue for queue in catalogue.QUEUES] == list(catalogue.QUEUES)
+    queues = catalogue.ALL_QUEUES
+    assert [catalogue.consumer_of(queue).queue for queue in queues] == list(queues)
     assert len({f.name for f in catalogue.FUNCTIONS}) == len(catalogue.FUNCTIONS)
     assert len({f.handler for f in catalogue.FUNCTIONS}) == len(catalogue.FUNCTIONS)
 
@@ -76,3 +88,12 @@ def test_given_a_handler_override_when_routes_are_built_then_only_that_queues_ha
 def test_given_a_function_no_queue_feeds_when_a_route_is_asked_for_then_it_is_refused() -> None:
     with pytest.raises(ValueError, match="not fed by a queue"):
         QueueRoute.for_function(catalogue.BENCHMARK, "http://sqs.local/q")
+
+
+def test_given_resources_without_the_batch_events_queue_when_routes_are_built_then_the_collector_is_left_out() -> (
+    None
+):
+    resources = replace(_resources(), batch_events_queue_url="")
+    routes = default_routes(resources)
+    assert catalogue.COLLECTOR.name not in {route.function_name for route in routes}
+    assert len(routes) == len(catalogue.queue_consumers()) - 1

@@ -205,3 +205,19 @@ def test_given_import_times_when_reported_then_only_the_import_as_deployed_is_he
         line for line in import_lines({full: 2.0, compiled: 1.4, venv: 2.2}) if "handler /" in line
     ]
     assert "bytecode compiled" in targeted and targeted.endswith("MISSED")
+
+
+def test_given_a_batch_collector_phase_when_reported_then_its_rate_stands_beside_the_pipelines() -> None:
+    from throughput.report import batch_collector_lines
+
+    batch = {
+        "records": 10_000,
+        "records_per_s": 40.0,
+        "seconds_to_collected": 3.0,
+        "seconds_recording": 250.0,
+    }
+    lines = batch_collector_lines(batch, {"prompts_per_s": 20.0})
+    assert "40.00 records/s" in lines[0] and "10000 records" in lines[0]
+    assert "2.00x" in lines[-1]
+    assert batch_collector_lines(None, {"prompts_per_s": 20.0}) == []
+    assert len(batch_collector_lines(batch, None)) == 2

@@ -8,9 +8,11 @@ One JSON object per line. Blank lines are skipped. A UTF-8 BOM and CRLF line end
 
       {"job": {"models": ["..."], "experiment": "...", "budget_usd": 1.5,
                "inference": {"max_tokens": 512, "temperature": 0.1, "top_p": 0.9},
-               "stream": false, "tags": {"team": "search"}, "reasoning": {"budget_tokens": 2048}}}
+               "stream": false, "tags": {"team": "search"}, "reasoning": {"budget_tokens": 2048},
+               "mode": "auto"}}
 
-  It overrides the caller's ``JobDefaults`` field by field (``inference`` sub-field by sub-field,
+  ``mode`` (``on_demand``, ``batch``, ``auto``; None: the deployment's default) says whether the
+  records run as Converse calls or as Bedrock batch inference (``bedrock_pipeline.batch``). It overrides the caller's ``JobDefaults`` field by field (``inference`` sub-field by sub-field,
   ``tags`` key by key). Unknown fields or wrong types in the header reject the whole file, because
   a silently ignored header (models, budget) would run the wrong job.
 

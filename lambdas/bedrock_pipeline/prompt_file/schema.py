@@ -72,6 +72,7 @@ class Limits:
 
 
 _Probability = Annotated[StrictFloat, Field(ge=0, le=1)]
+ExecutionMode = Literal["on_demand", "batch", "auto"]  # settings.EXECUTION_MODES
 
 
 class InferenceSettings(BaseModel):
@@ -116,6 +117,8 @@ class JobDefaults(BaseModel):
     stream: StrictBool | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     reasoning: ReasoningSetting | None = None
+    # How the job runs (README "Batch mode"); None: the deployment's default (settings.DEFAULT_EXECUTION_MODE).
+    mode: ExecutionMode | None = None
 
     @field_validator("models", mode="before")
     @classmethod
@@ -141,6 +144,7 @@ class JobDefaults(BaseModel):
             stream=override.stream if "stream" in given else self.stream,
             tags={**self.tags, **override.tags},
             reasoning=override.reasoning if "reasoning" in given else self.reasoning,
+            mode=override.mode if "mode" in given else self.mode,
         )
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.attachments import is_attachment_key
-from bedrock_pipeline.domain import JobKind, JobRef, experiment_for, job_id_for
+from bedrock_pipeline.batch.eligibility import ExecutionPlan, plan_execution
+from bedrock_pipeline.domain import JobKind, JobRef, WorkItem, experiment_for, job_id_for
 from bedrock_pipeline.estimate import estimate_items, over_budget_reason
 from bedrock_pipeline.media_tokens import MediaFacts
 from bedrock_pipeline.ports import (
@@ -28,10 +29,18 @@ from bedrock_pipeline.ports import (
 )
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.prompt_file import ParsedPromptFile, read_prompt_file
-from bedrock_pipeline.run_names import TAG_KIND, TAG_SOURCE, TAG_SOURCE_ETAG, user_tags
+from bedrock_pipeline.run_names import (
+    TAG_EXECUTION,
+    TAG_EXECUTION_REASON,
+    TAG_KIND,
+    TAG_SOURCE,
+    TAG_SOURCE_ETAG,
+    user_tags,
+)
 from bedrock_pipeline.use_cases.attachment_check import check_attachments
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps, finalize_if_complete
 from bedrock_pipeline.use_cases.model_check import ModelCatalog, drop_unknown_models, resolve_profiles
+from bedrock_pipeline.use_cases.submit_batch import BatchDeps, submit_batch
 
 
 @dataclass(frozen=True)
@@ -45,10 +54,14 @@ class IngestDeps:
     default_models: Sequence[str] = settings.DEFAULT_MODELS
     models: ModelCatalog | None = None  # None: every model id is sent (Bedrock decides)
     media: MediaStore | None = None  # None: attachments are not checked at ingest (Bedrock decides)
+    default_mode: str = settings.DEFAULT_EXECUTION_MODE  # for files whose header names no "mode"
+    batch: BatchDeps | None = None  # None: batch inference is not set up here (every job runs on demand)
 
     @property
     def finalize(self) -> FinalizeDeps:
-        return FinalizeDeps(ledger=self.ledger, results=self.results, recorder=self.recorder)
+        return FinalizeDeps(
+            ledger=self.ledger, results=self.results, recorder=self.recorder, prices=self.prices
+        )
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,8 @@ class IngestReport:
     rejected_reason: str | None = None
     duplicate: bool = False
     skipped: str | None = None  # why nothing was done (object gone or replaced): not an error
+    execution: str = "on_demand"  # how the items run: "on_demand" (work queue) or "batch" (Bedrock jobs)
+    execution_reason: str = ""
 
 
 def ingest_prompt_file(
@@ -108,11 +123,15 @@ def _start_job(
 ) -> IngestReport:
     job_id = job_id_for(source.key, source.etag)
     experiment_id = deps.recorder.ensure_experiment(experiment_for(source.key, parsed.job.experiment))
+    rejected_reason = parsed.rejected or _over_budget(deps, parsed, media)
+    plan = _plan(deps, parsed, runs=not rejected_reason)
     parent_tags = {
         **user_tags(parsed.job.tags),
         TAG_KIND: kind,
         TAG_SOURCE: f"s3://{source.bucket}/{source.key}",
         TAG_SOURCE_ETAG: source.etag,
+        TAG_EXECUTION: plan.execution,
+        TAG_EXECUTION_REASON: plan.reason[:5000],
     }
     run_name = source.key.rsplit("/", 1)[-1]
     parent_run_id = deps.recorder.start_job_run(experiment_id, job_id, run_name, parent_tags)
@@ -125,17 +144,27 @@ def _start_job(
         source_key=source.key,
         source_etag=source.etag,
     )
-    rejected_reason = parsed.rejected or _over_budget(deps, parsed, media)
-    items = [] if rejected_reason else [item.bound_to(job) for item in parsed.items]
-    _report_errors(deps, job, parsed, rejected_reason, has_items=bool(items))
+    items = [] if rejected_reason else [_bound(item, job, plan) for item in plan.items]
+    refused = [
+        {"lineNumber": item.line_number, "reason": f"{item.model_id}: cannot run in batch: {why}"}
+        for item, why in plan.refused
+    ]
+    _report_errors(deps, job, parsed, rejected_reason, has_items=bool(items), refused=refused)
 
     already_enqueued = deps.ledger.register(
-        job, expected=len(items), rejected_lines=len(parsed.errors), rejected_reason=rejected_reason
+        job,
+        expected=len(items),
+        rejected_lines=len(parsed.errors) + len(refused),
+        rejected_reason=rejected_reason,
     )
-    # Enqueue, then mark: a crash in between re-sends on redelivery (the runner skips ended items)
-    # instead of losing items. A job already marked was a redelivered event: nothing to do twice.
+    # Enqueue (or submit), then mark: a crash in between re-sends on redelivery (the runner skips ended
+    # items; Bedrock's client token returns the same batch job) instead of losing items. A job already
+    # marked was a redelivered event: nothing to do twice.
     if not already_enqueued:
-        deps.queue.send(items)
+        if plan.execution == "batch" and items and deps.batch is not None:
+            submit_batch(deps.batch, job, items)
+        else:
+            deps.queue.send(items)
         deps.ledger.mark_enqueued(job_id)
     if not items:
         finalize_if_complete(deps.finalize, job_id)
@@ -144,10 +173,30 @@ def _start_job(
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
         items=len(items),
-        rejected_lines=len(parsed.errors),
+        rejected_lines=len(parsed.errors) + len(refused),
         rejected_reason=rejected_reason,
         duplicate=already_enqueued,
+        execution=plan.execution,
+        execution_reason=plan.reason,
     )
+
+
+def _plan(deps: IngestDeps, parsed: ParsedPromptFile, *, runs: bool) -> ExecutionPlan:
+    """How the job runs (README "Batch mode"): the header's mode, else the deployment's."""
+    mode = parsed.job.mode or deps.default_mode
+    if not runs:
+        return ExecutionPlan("on_demand", "nothing runs: the file was rejected", ())
+    if mode != "on_demand" and deps.batch is None:
+        why = f"mode {mode}, but batch inference is not set up in this deployment (no service role)"
+        return ExecutionPlan("on_demand", why, tuple(parsed.items))
+    if deps.batch is None:
+        return plan_execution(mode, parsed.items)
+    return plan_execution(mode, parsed.items, min_records=deps.batch.min_records)
+
+
+def _bound(item: WorkItem, job: JobRef, plan: ExecutionPlan) -> WorkItem:
+    bound = item.bound_to(job)
+    return bound.model_copy(update={"execution": "batch"}) if plan.execution == "batch" else bound
 
 
 def _over_budget(deps: IngestDeps, parsed: ParsedPromptFile, media: Mapping[str, MediaFacts]) -> str | None:
@@ -157,11 +206,17 @@ def _over_budget(deps: IngestDeps, parsed: ParsedPromptFile, media: Mapping[str,
 
 
 def _report_errors(
-    deps: IngestDeps, job: JobRef, parsed: ParsedPromptFile, rejected_reason: str | None, *, has_items: bool
+    deps: IngestDeps,
+    job: JobRef,
+    parsed: ParsedPromptFile,
+    rejected_reason: str | None,
+    *,
+    has_items: bool,
+    refused: list[dict[str, Any]],
 ) -> None:
     errors: list[dict[str, Any]] = [
         {"lineNumber": e.line_number, "reason": e.reason, "excerpt": e.excerpt} for e in parsed.errors
-    ]
+    ] + refused
     if rejected_reason:
         errors.insert(0, {"lineNumber": None, "reason": f"file rejected: {rejected_reason}"})
         deps.recorder.note_job_error(job.parent_run_id, rejected_reason)

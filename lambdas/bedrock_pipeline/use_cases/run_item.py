@@ -71,6 +71,7 @@ class CallDeps:
     answers: AnswerCache | None = None
     # Where attachments are read for a model that cannot read S3 links (None: sent as written).
     media: MediaStore | None = None
+    tier: str | None = None  # the price tier the calls are billed in (None: standard on-demand; "batch")
 
 
 @dataclass(frozen=True)
@@ -122,17 +123,20 @@ class ItemOutcome:
     duplicate: bool = False
 
 
-def priced(prices: PriceTable, item: WorkItem, answer: ModelResponse | CallError) -> CallOutcome:
-    """The outcome of a call, priced here and only here: tokens in the tier that served it, and the
-    guardrail's text units. A tier the table has no price for gives no cost and a warning."""
+def priced(
+    prices: PriceTable, item: WorkItem, answer: ModelResponse | CallError, *, tier: str | None = None
+) -> CallOutcome:
+    """The outcome of a call, priced here and only here: tokens in the tier that served it (``tier``
+    when the caller knows it: "batch" for a batch inference record), and the guardrail's text units. A
+    tier the table has no price for gives no cost and a warning."""
     if isinstance(answer, CallError):
         return CallOutcome(error=answer)
-    tier = service_tier(item.request, answer.response_fields)
+    billed = tier or price_tier(service_tier(item.request, answer.response_fields))
     # An application inference profile is priced as the model ingest resolved it to.
     model_id = item.pricing_model_id
-    cost = prices.cost(model_id, answer.usage, tier=price_tier(tier))
+    cost = prices.cost(model_id, answer.usage, tier=billed)
     if cost is None and prices.resolve(model_id) is not None:
-        logger.warning("no %s-tier price for %s in the price table; no cost recorded", tier, model_id)
+        logger.warning("no %s-tier price for %s in the price table; no cost recorded", billed, model_id)
     guardrail_cost = None
     if "guardrailConfig" in item.request:
         guardrail_cost = GuardrailPrices.load().cost(text_units(answer.response_fields.get("trace") or {}))
@@ -160,7 +164,7 @@ def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLi
         )
         if recorded and existing is not None and cached is not None:
             # Everything was recorded; only the ledger mark was missing. The run is the record.
-            outcome = priced(deps.prices, item, cached)
+            outcome = priced(deps.prices, item, cached, tier=deps.tier)
             return ResultLine.for_item(item, outcome, RunRef(existing.run_id, existing.trace_id))
 
     run_id = existing.run_id if existing is not None else deps.recorder.start_call_run(item)
@@ -168,7 +172,7 @@ def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLi
         answer = cached  # bind for the closure: mypy cannot see `cached` stays set
 
         def call() -> CallOutcome:
-            return priced(deps.prices, item, answer)
+            return priced(deps.prices, item, answer, tier=deps.tier)
     else:
 
         def call() -> CallOutcome:
@@ -201,7 +205,7 @@ def _call_model(item: WorkItem, deps: CallDeps) -> CallOutcome:
         answer = CallError(ATTACHMENT_MISSING, str(exc))
     if deps.answers is not None:
         deps.answers.put(item.bound_job.job_id, item.digest, answer)
-    return priced(deps.prices, item, answer)
+    return priced(deps.prices, item, answer, tier=deps.tier)
 
 
 def run_item(deps: RunnerDeps, item: WorkItem) -> ItemOutcome:
