@@ -20,7 +20,9 @@ JOBS_TABLE_NAME: Final = "bedrock-jobs"  # the job ledger: jobs, their end shard
 
 # --- Bedrock batch inference (issue 20): what the pipeline, the stack and the emulator share ---
 BATCH_PREFIX: Final = "batch/"  # batch/<job id>/input/ (files we write), batch/<job id>/output/ (Bedrock's)
-BATCH_EVENTS_QUEUE_NAME: Final = "bedrock-batch-events"  # the EventBridge rule's target, read by the collector
+BATCH_EVENTS_QUEUE_NAME: Final = (
+    "bedrock-batch-events"  # the EventBridge rule's target, read by the collector
+)
 # The event Bedrock sends when a batch inference job changes state (EventBridge source and detail type).
 BATCH_EVENT_SOURCE: Final = "aws.bedrock"
 BATCH_EVENT_DETAIL_TYPE: Final = "Batch Inference Job State Change"
@@ -48,6 +50,16 @@ ENV_RETRY_MAX_SECONDS: Final = "RETRY_MAX_SECONDS"
 # Calls one runner invocation makes at once (default RUNNER_ITEM_CONCURRENCY); a deployment lowers it to
 # fit its Bedrock quotas (stacks/settings.py runner_item_concurrency).
 ENV_RUNNER_ITEM_CONCURRENCY: Final = "RUNNER_ITEM_CONCURRENCY"
+# Pacing calls under Bedrock's quotas (bedrock_pipeline/pacing.py, README "Sizing to your quotas"):
+# "adaptive" (a schedule per model shared by all runners, rate cut on throttles) or "off" (each client
+# on its own with botocore's adaptive retries, the behaviour before issue 19).
+ENV_BEDROCK_PACING: Final = "BEDROCK_PACING"
+# The model quotas the account has, if known: "model-id=600,other-id=300" (requests per minute, as
+# Service Quotas lists them); the schedule then starts at quota x target utilisation.
+ENV_BEDROCK_MODEL_RPM: Final = "BEDROCK_MODEL_RPM"
+ENV_BEDROCK_TARGET_UTILISATION: Final = "BEDROCK_TARGET_UTILISATION"
+# Longest a runner holds an item waiting for its model's slot before returning it to the queue.
+ENV_BEDROCK_PACING_MAX_HOLD_SECONDS: Final = "BEDROCK_PACING_MAX_HOLD_SECONDS"
 
 # --- Lambda timeouts and batching the core code also reads (each function's whole deployment, memory
 # and event source included, is in function_catalogue.py) ---
@@ -76,7 +88,27 @@ MAX_RECORDS_PER_FILE: Final = 50_000
 MAX_WORK_ITEM_BYTES: Final = 200 * 1024  # one work item as JSON; SQS messages top out at 256 KiB
 
 # --- Bedrock client ---
-BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode
+BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode (pacing off)
+
+# --- Pacing (pacing.py; the defaults of the variables above, and the AIMD constants) ---
+BEDROCK_PACING: Final = "adaptive"
+PACING_MODES: Final = ("adaptive", "off")
+# Below 1.0 leaves room for what a sliding-minute count and clocks across instances disagree on.
+BEDROCK_TARGET_UTILISATION: Final = 0.95
+BEDROCK_PACING_MAX_HOLD_SECONDS: Final = 30  # a batch of 10 at 20 requests/min is 30 s: held, not requeued
+PACING_START_RPM: Final = 60.0  # a model whose quota is not given starts here and probes up
+PACING_UNKNOWN_CEILING_RPM: Final = 1000.0  # ...up to this; give the quota for a faster model
+PACING_INCREASE_RPM_PER_S: Final = 10.0  # additive increase: +600 requests/min per minute
+PACING_DECREASE_FACTOR: Final = 0.7  # multiplicative decrease on a throttle
+PACING_COOLDOWN_SECONDS: Final = 5.0  # one cut per cooldown: concurrent throttles are one overshoot
+PACING_MAX_LAG_SECONDS: Final = 1.0  # an idle schedule banks at most this much burst
+# Throttles (and other transient errors) one held item retries in the runner before it is requeued.
+PACING_MAX_RETRIES_IN_PLACE: Final = 4
+# A requeued item carries its count (message attribute); past this it takes the queue's failure path.
+PACING_MAX_DEFERRALS: Final = 100
+PACING_DEFERRALS_ATTRIBUTE: Final = "pacing-deferrals"
+# SendMessage DelaySeconds is 0 to 900 (SQS API Reference, SendMessage).
+SQS_MAX_DELAY_SECONDS: Final = 900
 BEDROCK_READ_TIMEOUT_SECONDS: Final = 120
 
 DEFAULT_MODELS: Final = (

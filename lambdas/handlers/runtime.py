@@ -10,21 +10,23 @@ import os
 import random
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.parameters import get_secret
 from botocore.config import Config
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.ledger import JobLedger
+from bedrock_pipeline.pacing import PacePolicy, parse_model_rpm
 from bedrock_pipeline.ports import ModelCatalog, ModelGateway
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.storage import S3AnswerCache, S3PromptSource, S3ResultStore
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps
 from bedrock_pipeline.use_cases.ingest import IngestDeps
+from bedrock_pipeline.use_cases.paced_calls import PacedGateway, Pacing
 from bedrock_pipeline.use_cases.run_item import CallDeps, OncePerItem, RunnerDeps
 from bedrock_pipeline.work_queue import SqsWorkQueue, queue_url_of
 
@@ -64,9 +66,41 @@ class HandlerEnvironment(BaseModel):
         default=settings.RUNNER_ITEM_CONCURRENCY, ge=1, le=100, alias=settings.ENV_RUNNER_ITEM_CONCURRENCY
     )
 
+    bedrock_pacing: Literal["adaptive", "off"] = Field(
+        default=settings.BEDROCK_PACING, alias=settings.ENV_BEDROCK_PACING
+    )
+    bedrock_model_rpm: str = Field(default="", alias=settings.ENV_BEDROCK_MODEL_RPM)
+    bedrock_target_utilisation: float = Field(
+        default=settings.BEDROCK_TARGET_UTILISATION, gt=0, le=1, alias=settings.ENV_BEDROCK_TARGET_UTILISATION
+    )
+    bedrock_pacing_max_hold_seconds: float = Field(
+        default=settings.BEDROCK_PACING_MAX_HOLD_SECONDS,
+        ge=0,
+        le=settings.RUNNER_TIMEOUT_SECONDS / 2,
+        alias=settings.ENV_BEDROCK_PACING_MAX_HOLD_SECONDS,
+    )
+
+    @field_validator("bedrock_model_rpm")
+    @classmethod
+    def _model_rpm_parses(cls, value: str) -> str:
+        parse_model_rpm(value)  # raises with the offending part
+        return value
+
     @property
     def models(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in self.default_models.split(",") if m.strip())
+
+    def pace_policy(self) -> PacePolicy:
+        return PacePolicy(
+            known_rpm=parse_model_rpm(self.bedrock_model_rpm),
+            target_utilisation=self.bedrock_target_utilisation,
+            start_rpm=settings.PACING_START_RPM,
+            unknown_ceiling_rpm=settings.PACING_UNKNOWN_CEILING_RPM,
+            increase_rpm_per_s=settings.PACING_INCREASE_RPM_PER_S,
+            decrease_factor=settings.PACING_DECREASE_FACTOR,
+            cooldown_s=settings.PACING_COOLDOWN_SECONDS,
+            max_lag_s=settings.PACING_MAX_LAG_SECONDS,
+        )
 
 
 @functools.cache
@@ -112,6 +146,7 @@ class Core:
     gateway: ModelGateway | None = None  # only where tracing and the Bedrock client are set up
     once: OncePerItem | None = None
     models: ModelCatalog | None = None  # what the account offers, read at ingest's first check
+    pacing: Pacing | None = None  # the models' shared schedules (None: BEDROCK_PACING=off)
 
     @functools.cached_property
     def results(self) -> S3ResultStore:
@@ -143,7 +178,9 @@ class Core:
 
     @functools.cached_property
     def runner(self) -> RunnerDeps:
-        return RunnerDeps(call=self.calls, ledger=self.ledger, results=self.results, once=self.once)
+        return RunnerDeps(
+            call=self.calls, ledger=self.ledger, results=self.results, once=self.once, pacing=self.pacing
+        )
 
     @functools.cached_property
     def finalize(self) -> FinalizeDeps:
@@ -186,20 +223,27 @@ def _build_core(*, with_model: bool) -> Core:
     from bedrock_pipeline.bedrock import BedrockGateway, make_bedrock_client
     from bedrock_pipeline.mlflow_internals.request_headers import ask_databricks_context_once
     from bedrock_pipeline.model_catalog import BedrockModelCatalog
+    from bedrock_pipeline.pacer_store import DynamoCallPacer
     from bedrock_pipeline.trace_export import export_traces_at_once
     from bedrock_pipeline.tracking import RunTracker
 
     env = environment()
     mlflow.set_tracking_uri(env.mlflow_tracking_uri)
     ask_databricks_context_once()  # not once per tracking request (mlflow_internals)
-    gateway = None
-    if with_model:
-        mlflow.bedrock.autolog()  # before the client is created: autolog patches client creation
-        export_traces_at_once()  # a record's spans in one request, not one each (trace_export.py)
-        gateway = BedrockGateway(make_bedrock_client())
     # Items of a batch run concurrently and the finalizer fetches results in parallel: size the pools.
     pooled = Config(max_pool_connections=32)
     dynamodb = boto3.client("dynamodb", config=pooled)
+    gateway: ModelGateway | None = None
+    pacing = None
+    if with_model:
+        mlflow.bedrock.autolog()  # before the client is created: autolog patches client creation
+        export_traces_at_once()  # a record's spans in one request, not one each (trace_export.py)
+        paced = env.bedrock_pacing == "adaptive"
+        gateway = BedrockGateway(make_bedrock_client(paced=paced))
+        if paced:  # the schedules live in the job ledger's table, shared by every runner
+            pacer = DynamoCallPacer(dynamodb, env.jobs_table, env.pace_policy().rules_for)
+            pacing = Pacing(pacer, hold_seconds=env.bedrock_pacing_max_hold_seconds)
+            gateway = PacedGateway(gateway, pacing)
     once = None
     if env.idempotency_table:
         once = OncePerItem.with_persistence(
@@ -217,6 +261,7 @@ def _build_core(*, with_model: bool) -> Core:
         gateway=gateway,
         once=once,
         models=BedrockModelCatalog(),  # lists nothing until ingest checks a file's models
+        pacing=pacing,
     )
 
 
