@@ -236,6 +236,11 @@ class PipelineStack(cdk.Stack):
             pipeline.ENV_DEFAULT_MODELS: ",".join(settings.models),
             pipeline.ENV_BENCHMARK_SUITE: settings.benchmark_suite,
             pipeline.ENV_RUNNER_ITEM_CONCURRENCY: str(settings.runner_item_concurrency),
+            pipeline.ENV_BEDROCK_PACING: settings.bedrock_pacing,
+            pipeline.ENV_BEDROCK_MODEL_RPM: ",".join(
+                f"{m}={q}" for m, q in settings.bedrock_model_rpm.items()
+            ),
+            pipeline.ENV_BEDROCK_TARGET_UTILISATION: str(settings.bedrock_target_utilisation),
             "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # saves a get_run request per run
             **pipeline.OFFLINE_ENVIRONMENT,
