@@ -2,7 +2,7 @@
 (BEDROCK_PACING=adaptive, the quotas given as BEDROCK_MODEL_RPM) and with today's behaviour
 (BEDROCK_PACING=off: botocore's adaptive retries, the queue's backoff) as the baseline, in one run.
 
-    python -m throughput.quota [--items 1800] [--baseline-cap 300] [--latency-ms 200]
+    python -m throughput.quota [--items 1200] [--baseline-cap 300] [--latency-ms 200] [--quotas m=300,n=150]
     python -m throughput.run_all --only quota    # the same, as a phase of `make throughput`
 
 Starts its own moto, MLflow server (a fresh PostgreSQL database) and emulator; each mode runs in its
@@ -28,13 +28,16 @@ from typing import Any
 
 from throughput.phase import emit_result, run_phase
 
-# Two models and the quotas the issue names (requests per minute); items split 2:1 so both finish together.
-QUOTAS = {"amazon.nova-lite-v1:0": 600, "anthropic.claude-3-haiku-20240307-v1:0": 300}
+# Two models, the second with half the first's quota (requests per minute); items split 2:1 so both
+# finish together. The issue's example is 600 and 300, but the offline twin on 2 shared cores tops out
+# near 12 items/s (720/min): at 900/min together the quota never binds, neither mode is throttled and
+# the run measures the machine (docs/PERFORMANCE.md has that run). 300 and 150 do bind.
+QUOTAS = {"amazon.nova-lite-v1:0": 300, "anthropic.claude-3-haiku-20240307-v1:0": 150}
 WINDOW_START_S = 60.0
 
 
-def prompt_file(items: int) -> bytes:
-    first, second = QUOTAS
+def prompt_file(items: int, quotas: dict[str, int] = QUOTAS) -> bytes:
+    first, second = quotas
     lines = [json.dumps({"job": {"models": [first], "inference": {"max_tokens": 16}}})]
     for i in range(items):
         record: dict[str, Any] = {"id": f"q{i:05d}", "prompt": f"[quota {i}] Name a prime above {i}."}
@@ -44,10 +47,12 @@ def prompt_file(items: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def achieved_ratios(samples: list[tuple[float, dict[str, int]]], started: float) -> dict[str, float | None]:
+def achieved_ratios(
+    samples: list[tuple[float, dict[str, int]]], started: float, quotas: dict[str, int] = QUOTAS
+) -> dict[str, float | None]:
     """Per model: successful calls per minute over [start + 60 s, its last call], over its quota."""
     ratios: dict[str, float | None] = {}
-    for model, quota in QUOTAS.items():
+    for model, quota in quotas.items():
         final = samples[-1][1].get(model, 0)
         end = next(t for t, ok in samples if ok.get(model, 0) >= final)
         start_at = started + WINDOW_START_S
@@ -65,10 +70,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from bedrock_pipeline.domain import job_id_for
     from bedrock_pipeline.ledger import JobLedger
+    from bedrock_pipeline.pacing import parse_model_rpm
     from local_stack.bedrock_emulator.client import EmulatorAdmin
     from local_stack.event_pump import EventPump, default_routes
     from local_stack.resources import ResourceNames, ensure_resources, handler_environment
     from throughput.soak import queue_depth
+
+    quotas = {m: int(q) for m, q in parse_model_rpm(args.quotas).items()}
 
     resources = ensure_resources(args.moto_url, ResourceNames.unique(f"quota-{args.mode}"))
     os.environ.update(
@@ -77,13 +85,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             mlflow_url=args.tracking_uri,
             resources=resources,
             emulator_url=args.emulator_url,
-            default_models=list(QUOTAS),
+            default_models=list(quotas),
         )
     )
     os.environ.update(
         {
             "BEDROCK_PACING": args.mode,
-            "BEDROCK_MODEL_RPM": ",".join(f"{m}={q}" for m, q in QUOTAS.items()),
+            "BEDROCK_MODEL_RPM": args.quotas,
             "POWERTOOLS_METRICS_DISABLED": "true",
             "POWERTOOLS_LOG_LEVEL": "ERROR",
         }
@@ -91,7 +99,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     emulator = EmulatorAdmin(args.emulator_url)
     emulator.reset()
     emulator.configure("*", latency_ms=args.latency_ms, jitter_ms=0)
-    for model, quota in QUOTAS.items():
+    for model, quota in quotas.items():
         emulator.configure(model, requests_per_minute=quota)
     s3, sqs = boto3.client("s3"), boto3.client("sqs")
     ledger = JobLedger(boto3.client("dynamodb"), resources.jobs_table)
@@ -100,14 +108,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     key = f"incoming/quota/{args.mode}-{time.time_ns()}.jsonl"
     cap = args.cap
     started = time.time()
-    etag = s3.put_object(Bucket=resources.bucket, Key=key, Body=prompt_file(args.items))["ETag"]
+    etag = s3.put_object(Bucket=resources.bucket, Key=key, Body=prompt_file(args.items, quotas))["ETag"]
     job_id = job_id_for(key, etag.strip('"'))
     samples: list[tuple[float, dict[str, int]]] = []
     finished_at = None
     try:
         while time.time() - started < cap:
             stats = emulator.stats()["models"]
-            samples.append((time.time(), {m: stats.get(m, {}).get("ok", 0) for m in QUOTAS}))
+            samples.append((time.time(), {m: stats.get(m, {}).get("ok", 0) for m in quotas}))
             counts = ledger.counts(job_id)
             if counts is not None and counts.complete and counts.finalized:
                 finished_at = time.time()
@@ -122,15 +130,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "mode": args.mode,
         "items": args.items,
+        "quotas": quotas,
+        "latency_ms": args.latency_ms,
         "finished": finished_at is not None,
         "seconds": round(elapsed, 1),
         "ended": ended,
         "succeeded": counts.succeeded if counts else 0,
         "items_per_s": ended / elapsed,
-        "throttled_per_item": sum(stats["models"].get(m, {}).get("throttled", 0) for m in QUOTAS)
+        "throttled_per_item": sum(stats["models"].get(m, {}).get("throttled", 0) for m in quotas)
         / max(1, ended),
         "in_dlq": queue_depth(sqs, resources.work.dlq_url),
-        "utilisation": achieved_ratios(samples, started),
+        "utilisation": achieved_ratios(samples, started, quotas),
         "ok_calls": samples[-1][1] if samples else {},
     }
     if finished_at is not None:
@@ -165,9 +175,12 @@ def lost_and_duplicated(s3: Any, client: Any, bucket: str, job_id: str, expected
 def report_lines(result: dict[str, Any]) -> list[str]:
     """The phase's figures; the two kinds of line scripts read are exactly as issue 19 states."""
     paced, today = result["paced"], result["baseline"]
+    quotas = paced.get("quotas", QUOTAS)
     lines = [
         "",
-        "(q) throughput under Bedrock quotas " + ", ".join(f"{m} {q}/min" for m, q in QUOTAS.items()),
+        "(q) throughput under Bedrock quotas "
+        + ", ".join(f"{m} {q}/min" for m, q in quotas.items())
+        + f", model latency {paced.get('latency_ms', '?')} ms",
     ]
     for name, run in (("paced", paced), ("today's behaviour", today)):
         capped = (
@@ -180,7 +193,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
             f"throttled {run['throttled_per_item']:.2f}/item, DLQ {run['in_dlq']}, "
             f"lost {run.get('lost', '-')}, duplicated {run.get('duplicated', '-')}"
         )
-    for model in QUOTAS:
+    for model in quotas:
         ratio = paced["utilisation"].get(model)
         lines.append(f"quota utilisation {model}  {'n/a' if ratio is None else f'{ratio:.2f}'}")
     lines.append(
@@ -189,7 +202,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run(items: int, baseline_cap: float, latency_ms: float, cap: float) -> dict[str, Any]:
+def run(items: int, baseline_cap: float, latency_ms: float, cap: float, quotas: str) -> dict[str, Any]:
     """Both modes against one set of servers (the PostgreSQL-backed MLflow server as in `make throughput`)."""
     from throughput.services import emulator, fresh_database, mlflow_server, moto
 
@@ -208,7 +221,7 @@ def run(items: int, baseline_cap: float, latency_ms: float, cap: float) -> dict[
             results[name] = run_phase(
                 "throughput.quota",
                 [
-                    "measure", "--mode", mode, "--items", str(items), "--cap", str(limit),
+                    "measure", "--mode", mode, "--items", str(items), "--cap", str(limit), "--quotas", quotas,
                     "--latency-ms", str(latency_ms), "--moto-url", str(moto_process.url),
                     "--tracking-uri", server.url, "--emulator-url", emulator_url,
                 ],
@@ -226,16 +239,21 @@ def main() -> None:
     child.add_argument("--tracking-uri", required=True)
     child.add_argument("--emulator-url", required=True)
     for target in (parser, child):
-        target.add_argument("--items", type=int, default=1800, help="items over both models (>= 1,000)")
+        target.add_argument("--items", type=int, default=1200, help="items over both models (>= 1,000)")
         target.add_argument("--latency-ms", type=float, default=200.0, help="emulator model latency")
         target.add_argument("--cap", type=float, default=900.0, help="give the paced run up after this long")
+        target.add_argument(
+            "--quotas",
+            default=",".join(f"{m}={q}" for m, q in QUOTAS.items()),
+            help="two models' requests per minute, model=rpm,model=rpm (items split in their ratio's order)",
+        )
     parser.add_argument("--baseline-cap", type=float, default=300.0, help="stop the baseline after this long")
     parser.add_argument("--output", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
     if args.command == "measure":
         emit_result(measure(args))
         return
-    result = run(args.items, args.baseline_cap, args.latency_ms, args.cap)
+    result = run(args.items, args.baseline_cap, args.latency_ms, args.cap, args.quotas)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2))

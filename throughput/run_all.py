@@ -212,7 +212,7 @@ def main() -> None:
     parser.add_argument("--baseline-prompts", type=int, default=40)
     parser.add_argument("--prompts", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5, help="import-time samples per case")
-    parser.add_argument("--quota-items", type=int, default=1800, help="items of (q), over two models")
+    parser.add_argument("--quota-items", type=int, default=1200, help="items of (q), over two models")
     parser.add_argument(
         "--shared-cpus", action="store_true", help="do not give the MLflow server CPUs of its own"
     )
