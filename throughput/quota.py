@@ -103,7 +103,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         emulator.configure(model, requests_per_minute=quota)
     s3, sqs = boto3.client("s3"), boto3.client("sqs")
     ledger = JobLedger(boto3.client("dynamodb"), resources.jobs_table)
-    pump = EventPump(default_routes(resources, wait_time_seconds=1))
+    routes = default_routes(resources, wait_time_seconds=1)
+    instances = max(1, args.instances)
+    if instances == 1:
+        pump: Any = EventPump(routes)
+    else:  # the work queue's pollers split over processes: each its own core and Bedrock client
+        pump = InstancePumps(
+            [r for r in routes if r.queue_url != resources.work.url],
+            next(r for r in routes if r.queue_url == resources.work.url),
+            instances,
+        )
     pump.start()
     key = f"incoming/quota/{args.mode}-{time.time_ns()}.jsonl"
     cap = args.cap
@@ -132,6 +141,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "items": args.items,
         "quotas": quotas,
         "latency_ms": args.latency_ms,
+        "instances": instances,
         "finished": finished_at is not None,
         "seconds": round(elapsed, 1),
         "ended": ended,
@@ -148,6 +158,64 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             lost_and_duplicated(s3, MlflowClient(args.tracking_uri), resources.bucket, job_id, args.items)
         )
     return result
+
+
+class InstancePumps:
+    """The work queue's pollers in ``instances`` processes, the other routes in this one. On Lambda every
+    instance has its own process and clients; the local pump runs them all as threads of one process,
+    sharing one boto3 client (so one botocore adaptive rate limiter) between them."""
+
+    def __init__(self, others: list[Any], work: Any, instances: int) -> None:
+        import dataclasses
+
+        from local_stack.event_pump import EventPump
+
+        self._others = EventPump(others)
+        per_instance = max(1, work.concurrency // instances)
+        self._work = dataclasses.replace(work, concurrency=per_instance)
+        self._instances = instances
+        self._processes: list[Any] = []
+
+    def start(self) -> None:
+        import subprocess
+
+        self._others.start()
+        for _ in range(self._instances):
+            self._processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "throughput.quota", "pump", "--work-url", self._work.queue_url,
+                     "--pollers", str(self._work.concurrency)]
+                )
+            )  # fmt: skip
+
+    def stop(self, timeout: float) -> None:
+        import signal
+
+        for process in self._processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            process.wait(timeout=timeout)
+        self._others.stop(timeout=timeout)
+
+
+def pump_work(work_url: str, pollers: int) -> None:
+    """One "Lambda instance" process: the runner's route with ``pollers`` pollers until SIGTERM."""
+    import dataclasses
+    import signal
+    import threading
+
+    from bedrock_pipeline import function_catalogue as catalogue
+    from local_stack.event_pump import EventPump
+    from local_stack.pump_routes import QueueRoute
+
+    spec = next(s for s in catalogue.queue_consumers() if s.queue is not None and s.queue.role == "work")
+    route = dataclasses.replace(QueueRoute.for_function(spec, work_url), concurrency=pollers)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    pump = EventPump([route])
+    pump.start()
+    stop.wait()
+    pump.stop(timeout=60)
 
 
 def lost_and_duplicated(s3: Any, client: Any, bucket: str, job_id: str, expected: int) -> dict[str, int]:
@@ -202,7 +270,9 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run(items: int, baseline_cap: float, latency_ms: float, cap: float, quotas: str) -> dict[str, Any]:
+def run(
+    items: int, baseline_cap: float, latency_ms: float, cap: float, quotas: str, instances: int
+) -> dict[str, Any]:
     """Both modes against one set of servers (the PostgreSQL-backed MLflow server as in `make throughput`)."""
     from throughput.services import emulator, fresh_database, mlflow_server, moto
 
@@ -221,7 +291,7 @@ def run(items: int, baseline_cap: float, latency_ms: float, cap: float, quotas: 
             results[name] = run_phase(
                 "throughput.quota",
                 [
-                    "measure", "--mode", mode, "--items", str(items), "--cap", str(limit), "--quotas", quotas,
+                    "measure", "--mode", mode, "--items", str(items), "--cap", str(limit), "--quotas", quotas, "--instances", str(instances),
                     "--latency-ms", str(latency_ms), "--moto-url", str(moto_process.url),
                     "--tracking-uri", server.url, "--emulator-url", emulator_url,
                 ],
@@ -233,6 +303,9 @@ def run(items: int, baseline_cap: float, latency_ms: float, cap: float, quotas: 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m throughput.quota", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
+    instance = sub.add_parser("pump", help="one runner instance's pollers (run by measure)")
+    instance.add_argument("--work-url", required=True)
+    instance.add_argument("--pollers", type=int, required=True)
     child = sub.add_parser("measure", help="one mode (run by the parent in its own process)")
     child.add_argument("--mode", choices=("adaptive", "off"), required=True)
     child.add_argument("--moto-url", required=True)
@@ -243,6 +316,9 @@ def main() -> None:
         target.add_argument("--latency-ms", type=float, default=200.0, help="emulator model latency")
         target.add_argument("--cap", type=float, default=900.0, help="give the paced run up after this long")
         target.add_argument(
+            "--instances", type=int, default=1, help="runner processes sharing the work queue's 10 pollers"
+        )
+        target.add_argument(
             "--quotas",
             default=",".join(f"{m}={q}" for m, q in QUOTAS.items()),
             help="two models' requests per minute, model=rpm,model=rpm (items split in their ratio's order)",
@@ -250,10 +326,13 @@ def main() -> None:
     parser.add_argument("--baseline-cap", type=float, default=300.0, help="stop the baseline after this long")
     parser.add_argument("--output", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
+    if args.command == "pump":
+        pump_work(args.work_url, args.pollers)
+        return
     if args.command == "measure":
         emit_result(measure(args))
         return
-    result = run(args.items, args.baseline_cap, args.latency_ms, args.cap, args.quotas)
+    result = run(args.items, args.baseline_cap, args.latency_ms, args.cap, args.quotas, args.instances)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2))
