@@ -321,6 +321,8 @@ class PipelineStack(cdk.Stack):
         grant_write_keys(self.prompt_bucket, fn, RESULTS_KEYS, why=why)
         self.jobs_table.grant_read_write_data(fn)  # ends items, finalizes jobs
         self.idempotency_table.grant_read_write_data(fn)  # one model call per item under duplicates
+        # An item its model has no room for goes back as a fresh message (pacing: no receive spent).
+        self.work.queue.grant_send_messages(fn)
 
     def _grant_evaluator(self) -> None:
         fn = self.functions[catalogue.EVALUATOR.name]

@@ -280,6 +280,12 @@ def test_given_known_bedrock_quotas_when_synthesized_then_the_runner_paces_by_th
             pipeline.ENV_MLFLOW_TRACKING_URI: "https://m",
         }
     )
+    # The runner requeues an item its model has no room for: it may send to the work queue.
+    role = runner["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = [st for r in resources.values() if r["Type"] == "AWS::IAM::Policy"
+                  and {"Ref": role} in r["Properties"]["Roles"]
+                  for st in r["Properties"]["PolicyDocument"]["Statement"]]  # fmt: skip
+    assert any("sqs:SendMessage" in st["Action"] for st in statements)
     policy = handler_env.pace_policy()
     assert policy.known_rpm == {m: float(q) for m, q in quotas.items()} and policy.target_utilisation == 0.9
     with pytest.raises(ValueError):
