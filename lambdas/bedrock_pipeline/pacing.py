@@ -8,7 +8,7 @@ the rate). Booking is one atomic DynamoDB write, and nothing polls: a caller sle
 
 The rate adapts to throttling (AIMD): it is cut by ``decrease_factor`` on a throttle (once per
 ``cooldown_s``: the throttles of one overshoot are one signal) and grows back by ``increase_rpm_per_s``
-each second, up to the ceiling. When the user knows the model's quota the ceiling is that quota times
+each second (the ceiling over a minute, PacePolicy), up to the ceiling. When the user knows the model's quota the ceiling is that quota times
 the target utilisation and the schedule starts there; otherwise it starts at ``start_rpm`` and probes
 up. Bedrock throttles per model and Region over a sliding minute (quotas-runtime.html); a schedule
 that never books more than the ceiling in any 60 s stays under it.
@@ -106,7 +106,7 @@ class PacePolicy:
     target_utilisation: float
     start_rpm: float
     unknown_ceiling_rpm: float
-    increase_rpm_per_s: float
+    recovery_s: float
     decrease_factor: float
     cooldown_s: float
     max_lag_s: float
@@ -119,7 +119,7 @@ class PacePolicy:
             ceiling_rpm=ceiling,
             start_rpm=start,
             floor_rpm=min(1.0, start),
-            increase_rpm_per_s=self.increase_rpm_per_s,
+            increase_rpm_per_s=ceiling / self.recovery_s,
             decrease_factor=self.decrease_factor,
             cooldown_s=self.cooldown_s,
             max_lag_s=self.max_lag_s,

@@ -98,9 +98,14 @@ BEDROCK_TARGET_UTILISATION: Final = 0.95
 BEDROCK_PACING_MAX_HOLD_SECONDS: Final = 30  # a batch of 10 at 20 requests/min is 30 s: held, not requeued
 PACING_START_RPM: Final = 60.0  # a model whose quota is not given starts here and probes up
 PACING_UNKNOWN_CEILING_RPM: Final = 1000.0  # ...up to this; give the quota for a faster model
-PACING_INCREASE_RPM_PER_S: Final = 10.0  # additive increase: +600 requests/min per minute
+# Additive increase: the rate grows back from 0 to its ceiling over this long. Bedrock counts a minute
+# (quotas-runtime.html), so a throttle's cause stays in the count that long: growing back faster only
+# meets the same full window again (a fixed +10/min per second did, at a 20/min quota).
+PACING_RECOVERY_SECONDS: Final = 60.0
 PACING_DECREASE_FACTOR: Final = 0.7  # multiplicative decrease on a throttle
-PACING_COOLDOWN_SECONDS: Final = 5.0  # one cut per cooldown: concurrent throttles are one overshoot
+# One cut per cooldown: the throttles of one overshoot are one signal, and under a per-minute count
+# they go on until the window turns over, whatever the rate now (5 s cut a 20/min model to the floor).
+PACING_COOLDOWN_SECONDS: Final = 15.0
 PACING_MAX_LAG_SECONDS: Final = 1.0  # an idle schedule banks at most this much burst
 # Throttles (and other transient errors) one held item retries in the runner before it is requeued.
 PACING_MAX_RETRIES_IN_PLACE: Final = 4

@@ -96,7 +96,7 @@ class HandlerEnvironment(BaseModel):
             target_utilisation=self.bedrock_target_utilisation,
             start_rpm=settings.PACING_START_RPM,
             unknown_ceiling_rpm=settings.PACING_UNKNOWN_CEILING_RPM,
-            increase_rpm_per_s=settings.PACING_INCREASE_RPM_PER_S,
+            recovery_s=settings.PACING_RECOVERY_SECONDS,
             decrease_factor=settings.PACING_DECREASE_FACTOR,
             cooldown_s=settings.PACING_COOLDOWN_SECONDS,
             max_lag_s=settings.PACING_MAX_LAG_SECONDS,

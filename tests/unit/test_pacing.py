@@ -102,7 +102,7 @@ def test_a_known_quota_starts_at_its_target_share_and_an_unknown_one_probes_up()
         target_utilisation=0.9,
         start_rpm=60,
         unknown_ceiling_rpm=1000,
-        increase_rpm_per_s=10,
+        recovery_s=60,
         decrease_factor=0.7,
         cooldown_s=5,
         max_lag_s=1,
@@ -111,6 +111,7 @@ def test_a_known_quota_starts_at_its_target_share_and_an_unknown_one_probes_up()
     assert policy.rules_for("us.other-v1:0").ceiling_rpm == pytest.approx(270)
     unknown = policy.rules_for("meta.llama3-1-8b-instruct-v1:0")
     assert (unknown.start_rpm, unknown.ceiling_rpm) == (60, 1000)
+    assert policy.rules_for(MODEL).increase_rpm_per_s == pytest.approx(540 / 60)  # back in a minute
     with pytest.raises(ValueError):
         parse_model_rpm("model-without-a-number")
 

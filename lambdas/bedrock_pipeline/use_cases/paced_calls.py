@@ -23,6 +23,8 @@ from bedrock_pipeline.ports import BedrockCallError, CallPacer, ModelGateway, Th
 # ConverseStreamOutput, "ThrottlingException").
 THROTTLING = "ThrottlingException"
 RETRY_AFTER = "retry_after_seconds"  # BedrockCallError.extra key: the call gave up its hold
+# Bedrock counts quotas per minute (quotas-runtime.html): a full window frees within 60 s.
+THROTTLED_COMEBACK_SECONDS = (10.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,16 @@ class PacedGateway:
         while True:
             backlog = pacing.pacer.backlog(model_id)
             if held + backlog > pacing.hold_seconds or failures > pacing.retries_in_place:
-                # Only throttles lead here (other errors are raised below): the item is requeued.
+                # Only throttles lead here (other errors are raised below): the item is requeued. Throttled
+                # again and again, the model's minute is full: it frees within the minute, at random.
+                delay = pacing.requeue_delay(backlog)
+                if failures > pacing.retries_in_place:
+                    delay = max(delay, pacing.rng.uniform(*THROTTLED_COMEBACK_SECONDS))
                 raise BedrockCallError(
                     THROTTLING,
                     f"{model_id}: no slot within the runner's hold ({held:.0f} s held, {failures} retries)",
                     False,
-                    {RETRY_AFTER: pacing.requeue_delay(backlog)},
+                    {RETRY_AFTER: delay},
                 )
             wait = pacing.pacer.book(model_id)
             pacing.sleep(wait)
