@@ -251,6 +251,11 @@ class PipelineStack(cdk.Stack):
             pipeline.ENV_BENCHMARK_SUITE: settings.benchmark_suite,
             pipeline.ENV_DEFAULT_EXECUTION_MODE: settings.default_execution_mode,
             pipeline.ENV_RUNNER_ITEM_CONCURRENCY: str(settings.runner_item_concurrency),
+            pipeline.ENV_BEDROCK_PACING: settings.bedrock_pacing,
+            pipeline.ENV_BEDROCK_MODEL_RPM: ",".join(
+                f"{m}={q}" for m, q in settings.bedrock_model_rpm.items()
+            ),
+            pipeline.ENV_BEDROCK_TARGET_UTILISATION: str(settings.bedrock_target_utilisation),
             "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # saves a get_run request per run
             **pipeline.OFFLINE_ENVIRONMENT,
@@ -339,6 +344,8 @@ class PipelineStack(cdk.Stack):
         )
         self.jobs_table.grant_read_write_data(fn)  # ends items, finalizes jobs
         self.idempotency_table.grant_read_write_data(fn)  # one model call per item under duplicates
+        # An item its model has no room for goes back as a fresh message (pacing: no receive spent).
+        self.work.queue.grant_send_messages(fn)
 
     def _grant_evaluator(self) -> None:
         fn = self.functions[catalogue.EVALUATOR.name]

@@ -89,6 +89,13 @@ class PlatformSettings(BaseModel):
     # Service Quotas console), divided by the models a job fans out to. None = the function catalogue's.
     runner_max_concurrency: int | None = Field(default=None, ge=2, le=1000)  # SQS event source limits
     runner_item_concurrency: int = Field(default=pipeline.RUNNER_ITEM_CONCURRENCY, ge=1, le=100)
+    # Pacing under the quotas (README "Sizing to your Bedrock quotas"): every runner books its calls in
+    # one schedule per model (in the jobs table). bedrock_model_rpm: the account's "On-demand model
+    # inference requests per minute" quota per model or inference-profile id, as Service Quotas shows
+    # it; a model not listed starts at a low rate and probes up. "off": botocore's adaptive retries.
+    bedrock_pacing: str = Field(default=pipeline.BEDROCK_PACING, pattern="^(adaptive|off)$")
+    bedrock_model_rpm: dict[str, int] = Field(default_factory=dict)
+    bedrock_target_utilisation: float = Field(default=pipeline.BEDROCK_TARGET_UTILISATION, gt=0, le=1)
 
     artifact_noncurrent_version_days: int = 30
     prompt_object_expiration_days: int = 180
@@ -102,6 +109,14 @@ class PlatformSettings(BaseModel):
     def _vpc_cidr_is_private(cls, value: str) -> str:
         if not ipaddress.ip_network(value).is_private:
             raise ValueError(f"vpc_cidr {value} is not a private range")
+        return value
+
+    @field_validator("bedrock_model_rpm")
+    @classmethod
+    def _quotas_are_positive(cls, value: dict[str, int]) -> dict[str, int]:
+        for model_id, rpm in value.items():
+            if rpm <= 0 or not model_id or "=" in model_id or "," in model_id:
+                raise ValueError(f"bedrock_model_rpm: {model_id!r}: {rpm} is not a model id and a quota > 0")
         return value
 
     @field_validator("allowed_cidrs")

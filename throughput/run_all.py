@@ -11,6 +11,8 @@ Bedrock emulator and one moto server, each in its own process:
   (c) pipeline  500 prompts from upload to the last run recorded, handlers behind the event pump
                 (throughput/pipeline_e2e.py)
   cold start    runner bundle size and import times in fresh subprocesses (throughput/cold_start.py)
+  (q) quota     a batch over two models under emulator quotas, paced vs today's behaviour, on servers
+                of its own and every CPU (throughput/quota.py; ~10 min)
 
 CPUs: by default the tracking service (the MLflow server and the machine's PostgreSQL, pinned back
 to its own mask afterwards) gets half of the machine's CPUs and everything else (moto, the emulator,
@@ -44,6 +46,7 @@ from typing import Any
 from local_stack.config import REPO_ROOT
 from throughput.phase import run_phase
 from throughput.profile_server import summarize
+from throughput.quota import report_lines as quota_report_lines
 from throughput.report import report
 from throughput.services import (
     emulator,
@@ -58,7 +61,7 @@ from throughput.services import (
     split_cpus,
 )
 
-PHASES = ("ceiling", "baseline", "pipeline", "batch_collector", "cold_start")
+PHASES = ("ceiling", "baseline", "pipeline", "batch_collector", "cold_start", "quota")
 
 
 def _children_cpu_seconds() -> float:
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     wanted = set(args.only.split(",")) if args.only else set(PHASES)
     started = time.monotonic()
+    every_cpu = os.sched_getaffinity(0)
     cpus = None if args.shared_cpus else split_cpus(os.sched_getaffinity(0))
     if cpus is not None:
         os.sched_setaffinity(0, cpus[1])  # inherited by every process started from here on
@@ -192,6 +196,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["cold_start"] = run_phase(
             "throughput.cold_start", ["--repeats", str(args.repeats)], timeout=600
         )
+    if "quota" in wanted:
+        print("(q) quota: paced vs today's behaviour under emulator quotas ...", file=sys.stderr)
+        os.sched_setaffinity(0, every_cpu)  # its own servers: no split to keep
+        results["quota"] = run_phase("throughput.quota", ["--items", str(args.quota_items)], timeout=2400)
     results["seconds"] = round(time.monotonic() - started, 1)
     return results
 
@@ -213,6 +221,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=500)
     parser.add_argument("--batch-records", type=int, default=10_000, help="records of (d)'s batch job")
     parser.add_argument("--repeats", type=int, default=5, help="import-time samples per case")
+    parser.add_argument("--quota-items", type=int, default=1200, help="items of (q), over two models")
     parser.add_argument(
         "--shared-cpus", action="store_true", help="do not give the MLflow server CPUs of its own"
     )
@@ -228,6 +237,8 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
     print("\n".join(report(results, args)))
+    if "quota" in results:
+        print("\n".join(quota_report_lines(results["quota"])))
     print("  * client: the whole phase process, warm-up and imports included")
     print(f"  (all figures: {args.output}; {results['seconds']:.0f} s)")
 

@@ -36,13 +36,21 @@ PERMANENT_ERROR_CODES = frozenset(
 )
 
 
-def make_bedrock_client(region_name: str | None = None) -> Any:
-    """bedrock-runtime client with botocore's adaptive retries (client-side rate limiting on throttles).
+def make_bedrock_client(region_name: str | None = None, *, paced: bool = False) -> Any:
+    """bedrock-runtime client. ``paced``: one attempt per call ("standard" mode, total_max_attempts 1:
+    the initial request included, boto3 guide "Retries"), as the
+    paced gateway books every attempt in the model's shared schedule and sees every throttle
+    (use_cases/paced_calls.py). Otherwise botocore's adaptive retries (client-side rate limiting).
 
     Call after `mlflow.bedrock.autolog()` so the client is traced.
     """
+    retries: Any = (
+        {"mode": "standard", "total_max_attempts": 1}
+        if paced
+        else {"mode": "adaptive", "max_attempts": settings.BEDROCK_MAX_ATTEMPTS}
+    )
     config = Config(
-        retries={"mode": "adaptive", "max_attempts": settings.BEDROCK_MAX_ATTEMPTS},
+        retries=retries,
         read_timeout=settings.BEDROCK_READ_TIMEOUT_SECONDS,
         max_pool_connections=max(10, settings.RUNNER_ITEM_CONCURRENCY * 2),
     )

@@ -39,6 +39,33 @@ class TransientItemError(Exception):
     """The item could not finish now (throttled past retries, service down); the queue retries it."""
 
 
+class ThrottledItem(TransientItemError):
+    """The model's shared schedule is booked further ahead than a runner may hold an item: the item
+    goes back to the queue as a fresh message due in ``retry_after_seconds``, which spends none of its
+    receives (throttling alone never sends an item to the DLQ)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class CallPacer(Protocol):
+    """A schedule of calls per model shared by every runner, at a rate that adapts to throttling
+    (bedrock_pipeline/pacing.py; the adapter is pacer_store.py)."""
+
+    def book(self, model_id: str) -> float:
+        """Book the model's next slot; the seconds to wait before calling."""
+        ...
+
+    def backlog(self, model_id: str) -> float:
+        """Seconds until the model's next free slot as last seen (no call: may be a moment stale)."""
+        ...
+
+    def throttled(self, model_id: str) -> None:
+        """A call was throttled: cut the model's rate (once per cooldown, whoever reports it)."""
+        ...
+
+
 class ModelGateway(Protocol):
     """Bedrock's Converse/ConverseStream. Raises `BedrockCallError`."""
 
@@ -314,6 +341,7 @@ __all__ = [
     "BatchPart",
     "BatchRegistry",
     "BedrockCallError",
+    "CallPacer",
     "CallRun",
     "ItemEnd",
     "JobCounts",
@@ -327,6 +355,7 @@ __all__ = [
     "RunRecorder",
     "RunRef",
     "SourceObject",
+    "ThrottledItem",
     "TransientItemError",
     "WorkQueue",
 ]

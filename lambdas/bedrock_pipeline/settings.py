@@ -73,6 +73,16 @@ ENV_RUNNER_ITEM_CONCURRENCY: Final = "RUNNER_ITEM_CONCURRENCY"
 ENV_DEFAULT_EXECUTION_MODE: Final = "DEFAULT_EXECUTION_MODE"  # on_demand (default), batch or auto
 # The service role Bedrock assumes to run batch jobs (read batch/*/input/, write batch/*/output/).
 ENV_BATCH_ROLE_ARN: Final = "BATCH_ROLE_ARN"
+# Pacing calls under Bedrock's quotas (bedrock_pipeline/pacing.py, README "Sizing to your quotas"):
+# "adaptive" (a schedule per model shared by all runners, rate cut on throttles) or "off" (each client
+# on its own with botocore's adaptive retries, the behaviour before issue 19).
+ENV_BEDROCK_PACING: Final = "BEDROCK_PACING"
+# The model quotas the account has, if known: "model-id=600,other-id=300" (requests per minute, as
+# Service Quotas lists them); the schedule then starts at quota x target utilisation.
+ENV_BEDROCK_MODEL_RPM: Final = "BEDROCK_MODEL_RPM"
+ENV_BEDROCK_TARGET_UTILISATION: Final = "BEDROCK_TARGET_UTILISATION"
+# Longest a runner holds an item waiting for its model's slot before returning it to the queue.
+ENV_BEDROCK_PACING_MAX_HOLD_SECONDS: Final = "BEDROCK_PACING_MAX_HOLD_SECONDS"
 
 # --- Lambda timeouts and batching the core code also reads (each function's whole deployment, memory
 # and event source included, is in function_catalogue.py) ---
@@ -107,7 +117,33 @@ MAX_WORK_ITEM_BYTES: Final = 200 * 1024
 MAX_ITEM_BODY_BYTES: Final = 9 * 1024 * 1024  # one work item as JSON, inline or by reference
 
 # --- Bedrock client ---
-BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode
+BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode (pacing off)
+
+# --- Pacing (pacing.py; the defaults of the variables above, and the AIMD constants) ---
+# Off until the stall seen with an overstated quota is understood (docs/PERFORMANCE.md, "Under Bedrock's quotas").
+BEDROCK_PACING: Final = "off"
+PACING_MODES: Final = ("adaptive", "off")
+# Below 1.0 leaves room for what a sliding-minute count and clocks across instances disagree on.
+BEDROCK_TARGET_UTILISATION: Final = 0.95
+BEDROCK_PACING_MAX_HOLD_SECONDS: Final = 30  # a batch of 10 at 20 requests/min is 30 s: held, not requeued
+PACING_START_RPM: Final = 60.0  # a model whose quota is not given starts here and probes up
+PACING_UNKNOWN_CEILING_RPM: Final = 1000.0  # ...up to this; give the quota for a faster model
+# Additive increase: the rate grows back from 0 to its ceiling over this long. Bedrock counts a minute
+# (quotas-runtime.html), so a throttle's cause stays in the count that long: growing back faster only
+# meets the same full window again (a fixed +10/min per second did, at a 20/min quota).
+PACING_RECOVERY_SECONDS: Final = 60.0
+PACING_DECREASE_FACTOR: Final = 0.7  # multiplicative decrease on a throttle
+# One cut per cooldown: the throttles of one overshoot are one signal, and under a per-minute count
+# they go on until the window turns over, whatever the rate now (5 s cut a 20/min model to the floor).
+PACING_COOLDOWN_SECONDS: Final = 15.0
+PACING_MAX_LAG_SECONDS: Final = 1.0  # an idle schedule banks at most this much burst
+# Throttles (and other transient errors) one held item retries in the runner before it is requeued.
+PACING_MAX_RETRIES_IN_PLACE: Final = 4
+# A requeued item carries its count (message attribute); past this it takes the queue's failure path.
+PACING_MAX_DEFERRALS: Final = 100
+PACING_DEFERRALS_ATTRIBUTE: Final = "pacing-deferrals"
+# SendMessage DelaySeconds is 0 to 900 (SQS API Reference, SendMessage).
+SQS_MAX_DELAY_SECONDS: Final = 900
 BEDROCK_READ_TIMEOUT_SECONDS: Final = 120
 
 DEFAULT_MODELS: Final = (

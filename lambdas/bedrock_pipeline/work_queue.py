@@ -131,3 +131,17 @@ def queue_url_of(sqs_client: Any, queue_arn: str) -> str:
     """A queue's URL from its ARN (an event source names queues by ARN; the API wants URLs)."""
     _, _, _, _, account, name = queue_arn.split(":", 5)
     return str(sqs_client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
+
+
+def requeue(sqs_client: Any, queue_url: str, body: str, *, delay_seconds: float, deferrals: int) -> None:
+    """The same work item as a fresh message due in ``delay_seconds``: its receive count starts again,
+    so waiting for a model's quota spends none of the item's retries (the original message is then
+    deleted by the batch response; if that fails too, the ledger makes the second delivery a no-op)."""
+    sqs_client.send_message(
+        QueueUrl=queue_url,
+        MessageBody=body,
+        DelaySeconds=max(0, min(settings.SQS_MAX_DELAY_SECONDS, round(delay_seconds))),
+        MessageAttributes={
+            settings.PACING_DEFERRALS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(deferrals)}
+        },
+    )

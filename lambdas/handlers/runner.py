@@ -26,7 +26,9 @@ with lean_imports():  # what the cold start imports, without GC passes or MLflow
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from pydantic import ValidationError
 
+    from bedrock_pipeline import settings
     from bedrock_pipeline.domain import WorkItem
+    from bedrock_pipeline.ports import ThrottledItem
     from bedrock_pipeline.trace_export import holding_finished_traces
     from bedrock_pipeline.use_cases.collect_batch import (
         BatchChunk,
@@ -37,6 +39,7 @@ with lean_imports():  # what the cold start imports, without GC passes or MLflow
     from bedrock_pipeline.use_cases.fan_out import item_pool
     from bedrock_pipeline.use_cases.finalize import finalize_if_complete
     from bedrock_pipeline.use_cases.run_item import item_failed, malformed_message, run_item
+    from bedrock_pipeline.work_queue import requeue
     from handlers.runtime import describe_failure, logger, metrics, model_core, queue_retries
 
 
@@ -105,6 +108,20 @@ class _Invocation:
             extra={"item_key": item.key, "receive_count": receive_count, "reason": reason},
         )
 
+    def defer(self, record: SQSRecord, exc: ThrottledItem) -> bool:
+        """Requeue an item its model has no room for as a fresh message (no receive spent). False past
+        PACING_MAX_DEFERRALS (a quota that lets nothing through): the item then fails as any other."""
+        attribute = record.message_attributes.get(settings.PACING_DEFERRALS_ATTRIBUTE)
+        deferrals = int((attribute.string_value if attribute else None) or 0) + 1
+        if deferrals > settings.PACING_MAX_DEFERRALS:
+            return False
+        url = queue_retries().queue(record.event_source_arn)[0]
+        requeue(
+            model_core().sqs, url, record.body, delay_seconds=exc.retry_after_seconds, deferrals=deferrals
+        )
+        metrics.add_metric(name="ItemsDeferred", unit=MetricUnit.Count, value=1)
+        return True
+
     async def record_handler(self, record: SQSRecord) -> None:
         loop = asyncio.get_running_loop()
         if is_chunk_message(record.body):  # records of a finished Bedrock batch job (collect_batch.py)
@@ -127,6 +144,11 @@ class _Invocation:
             raise
         try:
             outcome = await loop.run_in_executor(self.pool, run_item, model_core().runner, item)
+        except ThrottledItem as exc:
+            if await loop.run_in_executor(self.pool, self.defer, record, exc):
+                return  # the fresh message carries the item; this one is deleted as done
+            await loop.run_in_executor(self.pool, self.after_failure, record, item, exc)
+            raise
         except Exception as exc:
             await loop.run_in_executor(self.pool, self.after_failure, record, item, exc)
             raise

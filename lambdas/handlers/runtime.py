@@ -16,18 +16,20 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.parameters import get_secret
 from botocore.config import Config
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.batch.adapters import BedrockBatchJobs, DynamoBatchRegistry, S3BatchFiles
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.media_store import S3MediaStore
+from bedrock_pipeline.pacing import PacePolicy, parse_model_rpm
 from bedrock_pipeline.ports import ModelCatalog, ModelGateway
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.storage import S3AnswerCache, S3PromptSource, S3ResultStore
 from bedrock_pipeline.use_cases.collect_batch import ChunkDeps, CollectDeps
 from bedrock_pipeline.use_cases.finalize import FinalizeDeps
 from bedrock_pipeline.use_cases.ingest import IngestDeps
+from bedrock_pipeline.use_cases.paced_calls import PacedGateway, Pacing
 from bedrock_pipeline.use_cases.run_item import CallDeps, OncePerItem, RunnerDeps
 from bedrock_pipeline.use_cases.submit_batch import BatchDeps
 from bedrock_pipeline.work_queue import ItemBodies, SqsWorkQueue, queue_url_of
@@ -72,9 +74,41 @@ class HandlerEnvironment(BaseModel):
         default=settings.RUNNER_ITEM_CONCURRENCY, ge=1, le=100, alias=settings.ENV_RUNNER_ITEM_CONCURRENCY
     )
 
+    bedrock_pacing: Literal["adaptive", "off"] = Field(
+        default=settings.BEDROCK_PACING, alias=settings.ENV_BEDROCK_PACING
+    )
+    bedrock_model_rpm: str = Field(default="", alias=settings.ENV_BEDROCK_MODEL_RPM)
+    bedrock_target_utilisation: float = Field(
+        default=settings.BEDROCK_TARGET_UTILISATION, gt=0, le=1, alias=settings.ENV_BEDROCK_TARGET_UTILISATION
+    )
+    bedrock_pacing_max_hold_seconds: float = Field(
+        default=settings.BEDROCK_PACING_MAX_HOLD_SECONDS,
+        ge=0,
+        le=settings.RUNNER_TIMEOUT_SECONDS / 2,
+        alias=settings.ENV_BEDROCK_PACING_MAX_HOLD_SECONDS,
+    )
+
+    @field_validator("bedrock_model_rpm")
+    @classmethod
+    def _model_rpm_parses(cls, value: str) -> str:
+        parse_model_rpm(value)  # raises with the offending part
+        return value
+
     @property
     def models(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in self.default_models.split(",") if m.strip())
+
+    def pace_policy(self) -> PacePolicy:
+        return PacePolicy(
+            known_rpm=parse_model_rpm(self.bedrock_model_rpm),
+            target_utilisation=self.bedrock_target_utilisation,
+            start_rpm=settings.PACING_START_RPM,
+            unknown_ceiling_rpm=settings.PACING_UNKNOWN_CEILING_RPM,
+            recovery_s=settings.PACING_RECOVERY_SECONDS,
+            decrease_factor=settings.PACING_DECREASE_FACTOR,
+            cooldown_s=settings.PACING_COOLDOWN_SECONDS,
+            max_lag_s=settings.PACING_MAX_LAG_SECONDS,
+        )
 
 
 @functools.cache
@@ -159,6 +193,8 @@ class Core:
     def chunks(self) -> ChunkDeps:
         return ChunkDeps(self.runner, self.batch_files, self.batch_registry)
 
+    pacing: Pacing | None = None  # the models' shared schedules (None: BEDROCK_PACING=off)
+
     @functools.cached_property
     def results(self) -> S3ResultStore:
         return S3ResultStore(self.s3, self.bucket)
@@ -201,7 +237,9 @@ class Core:
 
     @functools.cached_property
     def runner(self) -> RunnerDeps:
-        return RunnerDeps(call=self.calls, ledger=self.ledger, results=self.results, once=self.once)
+        return RunnerDeps(
+            call=self.calls, ledger=self.ledger, results=self.results, once=self.once, pacing=self.pacing
+        )
 
     @functools.cached_property
     def finalize(self) -> FinalizeDeps:
@@ -250,20 +288,27 @@ def _build_core(*, with_model: bool) -> Core:
     from bedrock_pipeline.bedrock import BedrockGateway, make_bedrock_client
     from bedrock_pipeline.mlflow_internals.request_headers import ask_databricks_context_once
     from bedrock_pipeline.model_catalog import BedrockModelCatalog
+    from bedrock_pipeline.pacer_store import DynamoCallPacer
     from bedrock_pipeline.trace_export import export_traces_at_once
     from bedrock_pipeline.tracking import RunTracker
 
     env = environment()
     mlflow.set_tracking_uri(env.mlflow_tracking_uri)
     ask_databricks_context_once()  # not once per tracking request (mlflow_internals)
-    gateway = None
-    if with_model:
-        mlflow.bedrock.autolog()  # before the client is created: autolog patches client creation
-        export_traces_at_once()  # a record's spans in one request, not one each (trace_export.py)
-        gateway = BedrockGateway(make_bedrock_client())
     # Items of a batch run concurrently and the finalizer fetches results in parallel: size the pools.
     pooled = Config(max_pool_connections=32)
     dynamodb = boto3.client("dynamodb", config=pooled)
+    gateway: ModelGateway | None = None
+    pacing = None
+    if with_model:
+        mlflow.bedrock.autolog()  # before the client is created: autolog patches client creation
+        export_traces_at_once()  # a record's spans in one request, not one each (trace_export.py)
+        paced = env.bedrock_pacing == "adaptive"
+        gateway = BedrockGateway(make_bedrock_client(paced=paced))
+        if paced:  # the schedules live in the job ledger's table, shared by every runner
+            pacer = DynamoCallPacer(dynamodb, env.jobs_table, env.pace_policy().rules_for)
+            pacing = Pacing(pacer, hold_seconds=env.bedrock_pacing_max_hold_seconds)
+            gateway = PacedGateway(gateway, pacing)
     once = None
     if env.idempotency_table:
         once = OncePerItem.with_persistence(
@@ -283,6 +328,7 @@ def _build_core(*, with_model: bool) -> Core:
         models=BedrockModelCatalog(),  # lists nothing until ingest checks a file's models
         default_mode=env.default_execution_mode,
         batch_role_arn=env.batch_role_arn,
+        pacing=pacing,
     )
 
 

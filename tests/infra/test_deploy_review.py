@@ -261,6 +261,39 @@ def test_given_runner_concurrency_settings_when_synthesized_then_event_source_an
     assert env[pipeline.ENV_RUNNER_ITEM_CONCURRENCY] == "4"
 
 
+def test_given_known_bedrock_quotas_when_synthesized_then_the_runner_paces_by_them(tmp_path: Path) -> None:
+    from handlers.runtime import HandlerEnvironment
+
+    quotas = {"amazon.nova-lite-v1:0": 600, "us.anthropic.claude-3-haiku-20240307-v1:0": 300}
+    context = {**TEST_CONTEXT, "bedrock_mlflow": {**TEST_CONTEXT["bedrock_mlflow"],
+               "bedrock_pacing": "adaptive", "bedrock_model_rpm": quotas,
+               "bedrock_target_utilisation": 0.9}}  # fmt: skip
+    template = Template.from_stack(create_app(context, outdir=str(tmp_path)).pipeline).to_json()
+    resources = template["Resources"]
+    (runner,) = [r for r in resources.values()
+                 if r["Type"] == "AWS::Lambda::Function" and r["Properties"].get("Handler") == catalogue.RUNNER.handler]  # fmt: skip
+    env = runner["Properties"]["Environment"]["Variables"]
+    assert env[pipeline.ENV_BEDROCK_PACING] == "adaptive"
+    # What the handler reads back at cold start is what was deployed.
+    handler_env = HandlerEnvironment.model_validate(
+        {
+            **{k: v if isinstance(v, str) else "x" * 8 for k, v in env.items()},
+            pipeline.ENV_MLFLOW_TRACKING_URI: "https://m",
+        }
+    )
+    # The runner requeues an item its model has no room for: it may send to the work queue.
+    role = runner["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = [st for r in resources.values() if r["Type"] == "AWS::IAM::Policy"
+                  and {"Ref": role} in r["Properties"]["Roles"]
+                  for st in r["Properties"]["PolicyDocument"]["Statement"]]  # fmt: skip
+    assert any("sqs:SendMessage" in st["Action"] for st in statements)
+    policy = handler_env.pace_policy()
+    assert policy.known_rpm == {m: float(q) for m, q in quotas.items()} and policy.target_utilisation == 0.9
+    with pytest.raises(ValueError):
+        create_app({**TEST_CONTEXT, "bedrock_mlflow": {**TEST_CONTEXT["bedrock_mlflow"],
+                    "bedrock_model_rpm": {"amazon.nova-lite-v1:0": 0}}}, outdir=str(tmp_path / "bad"))  # fmt: skip
+
+
 def test_given_the_item_concurrency_variable_when_the_runner_builds_its_pool_then_it_has_that_many_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

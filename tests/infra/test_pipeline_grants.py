@@ -15,11 +15,12 @@ from bedrock_pipeline import function_catalogue as catalogue
 from tests.infra.conftest import Synthesized
 
 # Queues each function sends to. Ingest: SqsWorkQueue.send (work items). Evaluator: dead_letter.reject
-# parks a job that can never run in its queue's DLQ. Runner sends nothing; the benchmark only its failed async invocations (Lambda sends the on-failure record with the function role). Consuming their
+# parks a job that can never run in its queue's DLQ. Runner: work_queue.requeue (pacing sends an item its
+# model has no room for again as a fresh message); the benchmark only its failed async invocations (Lambda sends the on-failure record with the function role). Consuming their
 # own queue (receive, delete, change visibility for back-off) comes with the event source.
 SENDS_TO = {
     "ingest": {"work"},
-    "runner": set(),
+    "runner": {"work"},
     "evaluator": {"evaluation-dlq"},
     "benchmark": {"benchmark-async-failures"},  # Lambda's on-failure destination, sent with its role
     "collector": {"work"},  # collect_batch.collect_job: a finished batch job's chunks

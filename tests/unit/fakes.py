@@ -527,3 +527,58 @@ class MemoryBatchRegistry:
 
     def duration_seconds(self, arn: str) -> float | None:
         return self.collected_arns.get(arn, ("", None))[1]
+
+
+class ManualClock:
+    """A clock the test moves; ``sleep`` moves it (so waits cost no time and are recorded)."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class MemoryPacer:
+    """The `CallPacer` port in memory: the pure pacing rules over one shared state per model, under a
+    lock (the DynamoDB item's atomic update), on an injected clock."""
+
+    def __init__(self, rules_for: Callable[[str], Any], clock: Callable[[], float]) -> None:
+        from bedrock_pipeline import pacing
+
+        self._pacing = pacing
+        self._rules_for = rules_for
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.states: dict[str, Any] = {}
+        self.booked: list[tuple[str, float]] = []  # (model, slot time)
+        self.throttles: list[str] = []
+
+    def _state(self, model_id: str) -> Any:
+        return self.states.setdefault(
+            model_id, self._pacing.PaceState.fresh(self._rules_for(model_id), self._clock())
+        )
+
+    def book(self, model_id: str) -> float:
+        with self._lock:
+            now = self._clock()
+            state, wait = self._pacing.book(self._state(model_id), self._rules_for(model_id), now)
+            self.states[model_id] = state
+            self.booked.append((model_id, now + wait))
+            return wait
+
+    def backlog(self, model_id: str) -> float:
+        with self._lock:
+            return self._pacing.backlog_s(self._state(model_id), self._clock())
+
+    def throttled(self, model_id: str) -> None:
+        with self._lock:
+            self.throttles.append(model_id)
+            cut = self._pacing.after_throttle(self._state(model_id), self._rules_for(model_id), self._clock())
+            if cut is not None:
+                self.states[model_id] = cut

@@ -42,10 +42,12 @@ from bedrock_pipeline.ports import (
     ModelGateway,
     ResultStore,
     RunRecorder,
+    ThrottledItem,
     TransientItemError,
 )
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.service_tiers import price_tier, service_tier
+from bedrock_pipeline.use_cases.paced_calls import RETRY_AFTER, Pacing
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,8 @@ class RunnerDeps:
     results: ResultStore
     # Without it an item still never counts twice (ledger), but concurrent duplicates could both call.
     once: OncePerItem | None = None
+    # With pacing an item whose model is booked beyond the hold is requeued before it starts anything.
+    pacing: Pacing | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,8 @@ def record_call(item: WorkItem, deps: CallDeps, *, attempt: int = 1) -> ResultLi
     except BedrockCallError as exc:  # transient: _call_model keeps permanent errors as outcomes
         # The retry makes a fresh run; drop this one so the job keeps one run per item.
         deps.recorder.discard_call_run(run_id)
+        if RETRY_AFTER in exc.extra:  # the paced gateway gave up its hold: requeue, not a failure
+            raise ThrottledItem(str(exc), retry_after_seconds=float(exc.extra[RETRY_AFTER])) from exc
         raise TransientItemError(str(exc)) from exc
     deps.recorder.finish_call_run(run_id, item, outcome, trace_id)
     return ResultLine.for_item(item, outcome, RunRef(run_id, trace_id))
@@ -211,13 +217,16 @@ def _call_model(item: WorkItem, deps: CallDeps) -> CallOutcome:
 def run_item(deps: RunnerDeps, item: WorkItem) -> ItemOutcome:
     """Run one work item once. A duplicate delivery of an ended item does nothing.
 
-    Raises (TransientItemError or whatever failed) when the item should return to the queue.
+    Raises (TransientItemError or whatever failed) when the item should return to the queue;
+    ThrottledItem when it should come back later without counting as a failure.
     """
     job_id = item.bound_job.job_id
     end = deps.ledger.item_end(job_id, item.key)
     redriven = end is not None and end.retryable
     if end is not None and not redriven:
         return ItemOutcome(job_id=job_id, succeeded=end.succeeded, duplicate=True)
+    if deps.pacing is not None:
+        deps.pacing.check_room(item.model_id)
     work = {"item_key": item.key}
     if deps.once is not None:
         try:

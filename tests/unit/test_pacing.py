@@ -1,0 +1,201 @@
+"""The pacing rules (pacing.py) as properties, and the paced gateway and runner over the fakes."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bedrock_pipeline.pacing import (
+    PacePolicy,
+    PaceRules,
+    PaceState,
+    after_throttle,
+    book,
+    interval_s,
+    parse_model_rpm,
+    rate_at,
+)
+from bedrock_pipeline.ports import BedrockCallError, ThrottledItem, TransientItemError
+from bedrock_pipeline.use_cases.paced_calls import RETRY_AFTER, PacedGateway, Pacing
+from bedrock_pipeline.use_cases.run_item import run_item
+from tests.unit.fakes import ManualClock, MemoryPacer, ScriptedGateway
+from tests.unit.test_use_cases import MODEL, World, _records, world  # noqa: F401  (fixture)
+
+rules_st = st.builds(
+    lambda ceiling, start_share, inc, factor, cool, lag: PaceRules(
+        ceiling_rpm=ceiling,
+        start_rpm=max(1.0, ceiling * start_share),
+        increase_rpm_per_s=inc,
+        decrease_factor=factor,
+        cooldown_s=cool,
+        max_lag_s=lag,
+    ),
+    st.floats(1.0, 5000.0),
+    st.floats(0.0, 1.0),
+    st.floats(0.1, 100.0),
+    st.floats(0.1, 0.95),
+    st.floats(0.0, 30.0),
+    st.floats(0.0, 5.0),
+)
+# Gaps between callers asking for a slot: bursts (0) and idle spells.
+gaps_st = st.lists(st.one_of(st.just(0.0), st.floats(0.0, 120.0)), min_size=1, max_size=300)
+
+
+def steady(ceiling: float, lag: float = 1.0) -> PaceRules:
+    return PaceRules(ceiling_rpm=ceiling, start_rpm=ceiling, max_lag_s=lag)
+
+
+@given(rules_st, st.floats(0, 10_000), st.floats(0, 10_000), st.booleans())
+def test_the_rate_stays_between_floor_and_ceiling(
+    rules: PaceRules, cut_at: float, later: float, cut: bool
+) -> None:
+    state = PaceState(rate_rpm=rules.start_rpm, cut_at=cut_at, next_slot=0.0, cut=cut)
+    for now in (cut_at, cut_at + later):
+        assert rules.floor_rpm <= rate_at(state, rules, now) <= rules.ceiling_rpm
+        throttled = after_throttle(state, rules, now)
+        if throttled is not None:
+            assert rules.floor_rpm <= throttled.rate_rpm <= rate_at(state, rules, now)
+
+
+@given(st.floats(1.0, 3000.0), st.floats(0.0, 5.0), gaps_st)
+def test_at_a_steady_rate_no_60_s_window_holds_more_slots_than_the_rate_plus_the_lag(
+    ceiling: float, lag: float, gaps: list[float]
+) -> None:
+    rules = steady(ceiling, lag)
+    now = 0.0
+    state = PaceState.fresh(rules, now)
+    interval = interval_s(ceiling)
+    slots, booked = [], []
+    for gap in gaps:
+        now += gap
+        state, wait = book(state, rules, now)
+        assert wait >= 0
+        slots.append(now + wait)  # when the call goes
+        booked.append(state.next_slot - interval)  # the schedule's slot (up to max_lag_s in the past)
+    for earlier, later in itertools.pairwise(booked):
+        assert later - earlier >= interval - 1e-6  # the schedule's slots never crowd
+    for first in range(len(slots)):
+        in_window = sum(1 for s in slots[first:] if s < slots[first] + 60.0)
+        assert in_window <= ceiling + lag * ceiling / 60 + 1
+
+
+@given(rules_st, st.floats(0.0, 1000.0))
+def test_throttles_within_a_cooldown_cut_once_and_the_rate_grows_back_to_the_ceiling(
+    rules: PaceRules, now: float
+) -> None:
+    state = PaceState.fresh(rules, 0.0)
+    cut = after_throttle(state, rules, now)
+    assert cut is not None and cut.cut and cut.cut_at == now  # the first throttle always cuts
+    if rules.cooldown_s > 0:
+        assert after_throttle(cut, rules, now + rules.cooldown_s / 2) is None
+    recovered = now + (rules.ceiling_rpm - cut.rate_rpm) / rules.increase_rpm_per_s
+    assert rate_at(cut, rules, recovered + 1e-6) == pytest.approx(rules.ceiling_rpm)
+
+
+def test_a_known_quota_starts_at_its_target_share_and_an_unknown_one_probes_up() -> None:
+    policy = PacePolicy(
+        known_rpm=parse_model_rpm(f"{MODEL}=600, us.other-v1:0=300"),
+        target_utilisation=0.9,
+        start_rpm=60,
+        unknown_ceiling_rpm=1000,
+        recovery_s=60,
+        decrease_factor=0.7,
+        cooldown_s=5,
+        max_lag_s=1,
+    )
+    assert policy.rules_for(MODEL).start_rpm == pytest.approx(540)
+    assert policy.rules_for("us.other-v1:0").ceiling_rpm == pytest.approx(270)
+    unknown = policy.rules_for("meta.llama3-1-8b-instruct-v1:0")
+    assert (unknown.start_rpm, unknown.ceiling_rpm) == (60, 1000)
+    assert policy.rules_for(MODEL).increase_rpm_per_s == pytest.approx(540 / 60)  # back in a minute
+    with pytest.raises(ValueError):
+        parse_model_rpm("model-without-a-number")
+
+
+def paced(
+    gateway: ScriptedGateway, ceiling: float = 600, hold: float = 30.0
+) -> tuple[PacedGateway, MemoryPacer, ManualClock]:
+    clock = ManualClock()
+    pacer = MemoryPacer(lambda _: steady(ceiling), clock)
+    return (
+        PacedGateway(gateway, Pacing(pacer, hold_seconds=hold, sleep=clock.sleep, rng=random.Random(1))),
+        pacer,
+        clock,
+    )
+
+
+def throttle() -> BedrockCallError:
+    return BedrockCallError("ThrottlingException", "Too many requests", permanent=False)
+
+
+def test_a_throttled_call_cuts_the_models_rate_once_and_is_retried_in_its_next_slot() -> None:
+    inner = ScriptedGateway({MODEL: [throttle(), throttle()]})
+    gateway, pacer, _clock = paced(inner)
+
+    assert gateway.invoke(MODEL, {}, stream=False).stop_reason == "end_turn"
+
+    assert inner.calls == [MODEL] * 3 and pacer.throttles == [MODEL, MODEL]
+    assert pacer.states[MODEL].rate_rpm == pytest.approx(600 * 0.7)  # one cut: the second was in its cooldown
+    slots = [slot for _, slot in pacer.booked]
+    assert slots[2] - slots[1] >= interval_s(600 * 0.7) - 1e-9  # the retry waited at the cut rate
+
+
+def test_calls_from_many_callers_are_spread_at_the_models_rate() -> None:
+    inner = ScriptedGateway()
+    gateway, pacer, clock = paced(inner, ceiling=300)
+    start = clock.now
+    for _ in range(20):
+        pacer.book(MODEL)  # nineteen other callers booked first
+    gateway.invoke(MODEL, {}, stream=False)
+    assert clock.now - start == pytest.approx(20 * interval_s(300))
+
+
+def test_a_model_booked_beyond_the_hold_is_not_called_and_says_when_to_come_back() -> None:
+    inner = ScriptedGateway()
+    gateway, pacer, _clock = paced(inner, ceiling=60, hold=10)
+    for _ in range(30):  # 30 s of calls at 60 a minute
+        pacer.book(MODEL)
+    with pytest.raises(BedrockCallError) as raised:
+        gateway.invoke(MODEL, {}, stream=False)
+    assert raised.value.code == "ThrottlingException" and not raised.value.permanent
+    assert 15 <= raised.value.extra[RETRY_AFTER] <= 35 and inner.calls == []
+
+
+def test_a_5xx_past_its_retries_is_raised_as_it_was_not_requeued() -> None:
+    unavailable = BedrockCallError("ServiceUnavailableException", "try later", permanent=False)
+    inner = ScriptedGateway({MODEL: [unavailable] * 10})
+    gateway, _, _ = paced(inner)
+    with pytest.raises(BedrockCallError) as raised:
+        gateway.invoke(MODEL, {}, stream=False)
+    assert raised.value.code == "ServiceUnavailableException" and RETRY_AFTER not in raised.value.extra
+    assert len(inner.calls) == gateway.pacing.retries_in_place + 1
+
+
+def test_given_a_model_throttled_past_the_hold_then_the_item_is_requeued_not_failed_and_keeps_no_run(
+    world: World,  # noqa: F811
+) -> None:
+    inner = world.gateway = ScriptedGateway({MODEL: [throttle()] * 10})
+    _, report = world.upload("incoming/held.jsonl", _records(1))
+    (item,) = world.queue.received()
+    gateway, pacer, _clock = paced(world.gateway)
+    world.gateway = gateway  # type: ignore[assignment]
+    runner = world.runner
+    deps = type(runner)(call=runner.call, ledger=runner.ledger, results=runner.results, pacing=gateway.pacing)
+
+    with pytest.raises(ThrottledItem) as raised:
+        run_item(deps, item)
+    assert isinstance(raised.value, TransientItemError) and raised.value.retry_after_seconds >= 1
+    assert world.recorder.call_runs() == [] and world.ledger.item_end(report.job_id, item.key) is None
+
+    # Booked far ahead: the next delivery is requeued before it records anything at all.
+    for _ in range(1000):
+        pacer.book(MODEL)
+    attempts = dict(world.ledger.attempts)
+    calls = list(inner.calls)
+    with pytest.raises(ThrottledItem):
+        run_item(deps, item)
+    assert world.ledger.attempts == attempts and inner.calls == calls
