@@ -34,18 +34,15 @@ from stacks.constructs.batch_inference import add_batch_inference
 from stacks.constructs.benchmark_schedule import RESULTS_PREFIX as BENCHMARK_RESULTS_PREFIX
 from stacks.constructs.benchmark_schedule import SUITES_PREFIX, schedule_benchmark
 from stacks.constructs.egress import allow_https_to_endpoints
+from stacks.constructs.model_access import grant_model_invocation, model_arns
 from stacks.constructs.pipeline_monitoring import add_alarms_and_dashboard
 from stacks.constructs.queue_with_dlq import async_failure_queue
 from stacks.constructs.scoped_grants import grant_read_keys, grant_write_keys
-from stacks.settings import PlatformSettings, application_profile_resource_arns, bedrock_invoke_resource_arns
+from stacks.settings import PlatformSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDAS_DIR = REPO_ROOT / "lambdas"
 BUNDLE_CACHE_DIR = REPO_ROOT / "build" / "lambda-deps"
-BEDROCK_INVOKE_ACTIONS = (
-    "bedrock:InvokeModel",  # also authorizes Converse
-    "bedrock:InvokeModelWithResponseStream",  # also authorizes ConverseStream
-)
 RESULTS_KEYS = f"{pipeline.RESULTS_PREFIX}*"
 # Prompt-bucket prefixes whose objects expire after prompt_object_expiration_days (results/ holds the
 # benchmark runs' results too); everything else (benchmarks/: the suites) is kept.
@@ -99,7 +96,15 @@ class PipelineStack(cdk.Stack):
         self._grant_evaluator()
         self._grant_benchmark()
         self._grant_credentials(mlflow_credentials_secret)
-        self._grant_model_invocation(settings)
+        grant_model_invocation(
+            self,
+            settings,
+            callers=[
+                self.functions[spec.name]
+                for spec in (catalogue.RUNNER, catalogue.EVALUATOR, catalogue.BENCHMARK)
+            ],
+            ingest=self.functions[catalogue.INGEST.name],
+        )
         self.batch_role = add_batch_inference(
             self,
             bucket=self.prompt_bucket,
@@ -107,7 +112,7 @@ class PipelineStack(cdk.Stack):
             **{name: self.functions[name] for name in ("ingest", "collector", "runner")},
             jobs_table=self.jobs_table,
             work_queue=self.work.queue,
-            model_arns=self._model_arns(settings),
+            model_arns=model_arns(self, settings),
             sweep_schedule=settings.batch_sweep_schedule,
         )
 
@@ -371,42 +376,6 @@ class PipelineStack(cdk.Stack):
     def _grant_credentials(self, mlflow_credentials_secret: secretsmanager.ISecret) -> None:
         for fn in self.functions.values():  # every handler logs to MLflow
             mlflow_credentials_secret.grant_read(fn)
-
-    def _model_arns(self, settings: PlatformSettings) -> list[str]:
-        return bedrock_invoke_resource_arns(
-            settings.models, partition=self.partition, region=self.region, account=self.account
-        )
-
-    def _grant_model_invocation(self, settings: PlatformSettings) -> None:
-        arns = self._model_arns(settings) + application_profile_resource_arns(
-            settings.application_inference_profiles,
-            partition=self.partition,
-            region=self.region,
-            account=self.account,
-        )
-        arns = list(dict.fromkeys(arns))
-        if settings.application_inference_profiles:
-            # Ingest prices a call through an application profile as its model (model_catalog.py).
-            self.functions[catalogue.INGEST.name].add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["bedrock:GetInferenceProfile"],
-                    resources=list(settings.application_inference_profiles),
-                )
-            )
-        for spec in (catalogue.RUNNER, catalogue.EVALUATOR, catalogue.BENCHMARK):
-            fn = self.functions[spec.name]
-            fn.add_to_role_policy(iam.PolicyStatement(actions=list(BEDROCK_INVOKE_ACTIONS), resources=arns))
-            cdk.Validations.of(fn).acknowledge(
-                *(
-                    cdk.Acknowledgment(
-                        id=f"AwsSolutions-IAM5[Resource::{arn}]",
-                        reason="A cross-region inference profile routes to this model in regions AWS "
-                        "chooses; the model id still pins the resource.",
-                    )
-                    for arn in arns
-                    if "*" in arn
-                )
-            )
 
     def _outputs(self, settings: PlatformSettings) -> None:
         outputs = {

@@ -29,6 +29,8 @@ DOCUMENTATION_NETWORKS = tuple(
 _APPLICATION_PROFILE_ARN = re.compile(
     r"arn:aws(-[a-z]+)*:bedrock:[a-z0-9-]{1,20}:\d{12}:application-inference-profile/[a-z0-9]{1,64}"
 )
+# The guardrail ARN pattern of the bedrock-runtime service model's guardrailIdentifier, ARN branch.
+_GUARDRAIL_ARN = re.compile(r"arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+")
 # Cross-region (system-defined) inference profile ids carry a geography prefix.
 _PROFILE_PREFIX = re.compile(r"^(us|eu|apac|jp|au|ca|us-gov|global)\.(?P<model>.+)$")
 
@@ -60,6 +62,9 @@ class PlatformSettings(BaseModel):
     # against the profile *and* the models it routes to (User Guide, "Prerequisites for inference
     # profiles"), so both are granted, and ingest may read the profile (GetInferenceProfile) to price it.
     application_inference_profiles: dict[str, str] = Field(default_factory=dict)
+    # Guardrail ARNs records may name in guardrailConfig: Converse with a guardrail needs
+    # bedrock:ApplyGuardrail on it (User Guide, "Set up permissions to use Amazon Bedrock Guardrails").
+    guardrails: tuple[str, ...] = ()
     schedule_expression: str = "rate(1 day)"
     benchmark_suite: str = "default"
     # How a prompt file without a "mode" in its job header runs (README "Batch mode").
@@ -157,6 +162,16 @@ class PlatformSettings(BaseModel):
             if not model_id or model_id.startswith("arn:"):
                 raise ValueError(
                     f"{arn}: give the model or cross-region profile id it copies, not {model_id!r}"
+                )
+        return value
+
+    @field_validator("guardrails")
+    @classmethod
+    def _guardrail_arns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for arn in value:
+            if not _GUARDRAIL_ARN.fullmatch(arn):
+                raise ValueError(
+                    f"{arn!r} is not a guardrail ARN (arn:aws:bedrock:<region>:<account>:guardrail/<id>)"
                 )
         return value
 

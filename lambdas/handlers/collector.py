@@ -20,7 +20,8 @@ with lean_imports():  # no MLflow here: the runners record the chunks
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from bedrock_pipeline.use_cases.collect_batch import arn_of_event, collect_job, sweep
-    from handlers.runtime import core, describe_failure, logger, metrics, queue_retries
+    from handlers.queue_retries import describe_failure, queue_retries
+    from handlers.runtime import core, logger, metrics
 
 SCHEDULED_EVENT = "Scheduled Event"  # EventBridge's detail-type for a schedule's invocation
 

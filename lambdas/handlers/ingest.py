@@ -18,7 +18,8 @@ with lean_imports():  # what the cold start imports, without GC passes (this han
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from bedrock_pipeline.use_cases.ingest import ingest_failed, ingest_prompt_file
-    from handlers.runtime import core, describe_failure, logger, metrics, queue_retries
+    from handlers.queue_retries import describe_failure, queue_retries
+    from handlers.runtime import core, logger, metrics
     from handlers.s3_events import MalformedEvent, object_refs_in_message
 
 

@@ -40,7 +40,8 @@ with lean_imports():  # what the cold start imports, without GC passes or MLflow
     from bedrock_pipeline.use_cases.finalize import finalize_if_complete
     from bedrock_pipeline.use_cases.run_item import item_failed, malformed_message, run_item
     from bedrock_pipeline.work_queue import requeue
-    from handlers.runtime import describe_failure, logger, metrics, model_core, queue_retries
+    from handlers.queue_retries import describe_failure, queue_retries
+    from handlers.runtime import logger, metrics, model_core
 
 
 class _Invocation:

@@ -487,3 +487,32 @@ def test_given_the_access_log_bucket_when_s3_delivers_logs_then_only_for_this_ac
     assert guards, "no statement confines S3 log delivery to this account"
     (guard,) = guards
     assert guard["Condition"] == {"StringNotEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+
+
+def test_given_guardrails_when_synthesized_then_only_the_model_callers_may_apply_them(tmp_path: Path) -> None:
+    guardrail = "arn:aws:bedrock:us-east-1:111122223333:guardrail/abc123def456"
+    context = {
+        **TEST_CONTEXT,
+        "bedrock_mlflow": {**TEST_CONTEXT["bedrock_mlflow"], "guardrails": [guardrail]},
+    }
+    resources = Template.from_stack(create_app(context, outdir=str(tmp_path)).pipeline).to_json()["Resources"]
+    roles_by_handler = {
+        r["Properties"]["Handler"]: r["Properties"]["Role"]["Fn::GetAtt"][0]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Function" and "Handler" in r["Properties"]
+    }
+    applying = {
+        handler
+        for handler, role in roles_by_handler.items()
+        for r in resources.values()
+        if r["Type"] == "AWS::IAM::Policy" and {"Ref": role} in r["Properties"]["Roles"]
+        for st in r["Properties"]["PolicyDocument"]["Statement"]
+        if st["Action"] == "bedrock:ApplyGuardrail" and st["Resource"] == guardrail
+    }
+    callers = {catalogue.RUNNER.handler, catalogue.EVALUATOR.handler, catalogue.BENCHMARK.handler}
+    assert applying == {h for h in roles_by_handler if h in callers} and applying
+    with pytest.raises(ValueError, match="not a guardrail ARN"):
+        create_app(
+            {**TEST_CONTEXT, "bedrock_mlflow": {**TEST_CONTEXT["bedrock_mlflow"], "guardrails": ["abc123"]}},
+            outdir=str(tmp_path / "bad"),
+        )

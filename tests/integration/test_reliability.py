@@ -193,7 +193,7 @@ def make_pipeline(
 ) -> Iterator[Callable[..., Pipeline]]:
     """``make_pipeline(max_receive_count=5, mlflow_url=None)``: fresh resources (short visibility), the
     handlers' environment set and their cold-start caches cleared, the emulator reset."""
-    from handlers import runtime
+    from handlers import queue_retries, runtime
 
     built: list[Pipeline] = []
 
@@ -208,7 +208,7 @@ def make_pipeline(
             monkeypatch.setenv(name, value)
         runtime.environment.cache_clear()
         runtime.reset_core()
-        runtime.queue_retries.cache_clear()
+        queue_retries.queue_retries.cache_clear()
         emulator.reset()
         built.append(pipeline)
         return pipeline
@@ -218,7 +218,7 @@ def make_pipeline(
         pipeline.stop()
     runtime.environment.cache_clear()
     runtime.reset_core()
-    runtime.queue_retries.cache_clear()
+    queue_retries.queue_retries.cache_clear()
     emulator.reset()
 
 
