@@ -235,13 +235,23 @@ class ResultLine:
     model_input: dict[str, Any] | None
     outcome: CallOutcome
     mlflow: RunRef = RunRef()
+    # The model an application inference profile ``model_id`` resolved to (what the call is priced as).
+    resolved_model_id: str | None = None
     # The line exactly as it was stored, when it was read back: merged into results.jsonl unchanged
     # (keys a newer version added are kept, not dropped by this one).
     stored: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def for_item(cls, item: WorkItem, outcome: CallOutcome, mlflow: RunRef = RunRef()) -> ResultLine:
-        return cls(item.record_id, item.model_id, item.line_number, item.request, outcome, mlflow)
+        return cls(
+            item.record_id,
+            item.model_id,
+            item.line_number,
+            item.request,
+            outcome,
+            mlflow,
+            item.resolved_model_id,
+        )
 
     @property
     def succeeded(self) -> bool:
@@ -269,6 +279,7 @@ class ResultLine:
         line: dict[str, Any] = {
             "recordId": self.record_id,
             "modelId": self.model_id,
+            **({"resolvedModelId": self.resolved_model_id} if self.resolved_model_id else {}),
             "lineNumber": self.line_number,
             "modelInput": self.model_input,
         }
@@ -315,5 +326,6 @@ class ResultLine:
             model_input=line.get("modelInput"),
             outcome=outcome,
             mlflow=RunRef(mlflow.get("runId"), mlflow.get("traceId")),
+            resolved_model_id=line.get("resolvedModelId"),
             stored=line,
         )

@@ -63,7 +63,8 @@ def summarize(lines: Iterable[ResultLine], prices: PriceTable | None = None) -> 
 def _on_demand_cost(prices: PriceTable | None, model_id: str, ok: list[ResultLine]) -> float | None:
     if prices is None:
         return None
-    costs = [prices.cost(model_id, line.usage) for line in ok]
+    # An application inference profile's line is priced as the model it resolved to, as its call was.
+    costs = [prices.cost(line.resolved_model_id or model_id, line.usage) for line in ok]
     if any(cost is None for cost in costs):
         return None
     return round(sum(cost.total_usd for cost in costs if cost is not None), 10)

@@ -120,3 +120,19 @@ def test_a_stored_line_is_merged_into_results_exactly_as_it_was_written(stored: 
     read = ResultLine.from_dict(stored)
     assert read.to_dict() == stored
     assert read.succeeded == ("error" not in stored)
+
+
+def test_a_profile_line_is_priced_on_demand_as_its_resolved_model_and_keeps_that_model() -> None:
+    from bedrock_pipeline.domain import CallOutcome, ModelResponse, ResultLine
+    from bedrock_pipeline.pricing import PriceTable
+
+    profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123"
+    usage = {"inputTokens": 1_000_000, "outputTokens": 0}
+    answer = ModelResponse({"role": "assistant", "content": []}, "end_turn", usage, 1.0, 1.0)
+    line = ResultLine(
+        "r1", profile, 1, {}, CallOutcome(answer=answer), resolved_model_id="amazon.nova-lite-v1:0"
+    )
+    stored = line.to_dict()
+    assert stored["resolvedModelId"] == "amazon.nova-lite-v1:0"
+    (row,) = summarize([ResultLine.from_dict(stored)], PriceTable.load())
+    assert row.on_demand_cost_usd == PriceTable.load().cost("amazon.nova-lite-v1:0", usage).total_usd
