@@ -44,6 +44,15 @@ with lean_imports():  # what the cold start imports, without GC passes or MLflow
     from handlers.runtime import logger, metrics, model_core
 
 
+def next_deferral(record: SQSRecord) -> int:
+    """The deferral count a requeued copy of ``record`` carries: one more than the record's own."""
+    # Indexing, not .get(): Powertools' SQSMessageAttributes wraps a value only in __getitem__ (a missing
+    # key gives None); .get() returns the raw dict, which has no string_value: every second deferral
+    # raised, silently, and the item went to the DLQ without ending (docs/PERFORMANCE.md).
+    attribute = record.message_attributes[settings.PACING_DEFERRALS_ATTRIBUTE]
+    return int((attribute.string_value if attribute is not None else None) or 0) + 1
+
+
 class _Invocation:
     """Per-invocation state. On Lambda one process runs one invocation at a time; the local event pump
     may run several in one process (pollers as threads), so nothing here is module-global."""
@@ -112,8 +121,7 @@ class _Invocation:
     def defer(self, record: SQSRecord, exc: ThrottledItem) -> bool:
         """Requeue an item its model has no room for as a fresh message (no receive spent). False past
         PACING_MAX_DEFERRALS (a quota that lets nothing through): the item then fails as any other."""
-        attribute = record.message_attributes.get(settings.PACING_DEFERRALS_ATTRIBUTE)
-        deferrals = int((attribute.string_value if attribute else None) or 0) + 1
+        deferrals = next_deferral(record)
         if deferrals > settings.PACING_MAX_DEFERRALS:
             return False
         url = queue_retries().queue(record.event_source_arn)[0]
@@ -146,7 +154,12 @@ class _Invocation:
         try:
             outcome = await loop.run_in_executor(self.pool, run_item, model_core().runner, item)
         except ThrottledItem as exc:
-            if await loop.run_in_executor(self.pool, self.defer, record, exc):
+            try:
+                deferred = await loop.run_in_executor(self.pool, self.defer, record, exc)
+            except Exception as failure:  # not requeued: the queue's failure path, with its bookkeeping
+                await loop.run_in_executor(self.pool, self.after_failure, record, item, failure)
+                raise
+            if deferred:
                 return  # the fresh message carries the item; this one is deleted as done
             await loop.run_in_executor(self.pool, self.after_failure, record, item, exc)
             raise

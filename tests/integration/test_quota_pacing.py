@@ -1,21 +1,30 @@
-"""Pacing under Bedrock quotas on the local stack (issue 19): the shared schedule on moto's DynamoDB.
-
-A pipeline-level test (30 items against an emulator quota of 20/min with the quota overstated 6x in
-BEDROCK_MODEL_RPM) did not finish: it stalled after the first 20 calls; see the branch's report."""
+"""Pacing under Bedrock quotas on the local stack (issue 19): the shared schedule on moto's DynamoDB,
+and a batch larger than an emulator quota it overstates, whose items are requeued more than once."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import boto3
 import pytest
 
+from bedrock_pipeline import settings
 from bedrock_pipeline.pacer_store import DynamoCallPacer
 from bedrock_pipeline.pacing import PaceRules, interval_s
 from local_stack.resources import LocalResources
+from tests.conftest import ResourcesFactory
+from tests.integration.harness import Stack
 
 MODEL = "amazon.nova-lite-v1:0"
+
+
+@pytest.fixture
+def local_resources(local_resources_factory: ResourcesFactory) -> LocalResources:
+    # Two receives before the DLQ: an item that spent receives while it waited for the quota (or whose
+    # requeue failed) lands there within the test, instead of hiding behind the back-off.
+    return local_resources_factory(max_receive_count=2)
 
 
 def test_two_runners_book_one_schedule_and_one_overshoot_cuts_the_rate_once(
@@ -45,3 +54,49 @@ def test_two_runners_book_one_schedule_and_one_overshoot_cuts_the_rate_once(
         pacer.throttled(MODEL)
     item = db.get_item(TableName=local_resources.jobs_table, Key={"pk": {"S": f"PACE#{MODEL}"}})["Item"]
     assert float(item["rate_rpm"]["N"]) == pytest.approx(600 * rules.decrease_factor)  # cut once, not twice
+
+
+def test_a_batch_against_an_overstated_quota_is_requeued_until_every_item_ends(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a 20/min emulator quota overstated 6x in BEDROCK_MODEL_RPM and a 5 s hold, the 10 items
+    past the first minute's 20 are throttled and requeued (several times each: the schedule runs far
+    above the real quota), then every item ends once, and nothing reaches the DLQ.
+
+    This stalled before: the second requeue of an item raised in the runner (the deferral count was
+    read with SQSMessageAttributes.get, which returns the raw dict), silently, so the item spent its
+    receives and went to the DLQ without ever ending."""
+    from handlers import runtime
+
+    monkeypatch.setenv(settings.ENV_BEDROCK_PACING, "adaptive")
+    monkeypatch.setenv(settings.ENV_BEDROCK_MODEL_RPM, f"{MODEL}=120")
+    monkeypatch.setenv(settings.ENV_BEDROCK_PACING_MAX_HOLD_SECONDS, "5")  # requeue rather than hold
+    runtime.environment.cache_clear()
+    runtime.reset_core()
+    stack.emulator.configure(MODEL, requests_per_minute=20)
+    items = 30
+    lines = [json.dumps({"job": {"models": [MODEL], "inference": {"max_tokens": 16}}})]
+    lines += [
+        json.dumps({"id": f"s{i:03d}", "prompt": f"[stall {i}] Name a prime above {i}."})
+        for i in range(items)
+    ]
+    job_id = stack.upload(key="incoming/tests/stall.jsonl", body=("\n".join(lines) + "\n").encode())
+
+    stack.wait(job_id, timeout=240)
+
+    results = stack.results(job_id)
+    assert len(results) == items and all("error" not in line for line in results)
+    stats = stack.emulator.stats()
+    assert stats["models"][MODEL]["throttled"] > 0  # the quota did bite
+    assert stats["outcomes"]["ok"] == items and stats["repeated_ok_requests"] == 0
+    experiment = stack.mlflow.get_run(results[0]["mlflow"]["runId"]).info.experiment_id
+    calls = stack.mlflow.search_runs(
+        [experiment],
+        f"tags.`pipeline.job_id` = '{job_id}' and tags.`pipeline.role` = 'call'",
+        max_results=100,
+    )
+    assert len(calls) == items  # one run per item: the runs of throttled attempts were deleted
+    dlq = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=stack.resources.work.dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    assert dlq["ApproximateNumberOfMessages"] == "0"
