@@ -120,7 +120,8 @@ MAX_ITEM_BODY_BYTES: Final = 9 * 1024 * 1024  # one work item as JSON, inline or
 BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode (pacing off)
 
 # --- Pacing (pacing.py; the defaults of the variables above, and the AIMD constants) ---
-# Off until the stall seen with an overstated quota is understood (docs/PERFORMANCE.md, "Under Bedrock's quotas").
+# Opt-in: the pacer does not yet settle at a real quota far below the one it is given, and its probe
+# from 60/min is unmeasured on default loads (docs/PERFORMANCE.md, "Under Bedrock's quotas").
 BEDROCK_PACING: Final = "off"
 PACING_MODES: Final = ("adaptive", "off")
 # Below 1.0 leaves room for what a sliding-minute count and clocks across instances disagree on.
