@@ -51,10 +51,16 @@ class Estimate:
 
 
 def estimate_items(
-    items: Iterable[WorkItem], prices: PriceTable, *, media: Mapping[str, MediaFacts] | None = None
+    items: Iterable[WorkItem],
+    prices: PriceTable,
+    *,
+    media: Mapping[str, MediaFacts] | None = None,
+    tier: str | None = None,
 ) -> Estimate:
     """Work items, bound to a job or not (only their model and request count). ``media``: what ingest
-    read of the S3 objects the items attach, by URI (their images' pixels, documents' tokens)."""
+    read of the S3 objects the items attach, by URI (their images' pixels, documents' tokens). ``tier``:
+    the price tier every item is billed in ("batch" for a job run in Bedrock batch mode); None: each
+    item's own service tier."""
     estimate = Estimate()
     for item in items:
         model_id = item.pricing_model_id
@@ -68,7 +74,7 @@ def estimate_items(
         model.input_tokens += input_tokens
         model.max_output_tokens += output_tokens
         usage = {"inputTokens": input_tokens, "outputTokens": output_tokens}
-        cost = prices.cost(model_id, usage, tier=price_tier(service_tier(item.request)))
+        cost = prices.cost(model_id, usage, tier=tier or price_tier(service_tier(item.request)))
         if cost is None:
             model.priced = False
         else:

@@ -240,3 +240,54 @@ def test_a_thousand_records_on_two_models_run_in_batch_once_each_at_the_batch_pr
     assert parent_run.data.tags["pipeline.execution"] == "batch"
     assert parent_run.data.tags["pipeline.execution_reason"] == "mode batch"
     assert parent_run.data.metrics["batch_job_seconds"] > 0  # the Bedrock jobs' duration
+
+
+def test_a_job_whose_state_change_event_was_lost_is_collected_by_the_scheduled_sweep(
+    batch_stack: BatchStack, emulator: EmulatorServer
+) -> None:
+    import uuid
+
+    from handlers import collector
+    from local_stack.lambda_sqs import LambdaContext
+
+    stack = batch_stack
+    emulator.configure_batch(events="off")  # EventBridge never delivers this job's state changes
+    records = 120  # above Bedrock's minimum of 100 records per batch job
+    lines = [{"job": {"mode": "batch", "models": [NOVA]}}] + [
+        {"id": f"s{i:03d}", "prompt": f"Sweep question {i}."} for i in range(records)
+    ]
+    key = "incoming/tests/batch-swept.jsonl"
+    put = stack.s3.put_object(
+        Bucket=stack.resources.bucket,
+        Key=key,
+        Body="".join(json.dumps(line) + "\n" for line in lines).encode(),
+    )
+    job_id = job_id_for(key, put["ETag"].strip('"'))
+    registry = DynamoBatchRegistry(stack.dynamodb, stack.resources.jobs_table)
+    bedrock = boto3.client("bedrock", endpoint_url=emulator.url)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        parts = registry.parts(job_id)
+        if parts and bedrock.get_model_invocation_job(jobIdentifier=parts[0].arn)["status"] == "Completed":
+            break
+        time.sleep(0.5)
+    (part,) = registry.parts(job_id)
+    time.sleep(2)
+    assert not registry.collected(part.arn)  # no event came: nothing collected it
+
+    context = LambdaContext(
+        function_name="collector",
+        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:collector",
+        memory_limit_in_mb=512,
+        aws_request_id=str(uuid.uuid4()),
+        timeout_seconds=60,
+    )
+    swept = collector.handler({"detail-type": "Scheduled Event", "source": "aws.events"}, context)
+
+    assert swept == {"collected": [part.arn]}
+    stack.wait_finalized(job_id, timeout=300)
+    results = stack.results(job_id)
+    assert len(results) == records and all("error" not in line for line in results)
+    assert len(stack.call_runs(job_id)) == records
+    # A second sweep finds nothing left to collect.
+    assert collector.handler({"detail-type": "Scheduled Event"}, context) == {"collected": []}

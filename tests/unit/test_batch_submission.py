@@ -187,3 +187,26 @@ def test_records_split_at_the_file_and_job_size_quotas() -> None:
 def test_a_record_larger_than_a_file_may_be_is_refused_loudly() -> None:
     with pytest.raises(ValueError, match="larger than"):
         plan_parts("j-1", _bound(1, text="x" * 500), limits=BatchLimits(max_file_bytes=100))
+
+
+def test_a_budget_is_checked_at_the_price_the_job_runs_at() -> None:
+    from bedrock_pipeline.estimate import estimate_items
+    from bedrock_pipeline.prompt_file import read_prompt_file
+
+    records = _records(4, max_tokens=1000)
+    parsed = read_prompt_file("".join(json.dumps(r) + "\n" for r in records).encode(), default_models=(NOVA,))
+    on_demand = estimate_items(parsed.items, PriceTable.load()).cost_usd
+    batch = estimate_items(parsed.items, PriceTable.load(), tier="batch").cost_usd
+    assert 0 < batch < on_demand
+    budget = (batch + on_demand) / 2  # enough in batch mode, not on demand
+
+    world = World()
+    _, in_batch = world.upload(
+        "incoming/b.jsonl", [{"job": {"mode": "batch", "budget_usd": budget}}, *records]
+    )
+    _, on_demand_job = world.upload(
+        "incoming/o.jsonl", [{"job": {"mode": "on_demand", "budget_usd": budget}}, *records]
+    )
+
+    assert in_batch.execution == "batch" and in_batch.items == 4 and not in_batch.rejected_reason
+    assert on_demand_job.items == 0 and "budget" in (on_demand_job.rejected_reason or "")

@@ -123,8 +123,11 @@ def _start_job(
 ) -> IngestReport:
     job_id = job_id_for(source.key, source.etag)
     experiment_id = deps.recorder.ensure_experiment(experiment_for(source.key, parsed.job.experiment))
-    rejected_reason = parsed.rejected or _over_budget(deps, parsed, media)
-    plan = _plan(deps, parsed, runs=not rejected_reason)
+    plan = _plan(deps, parsed, runs=not parsed.rejected)
+    # The budget is checked against what will run, at the price it will run at (batch: the batch rate).
+    rejected_reason = parsed.rejected or _over_budget(deps, parsed, plan, media)
+    if rejected_reason and not parsed.rejected:
+        plan = _plan(deps, parsed, runs=False)
     parent_tags = {
         **user_tags(parsed.job.tags),
         TAG_KIND: kind,
@@ -199,10 +202,14 @@ def _bound(item: WorkItem, job: JobRef, plan: ExecutionPlan) -> WorkItem:
     return bound.model_copy(update={"execution": "batch"}) if plan.execution == "batch" else bound
 
 
-def _over_budget(deps: IngestDeps, parsed: ParsedPromptFile, media: Mapping[str, MediaFacts]) -> str | None:
-    if parsed.job.budget_usd is None or not parsed.items:
+def _over_budget(
+    deps: IngestDeps, parsed: ParsedPromptFile, plan: ExecutionPlan, media: Mapping[str, MediaFacts]
+) -> str | None:
+    if parsed.job.budget_usd is None or not plan.items:
         return None
-    return over_budget_reason(estimate_items(parsed.items, deps.prices, media=media), parsed.job.budget_usd)
+    tier = "batch" if plan.execution == "batch" else None
+    estimate = estimate_items(plan.items, deps.prices, media=media, tier=tier)
+    return over_budget_reason(estimate, parsed.job.budget_usd)
 
 
 def _report_errors(
