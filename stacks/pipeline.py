@@ -45,8 +45,9 @@ LAMBDAS_DIR = REPO_ROOT / "lambdas"
 BUNDLE_CACHE_DIR = REPO_ROOT / "build" / "lambda-deps"
 RESULTS_KEYS = f"{pipeline.RESULTS_PREFIX}*"
 # Prompt-bucket prefixes whose objects expire after prompt_object_expiration_days (results/ holds the
-# benchmark runs' results too); everything else (benchmarks/: the suites) is kept.
-TRANSIENT_PREFIXES = (pipeline.INCOMING_PREFIX, pipeline.RESULTS_PREFIX)
+# benchmark runs' results too; batch/ a batch job's input copies, outputs and chunks); everything else
+# (benchmarks/: the suites) is kept.
+TRANSIENT_PREFIXES = (pipeline.INCOMING_PREFIX, pipeline.RESULTS_PREFIX, pipeline.BATCH_PREFIX)
 
 
 # What the ingest function's model check calls (bedrock_pipeline/model_catalog.py).

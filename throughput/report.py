@@ -180,8 +180,9 @@ def batch_collector_lines(batch: dict[str, Any] | None, pipeline: dict[str, Any]
             f"{rate:.2f} records/s",
         ),
         _line(
-            "    to collected / recording (s)",
-            f"{batch['seconds_to_collected']:.1f} / {batch['seconds_recording']:.1f}",
+            "    to collected / recording / finalizing (s)",
+            f"{batch['seconds_to_collected']:.1f} / {batch['seconds_recording']:.1f} / "
+            f"{batch.get('seconds_finalizing') or 0:.1f}",
         ),
     ]
     if pipeline:

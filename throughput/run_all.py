@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "batch_collector",
                     "throughput.batch_collector",
                     [*common, "--moto-url", moto_url, "--records", str(args.batch_records)],
-                    timeout=1900,
+                    timeout=3700,
                 )
     if "cold_start" in wanted:
         print("cold start: bundle and imports ...", file=sys.stderr)

@@ -25,6 +25,7 @@ from stacks.constructs.scoped_grants import arn_token, grant_read_keys, grant_wr
 BATCH_KEYS = f"{pipeline.BATCH_PREFIX}*"
 BATCH_INPUT_KEYS = f"{pipeline.BATCH_PREFIX}*/input/*"
 BATCH_OUTPUT_KEYS = f"{pipeline.BATCH_PREFIX}*/output/*"
+BATCH_CHUNK_KEYS = f"{pipeline.BATCH_PREFIX}*/chunks/*"  # collect_batch.chunk_key
 # What ingest calls to submit (CreateModelInvocationJob), and the collector to read a job's state.
 SUBMIT_ACTION = "bedrock:CreateModelInvocationJob"  # on the job and the model it runs
 GET_JOB_ACTION = "bedrock:GetModelInvocationJob"  # on the job
@@ -90,14 +91,20 @@ def add_batch_inference(
         )
     )
     ingest.add_environment(pipeline.ENV_BATCH_ROLE_ARN, role.role_arn)
-    # The collector reads job states and outputs; the runner reads a chunk's items and output lines.
+    # The collector reads job states, outputs and items and writes chunk files; a runner reads a chunk file.
     collector.add_to_role_policy(iam.PolicyStatement(actions=[GET_JOB_ACTION], resources=[jobs_arn]))
     collector.add_to_role_policy(iam.PolicyStatement(actions=[LIST_JOBS_ACTION], resources=["*"]))
     grant_read_keys(bucket, collector, BATCH_KEYS, why="Only batch/: job items and Bedrock's output files.")
+    grant_write_keys(
+        bucket, collector, BATCH_CHUNK_KEYS, why="Only batch/*/chunks/: the chunk files it writes."
+    )
     jobs_table.grant_read_write_data(collector)  # which pipeline job a Bedrock job is; collected once
     work_queue.grant_send_messages(collector)  # the chunks
     grant_read_keys(
-        bucket, runner, BATCH_KEYS, why="Only batch/: a chunk's items and Bedrock's output lines."
+        bucket,
+        runner,
+        BATCH_CHUNK_KEYS,
+        why="Only batch/*/chunks/: chunk files (items, Bedrock's output lines).",
     )
     jobs_finding = (
         f"Resource::arn:{_nag(stack.partition, 'Partition')}:bedrock:{_nag(stack.region, 'Region')}:"

@@ -185,14 +185,14 @@ def test_given_the_asynchronously_invoked_benchmark_when_it_fails_then_the_event
 # --- 8. Only transient objects expire in the prompt bucket ---
 
 
-def test_given_the_prompt_bucket_when_objects_expire_then_only_incoming_and_results_do(
+def test_given_the_prompt_bucket_when_objects_expire_then_only_incoming_results_and_batch_files_do(
     synthesized: Synthesized,
 ) -> None:
     (bucket,) = synthesized.resources("pipeline", "AWS::S3::Bucket").values()
     rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
     expiring = [rule for rule in rules if "ExpirationInDays" in rule]
     assert sorted(rule.get("Prefix") for rule in expiring) == sorted(
-        [pipeline.INCOMING_PREFIX, pipeline.RESULTS_PREFIX]
+        [pipeline.INCOMING_PREFIX, pipeline.RESULTS_PREFIX, pipeline.BATCH_PREFIX]
     )
     assert not any(benchmark_schedule.SUITES_PREFIX.startswith(rule["Prefix"]) for rule in expiring)
     # Old versions and abandoned uploads are still cleaned up everywhere.

@@ -35,8 +35,8 @@ READS = {
     "runner": {
         "results/*",
         "incoming/*",
-        "batch/*",
-    },  # + a batch chunk's items and output lines (record_chunk)
+        "batch/*/chunks/*",
+    },  # + a batch chunk's file, its items and output lines (record_chunk)
     "collector": {"batch/*"},  # a batch job's items and Bedrock's output files
     "evaluator": {"*"},
     "benchmark": {"benchmarks/*"},
@@ -45,7 +45,7 @@ READS = {
 # comparison); the benchmark only results/benchmarks/<run>/.
 WRITES = {
     "ingest": {"results/*", "batch/*"},  # + the batch input files and their items (submit_batch)
-    "collector": set(),
+    "collector": {"batch/*/chunks/*"},  # the chunk files (collect_job)
     "runner": {"results/*"},
     "evaluator": {"results/*"},
     "benchmark": {"results/benchmarks/*"},

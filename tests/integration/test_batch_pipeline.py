@@ -20,7 +20,7 @@ from bedrock_pipeline.batch.adapters import DynamoBatchRegistry
 from bedrock_pipeline.domain import job_id_for
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.pricing import PriceTable
-from bedrock_pipeline.use_cases.collect_batch import BatchChunk
+from bedrock_pipeline.use_cases.collect_batch import BatchChunk, chunk_key
 from local_stack.bedrock_emulator.server import EmulatorServer
 from local_stack.event_pump import EventPump, QueueRoute
 from local_stack.resources import LocalResources, handler_environment
@@ -196,15 +196,9 @@ def test_a_thousand_records_on_two_models_run_in_batch_once_each_at_the_batch_pr
         "detail": {"batchJobArn": part.arn, "status": "Completed"},
     }
     stack.sqs.send_message(QueueUrl=stack.resources.batch_events_queue_url, MessageBody=json.dumps(event))
-    output_key = next(
-        k["Key"]
-        for k in stack.s3.list_objects_v2(
-            Bucket=stack.resources.bucket,
-            Prefix=part.output_uri.removeprefix(f"s3://{stack.resources.bucket}/"),
-        )["Contents"]
-        if k["Key"].endswith(".jsonl.out")
-    )
-    chunk = BatchChunk(arn=part.arn, output_key=output_key, start=0, end=settings.BATCH_CHUNK_RECORDS)
+    chunk = BatchChunk(
+        arn=part.arn, records_key=chunk_key(part, 1), count=settings.BATCH_CHUNK_RECORDS
+    )  # the first chunk, delivered again
     stack.sqs.send_message(QueueUrl=stack.resources.work.url, MessageBody=chunk.to_message())
     time.sleep(3)
     stack.wait_drained()

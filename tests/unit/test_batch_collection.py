@@ -223,7 +223,9 @@ def test_results_lines_round_trip_without_latency() -> None:
 
 def test_a_chunk_message_is_told_from_a_work_item_by_its_first_bytes() -> None:
     chunk = BatchChunk(
-        arn="arn:aws:bedrock:us-east-1:1:model-invocation-job/x", output_key="k", start=0, end=10
+        arn="arn:aws:bedrock:us-east-1:1:model-invocation-job/x",
+        records_key="batch/j/chunks/p/000001.jsonl",
+        count=10,
     )
     assert is_chunk_message(chunk.to_message())
     assert BatchChunk.model_validate_json(chunk.to_message()) == chunk
@@ -264,3 +266,26 @@ def test_a_chunk_that_keeps_failing_ends_its_records_as_failures_on_its_last_rec
     # A redrive of the chunk later records the answers and revises the ends (as for on-demand items).
     record_chunk(world.chunk_deps, first)
     assert world.ledger.counts(job_id).succeeded == 5
+
+
+def test_a_runner_reads_only_its_chunk_file_not_the_jobs_items_or_outputs() -> None:
+    """Each chunk file holds its own records (item and output line), so recording a chunk costs the
+    same in a 50,000-record job as in a 10-record one (reading whole files per chunk was quadratic)."""
+    world = Collecting()
+    job_id = _submit(world, 10, [NOVA])
+    (part,) = world.registry.parts(job_id)
+    first = json.loads(world.files.objects[part.items_key].splitlines()[0])
+    world.bedrock_finishes(part, fail={world_item_digest(first)}, skip=2)
+    collect_job(world.collect, part.arn)
+    chunks = world.queue.chunks()
+    assert [chunk.count for chunk in chunks] == [4, 4, 2]
+    assert all(chunk.records_key.startswith(f"batch/{job_id}/chunks/") for chunk in chunks)
+    for key in list(world.files.objects):
+        if "/chunks/" not in key:
+            del world.files.objects[key]  # the items, inputs and outputs: a runner must not need them
+
+    world.run_chunks()
+
+    lines = world.results.results[job_id]
+    assert len(lines) == 10 and len(world.recorder.call_runs()) == 10
+    assert sum(line.succeeded for line in lines) == 7  # one failed by Bedrock, two never processed

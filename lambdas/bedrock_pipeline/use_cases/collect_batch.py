@@ -4,9 +4,11 @@ The collector (`collect_job`) runs on the job's state-change event (EventBridge 
 queue) or the scheduled sweep (`sweep`, for events that never came: Bedrock sends them "on a
 best-effort basis", https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-eventbridge.html).
 It trusts GetModelInvocationJob over the event, and when the job is in a terminal state it reads the
-``.jsonl.out`` files Bedrock wrote and sends the work queue one `BatchChunk` per
-settings.BATCH_CHUNK_RECORDS records, plus chunks naming the records that have no output line at all
-(a Failed, Stopped or Expired job), so no single Lambda records a 50,000-record job.
+``.jsonl.out`` files Bedrock wrote and the job's items once, writes each settings.BATCH_CHUNK_RECORDS
+records (item and output line; no output line for a record of a Failed, Stopped or Expired job that
+never ran) as one small chunk file under batch/<job id>/chunks/, and sends the work queue one
+`BatchChunk` naming each, so no single Lambda records a 50,000-record job and no runner reads more
+than its own chunk (reading the whole output and items files per chunk made recording quadratic).
 
 A runner records a chunk (`record_chunk`) through `run_item`, exactly as an on-demand item: the same
 child run, trace and results line, priced at the batch rate, and the ledger's end mark and Powertools
@@ -16,7 +18,7 @@ idempotency make a redelivered event or chunk record nothing twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
@@ -26,23 +28,23 @@ from bedrock_pipeline import settings
 from bedrock_pipeline.batch.native import Family, family_of, from_model_output
 from bedrock_pipeline.domain import ModelResponse, WorkItem
 from bedrock_pipeline.ports import BatchFiles, BatchInference, BatchPart, BatchRegistry, BedrockCallError
+from bedrock_pipeline.use_cases.fan_out import fan_out
 from bedrock_pipeline.use_cases.run_item import ItemOutcome, RunnerDeps, item_failed, run_item
 
 BATCH_TIER = "batch"
 
 
 class BatchChunk(BaseModel):
-    """A work-queue message: records ``start``..``end`` of one output file, or named missing records."""
+    """A work-queue message: a chunk file of ``count`` records (one JSON line each: the bound work
+    item's message and Bedrock's output line, or null when the record has none)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     batch_chunk: Literal[1] = 1  # tells a runner this body is a chunk, not a work item
     arn: str
-    output_key: str | None = None
-    start: int = 0
-    end: int = 0
-    missing: tuple[str, ...] = ()  # record ids (item digests) with no output line
-    reason: str = ""  # why the missing records have none (the job's state and message)
+    records_key: str
+    count: int
+    reason: str = ""  # why a record without an output line has none (the job's state and message)
 
     def to_message(self) -> str:
         return self.model_dump_json()
@@ -99,22 +101,37 @@ def collect_job(deps: CollectDeps, arn: str) -> CollectReport:
         return CollectReport(arn, status.status, skipped=f"still {status.status}")
     if deps.registry.collected(arn):
         return CollectReport(arn, status.status, skipped="already collected (a redelivered event)")
-    chunks, answered = _output_chunks(deps, part)
-    items = _items(deps.files, part)
-    missing = [digest for digest in items if digest not in answered]
+    outputs = _output_lines(deps, part)
+    items = _item_messages(deps.files, part)
+    # Records with an output line first, in Bedrock's order, then those without one.
+    ordered = [digest for digest in outputs if digest in items] + [d for d in items if d not in outputs]
     reason = f"Bedrock batch job {status.status}" + (f": {status.message}" if status.message else "")
-    for start in range(0, len(missing), deps.chunk_records):
-        chunk_ids = tuple(missing[start : start + deps.chunk_records])
-        chunks.append(BatchChunk(arn=arn, missing=chunk_ids, reason=reason))
+    chunks = []
+    for number, start in enumerate(range(0, len(ordered), deps.chunk_records), 1):
+        records = ordered[start : start + deps.chunk_records]
+        body = "".join(
+            json.dumps({"item": items[digest], "output": outputs.get(digest)}, ensure_ascii=False) + "\n"
+            for digest in records
+        ).encode()
+        chunks.append((chunk_key(part, number), body, len(records)))
+    # Deterministic keys: a collection redone after a crash rewrites the same files.
+    fan_out(chunks, lambda chunk: deps.files.put(chunk[0], chunk[1]), max_workers=16)
+    messages = [BatchChunk(arn=arn, records_key=key, count=count, reason=reason) for key, _, count in chunks]
     # Send, then mark: a crash in between sends again on redelivery; the records' runs stay one each.
-    deps.queue.send_chunks(chunks)
+    deps.queue.send_chunks(messages)
     duration = (
         status.ended_at - status.submitted_at
         if status.ended_at is not None and status.submitted_at is not None
         else None
     )
     deps.registry.mark_collected(arn, status=status.status, duration_seconds=duration)
-    return CollectReport(arn, status.status, chunks=len(chunks), records=len(items))
+    return CollectReport(arn, status.status, chunks=len(messages), records=len(items))
+
+
+def chunk_key(part: BatchPart, number: int) -> str:
+    """batch/<job id>/chunks/<part name>/<number>.jsonl, beside the part's items file."""
+    folder = part.items_key.removesuffix(".jsonl").replace("/items/", "/chunks/", 1)
+    return f"{folder}/{number:06d}.jsonl"
 
 
 def sweep(deps: CollectDeps) -> list[CollectReport]:
@@ -130,26 +147,23 @@ def _key_of(uri: str, bucket: str) -> str:
     return uri.removeprefix(f"s3://{bucket}/")
 
 
-def _output_chunks(deps: CollectDeps, part: BatchPart) -> tuple[list[BatchChunk], set[str]]:
-    chunks: list[BatchChunk] = []
-    answered: set[str] = set()
+def _output_lines(deps: CollectDeps, part: BatchPart) -> dict[str, dict[str, Any]]:
+    """recordId -> Bedrock's output line, over every ``.jsonl.out`` file of the part."""
+    lines: dict[str, dict[str, Any]] = {}
     for key in deps.files.keys(_key_of(part.output_uri, deps.bucket)):
-        if not key.endswith(".jsonl.out"):
-            continue
-        lines = _jsonl(deps.files.read(key) or b"")
-        answered.update(str(line.get("recordId")) for line in lines)
-        for start in range(0, len(lines), deps.chunk_records):
-            end = min(start + deps.chunk_records, len(lines))
-            chunks.append(BatchChunk(arn=part.arn, output_key=key, start=start, end=end))
-    return chunks, answered
+        if key.endswith(".jsonl.out"):
+            for line in _jsonl(deps.files.read(key) or b""):
+                lines[str(line.get("recordId"))] = line
+    return lines
 
 
-def _items(files: BatchFiles, part: BatchPart) -> dict[str, WorkItem]:
+def _item_messages(files: BatchFiles, part: BatchPart) -> dict[str, str]:
+    """recordId (the item's digest) -> the bound work item's message, as ingest wrote it."""
     body = files.read(part.items_key)
     if body is None:
         raise RuntimeError(f"the items of {part.name} are missing ({part.items_key})")
-    items = (WorkItem.from_message(line) for line in body.splitlines() if line.strip())
-    return {item.digest: item for item in items}
+    messages = (line for line in body.decode().splitlines() if line.strip())
+    return {WorkItem.from_message(message).digest: message for message in messages}
 
 
 def _jsonl(body: bytes) -> list[dict[str, Any]]:
@@ -181,14 +195,12 @@ def record_chunk(deps: ChunkDeps, chunk: BatchChunk) -> list[ItemOutcome]:
     found = deps.registry.by_arn(chunk.arn)
     if found is None:
         raise RuntimeError(f"no pipeline job submitted {chunk.arn}")
-    _, part = found
-    family = family_of(part.model_id)
+    family = family_of(found[1].model_id)
     if family is None:
-        raise RuntimeError(f"{part.model_id}: no batch record format")
-    items = _items(deps.files, part)
+        raise RuntimeError(f"{found[1].model_id}: no batch record format")
     return [
-        run_item(_with_answer(deps.runner, answer), items[record_id])
-        for record_id, answer in _answers(deps, chunk, family)
+        run_item(_with_answer(deps.runner, _answer(family, output, chunk.reason)), item)
+        for item, output in _chunk_records(deps.files, chunk)
     ]
 
 
@@ -201,42 +213,30 @@ def chunk_failed(
     deps.runner.ledger.note_failure(body, reason, receive_count)
     if not last_receive:
         return []
-    found = deps.registry.by_arn(chunk.arn)
-    if found is None:
-        return []
-    items = _items(deps.files, found[1])
-    if chunk.output_key is None:
-        record_ids: list[str] = list(chunk.missing)
-    else:
-        body_bytes = deps.files.read(chunk.output_key) or b""
-        record_ids = [str(line.get("recordId")) for line in _jsonl(body_bytes)[chunk.start : chunk.end]]
     touched = []
-    for record_id in record_ids:
-        item = items.get(record_id)
-        if item is not None and item_failed(
+    for item, _ in _chunk_records(deps.files, chunk):
+        if item_failed(
             deps.runner, item, body=body, reason=reason, receive_count=receive_count, last_receive=True
         ):
             touched.append(item.bound_job.job_id)
     return sorted(set(touched))
 
 
-def _answers(
-    deps: ChunkDeps, chunk: BatchChunk, family: Family
-) -> Iterable[tuple[str, ModelResponse | BedrockCallError]]:
-    if chunk.output_key is None:
-        for record_id in chunk.missing:
-            yield record_id, BedrockCallError("BatchRecordNotProcessed", chunk.reason, permanent=True)
-        return
-    body = deps.files.read(chunk.output_key)
+def _chunk_records(files: BatchFiles, chunk: BatchChunk) -> list[tuple[WorkItem, dict[str, Any] | None]]:
+    body = files.read(chunk.records_key)
     if body is None:
-        raise RuntimeError(f"{chunk.output_key} is gone")
-    for line in _jsonl(body)[chunk.start : chunk.end]:
-        yield str(line["recordId"]), _answer(family, line)
+        raise RuntimeError(f"{chunk.records_key} is gone")
+    return [(WorkItem.from_message(line["item"]), line.get("output")) for line in _jsonl(body)]
 
 
-def _answer(family: Family, line: Mapping[str, Any]) -> ModelResponse | BedrockCallError:
+def _answer(
+    family: Family, line: Mapping[str, Any] | None, missing_reason: str
+) -> ModelResponse | BedrockCallError:
     """A record's output, or Bedrock's reason it has none (an ``error`` object replaces ``modelOutput``:
-    https://docs.aws.amazon.com/bedrock/latest/userguide/batch-inference-results.html)."""
+    https://docs.aws.amazon.com/bedrock/latest/userguide/batch-inference-results.html), or, with no
+    output line at all, the job's state."""
+    if line is None:
+        return BedrockCallError("BatchRecordNotProcessed", missing_reason, permanent=True)
     if "modelOutput" in line and line["modelOutput"] is not None:
         return from_model_output(family, line["modelOutput"])
     error = line.get("error") or {}
@@ -257,6 +257,7 @@ __all__ = [
     "CollectReport",
     "arn_of_event",
     "chunk_failed",
+    "chunk_key",
     "collect_job",
     "is_chunk_message",
     "record_chunk",
