@@ -65,7 +65,7 @@ cli: $(STAMP) ## the pipeline CLI: make cli ARGS="estimate batch_prompts/demo/qu
 benchmark: $(STAMP) ## run the benchmark suite now on the local stack (make up first); ARGS="--every 60" repeats
 	$(PY) -m pipeline_cli benchmark $(ARGS)
 
-throughput: $(STAMP) ## pipeline throughput vs the tracking server's ceiling, requests per record, cold start, under Bedrock quotas (~15 min; ARGS="--only quota"; docs/PERFORMANCE.md)
+throughput: $(STAMP) ## pipeline throughput vs the tracking server's ceiling, requests per record, cold start, under Bedrock quotas (about an hour, most of it the 10,000-record batch phase; ARGS="--only quota"; docs/PERFORMANCE.md)
 	$(PY) -m throughput.run_all $(ARGS)
 
 # The old name of `throughput`, kept for one release (not in `make help`: "bench" read like `benchmark`).
