@@ -16,12 +16,19 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bedrock_pipeline import settings as defaults
-from bedrock_pipeline.pacing import PacePolicy, PaceRules, PaceState, after_throttle, backlog_s, book
+from bedrock_pipeline.pacing import (
+    PacePolicy,
+    PaceRules,
+    PaceState,
+    after_throttle,
+    backlog_s,
+    book,
+    counted,
+)
 
 WINDOW_S = 60.0
 MINUTES = 10
@@ -43,8 +50,11 @@ class Outcome:
         return ok / ((MINUTES * 60 - SETTLED_FROM_S) / 60), throttled / max(1, ok)
 
 
-def simulate(quota: int, rules: PaceRules, seed: int = 0, runners: int = RUNNERS) -> Outcome:
-    """``runners`` item threads pace their calls by ``rules`` against a ``quota`` per sliding minute."""
+def simulate(
+    quota: float, rules: PaceRules, seed: int = 0, runners: int = RUNNERS, noise: float = 0.0
+) -> Outcome:
+    """``runners`` item threads pace their calls by ``rules`` against a ``quota`` per sliding minute;
+    ``noise``: the share of calls throttled at random besides (as a service under load may)."""
     rng = random.Random(seed)
     hold = float(defaults.BEDROCK_PACING_MAX_HOLD_SECONDS)
     retries = defaults.PACING_MAX_RETRIES_IN_PLACE
@@ -70,13 +80,14 @@ def simulate(quota: int, rules: PaceRules, seed: int = 0, runners: int = RUNNERS
             continue
         while admitted and admitted[0] <= now - WINDOW_S:
             admitted.popleft()
-        if len(admitted) < quota:
+        if len(admitted) < quota and rng.random() >= noise:
             admitted.append(now)
             outcome.ok.append(now)
             heapq.heappush(events, (now + LATENCY_S, runner, False, 0, 0.0))  # the next item
             continue
         outcome.throttled.append(now)
-        cut = after_throttle(state, rules, now)  # a throttle answers at once
+        state = counted(state, now)  # a throttle answers at once
+        cut = after_throttle(state, rules, now)
         if cut is not None:
             state = cut
         heapq.heappush(events, (now, runner, False, failures + 1, held))
@@ -91,6 +102,8 @@ def policy(told: dict[str, float]) -> PacePolicy:
         unknown_ceiling_rpm=defaults.PACING_UNKNOWN_CEILING_RPM,
         recovery_s=defaults.PACING_RECOVERY_SECONDS,
         decrease_factor=defaults.PACING_DECREASE_FACTOR,
+        probe_per_minute=defaults.PACING_PROBE_PER_MINUTE,
+        probe_span=defaults.PACING_PROBE_SPAN,
         cooldown_s=defaults.PACING_COOLDOWN_SECONDS,
         max_lag_s=defaults.PACING_MAX_LAG_SECONDS,
     )
@@ -101,14 +114,8 @@ quota_st = st.integers(10, 600)
 settings_for_simulations = settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
-# The rules cut 30 % at most once per 15 s and grow back by the ceiling/60 each second, so they settle
-# near 0.58 x an overstated ceiling and stay throttled (docs/PERFORMANCE.md, "Still open").
-not_yet = pytest.mark.xfail(
-    strict=True, reason="issue 19: pacing does not find a quota far below its ceiling"
-)
 
 
-@not_yet
 @settings_for_simulations
 @given(quota_st, st.floats(1.0, 10.0), st.integers(0, 2**16))
 @example(quota=20, overstated=6.0, seed=0)  # the integration test's case: 120/min told, 20/min real
@@ -123,7 +130,6 @@ def test_told_a_quota_up_to_ten_times_too_high_the_pacer_finds_and_holds_the_rea
     assert throttled_per_ok <= 0.2
 
 
-@not_yet
 @settings_for_simulations
 @given(quota_st, st.integers(0, 2**16))
 @example(quota=10, seed=0)  # starts at 60/min, six times the quota, and may probe up to 1000
@@ -149,3 +155,17 @@ def test_told_the_real_quota_the_pacer_runs_at_its_target_share_and_is_never_thr
     achieved, _ = outcome.settled()
     assert outcome.throttled == []
     assert achieved >= 0.9 * quota, f"{achieved:.1f}/min of {quota}"
+
+
+@settings_for_simulations
+@given(quota_st, st.floats(0.0, 0.02), st.integers(0, 2**16))
+@example(quota=600, noise=0.02, seed=0)
+def test_told_the_real_quota_a_few_throttles_that_are_not_the_quotas_do_not_drag_the_rate_down(
+    quota: int, noise: float, seed: int
+) -> None:
+    """Up to 2 % of calls throttled at random: each may cost a dip, but the rate does not slide (a
+    throttle in a minute far from full, or sparse throttles, do not lower the quota found). Heavier
+    random throttling does drag it down (docs/PERFORMANCE.md has the figures)."""
+    rules = policy({MODEL: quota}).rules_for(MODEL)
+    achieved, _ = simulate(quota, rules, seed, noise=noise).settled()
+    assert achieved >= 0.8 * rules.ceiling_rpm, f"{achieved:.1f}/min of {rules.ceiling_rpm:.0f}"
