@@ -122,11 +122,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     etag = s3.put_object(Bucket=resources.bucket, Key=key, Body=prompt_file(args.items, quotas))["ETag"]
     job_id = job_id_for(key, etag.strip('"'))
     samples: list[tuple[float, dict[str, int]]] = []
+    throttled_in_first_minute = 0  # the emulator's throttled answers by then (an overshoot's first minute)
     finished_at = None
     try:
         while time.time() - started < cap:
             stats = emulator.stats()["models"]
             samples.append((time.time(), {m: stats.get(m, {}).get("ok", 0) for m in quotas}))
+            if time.time() - started <= WINDOW_START_S:
+                throttled_in_first_minute = sum(stats.get(m, {}).get("throttled", 0) for m in quotas)
             counts = ledger.counts(job_id)
             if counts is not None and counts.complete and counts.finalized:
                 finished_at = time.time()
@@ -152,6 +155,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "items_per_s": ended / elapsed,
         "throttled_per_item": sum(stats["models"].get(m, {}).get("throttled", 0) for m in quotas)
         / max(1, ended),
+        "throttled_after_first_minute": sum(stats["models"].get(m, {}).get("throttled", 0) for m in quotas)
+        - throttled_in_first_minute,
         "in_dlq": queue_depth(sqs, resources.work.dlq_url),
         "utilisation": achieved_ratios(samples, started, quotas),
         "ok_calls": samples[-1][1] if samples else {},
@@ -271,7 +276,13 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"  {name:<18} {run['items_per_s']:6.2f} items/s, {run['seconds']:6.1f} s{capped}, "
-            f"throttled {run['throttled_per_item']:.2f}/item, DLQ {run['in_dlq']}, "
+            f"throttled {run['throttled_per_item']:.2f}/item"
+            + (
+                f" ({run['throttled_after_first_minute']} after minute 1)"
+                if "throttled_after_first_minute" in run
+                else ""
+            )
+            + f", DLQ {run['in_dlq']}, "
             f"lost {run.get('lost', '-')}, duplicated {run.get('duplicated', '-')}"
         )
     for model in quotas:
