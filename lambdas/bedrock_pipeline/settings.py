@@ -120,8 +120,9 @@ MAX_ITEM_BODY_BYTES: Final = 9 * 1024 * 1024  # one work item as JSON, inline or
 BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode (pacing off)
 
 # --- Pacing (pacing.py; the defaults of the variables above, and the AIMD constants) ---
-# Opt-in: the pacer does not yet settle at a real quota far below the one it is given, and its probe
-# from 60/min is unmeasured on default loads (docs/PERFORMANCE.md, "Under Bedrock's quotas").
+# Opt-in. It now finds a quota far below the one it is given, or none given (2026-12-02); whether to
+# turn it on by default is to be decided from docs/PERFORMANCE.md, "Under Bedrock's quotas" (heavy
+# throttling that is not the quota's drags it down).
 BEDROCK_PACING: Final = "off"
 PACING_MODES: Final = ("adaptive", "off")
 # Below 1.0 leaves room for what a sliding-minute count and clocks across instances disagree on.
