@@ -3,6 +3,7 @@
 (BEDROCK_PACING=off: botocore's adaptive retries, the queue's backoff) as the baseline, in one run.
 
     python -m throughput.quota [--items 1200] [--baseline-cap 300] [--latency-ms 200] [--quotas m=300,n=150]
+    python -m throughput.quota --told-quotas m=1500,n=750 --skip-baseline  # the pacer told 5x the quotas
     python -m throughput.run_all --only quota    # the same, as a phase of `make throughput`
 
 Starts its own moto, MLflow server (a fresh PostgreSQL database) and emulator; each mode runs in its
@@ -91,7 +92,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(
         {
             "BEDROCK_PACING": args.mode,
-            "BEDROCK_MODEL_RPM": args.quotas,
+            # What the pacer is told (by default the emulator's quotas; "none": nothing).
+            "BEDROCK_MODEL_RPM": told_quotas(args),
             "POWERTOOLS_METRICS_DISABLED": "true",
             "POWERTOOLS_LOG_LEVEL": "ERROR",
         }
@@ -120,11 +122,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     etag = s3.put_object(Bucket=resources.bucket, Key=key, Body=prompt_file(args.items, quotas))["ETag"]
     job_id = job_id_for(key, etag.strip('"'))
     samples: list[tuple[float, dict[str, int]]] = []
+    throttled_in_first_minute = 0  # the emulator's throttled answers by then (an overshoot's first minute)
     finished_at = None
     try:
         while time.time() - started < cap:
             stats = emulator.stats()["models"]
             samples.append((time.time(), {m: stats.get(m, {}).get("ok", 0) for m in quotas}))
+            if time.time() - started <= WINDOW_START_S:
+                throttled_in_first_minute = sum(stats.get(m, {}).get("throttled", 0) for m in quotas)
             counts = ledger.counts(job_id)
             if counts is not None and counts.complete and counts.finalized:
                 finished_at = time.time()
@@ -140,6 +145,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "mode": args.mode,
         "items": args.items,
         "quotas": quotas,
+        "told_quotas": None if args.told_quotas is None else told_quotas(args),
         "latency_ms": args.latency_ms,
         "instances": instances,
         "finished": finished_at is not None,
@@ -149,6 +155,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "items_per_s": ended / elapsed,
         "throttled_per_item": sum(stats["models"].get(m, {}).get("throttled", 0) for m in quotas)
         / max(1, ended),
+        "throttled_after_first_minute": sum(stats["models"].get(m, {}).get("throttled", 0) for m in quotas)
+        - throttled_in_first_minute,
         "in_dlq": queue_depth(sqs, resources.work.dlq_url),
         "utilisation": achieved_ratios(samples, started, quotas),
         "ok_calls": samples[-1][1] if samples else {},
@@ -158,6 +166,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             lost_and_duplicated(s3, MlflowClient(args.tracking_uri), resources.bucket, job_id, args.items)
         )
     return result
+
+
+def told_quotas(args: argparse.Namespace) -> str:
+    """BEDROCK_MODEL_RPM for the paced mode: ``--told-quotas`` if given ("none": empty), else ``--quotas``."""
+    if args.told_quotas is None:
+        return str(args.quotas)
+    return "" if args.told_quotas.strip().lower() == "none" else str(args.told_quotas)
 
 
 class InstancePumps:
@@ -242,15 +257,18 @@ def lost_and_duplicated(s3: Any, client: Any, bucket: str, job_id: str, expected
 
 def report_lines(result: dict[str, Any]) -> list[str]:
     """The phase's figures; the two kinds of line scripts read are exactly as issue 19 states."""
-    paced, today = result["paced"], result["baseline"]
+    paced, today = result["paced"], result.get("baseline")
     quotas = paced.get("quotas", QUOTAS)
+    told = paced.get("told_quotas")
     lines = [
         "",
         "(q) throughput under Bedrock quotas "
         + ", ".join(f"{m} {q}/min" for m, q in quotas.items())
-        + f", model latency {paced.get('latency_ms', '?')} ms",
+        + f", model latency {paced.get('latency_ms', '?')} ms"
+        + ("" if told is None else f", pacer told {told or 'nothing'}"),
     ]
-    for name, run in (("paced", paced), ("today's behaviour", today)):
+    runs = [("paced", paced)] + ([("today's behaviour", today)] if today else [])
+    for name, run in runs:
         capped = (
             ""
             if run["finished"]
@@ -258,20 +276,34 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"  {name:<18} {run['items_per_s']:6.2f} items/s, {run['seconds']:6.1f} s{capped}, "
-            f"throttled {run['throttled_per_item']:.2f}/item, DLQ {run['in_dlq']}, "
+            f"throttled {run['throttled_per_item']:.2f}/item"
+            + (
+                f" ({run['throttled_after_first_minute']} after minute 1)"
+                if "throttled_after_first_minute" in run
+                else ""
+            )
+            + f", DLQ {run['in_dlq']}, "
             f"lost {run.get('lost', '-')}, duplicated {run.get('duplicated', '-')}"
         )
     for model in quotas:
         ratio = paced["utilisation"].get(model)
         lines.append(f"quota utilisation {model}  {'n/a' if ratio is None else f'{ratio:.2f}'}")
-    lines.append(
-        f"quota phase vs today's behaviour  {paced['items_per_s'] / max(today['items_per_s'], 1e-9):.1f}x"
-    )
+    if today:
+        lines.append(
+            f"quota phase vs today's behaviour  {paced['items_per_s'] / max(today['items_per_s'], 1e-9):.1f}x"
+        )
     return lines
 
 
 def run(
-    items: int, baseline_cap: float, latency_ms: float, cap: float, quotas: str, instances: int
+    items: int,
+    baseline_cap: float,
+    latency_ms: float,
+    cap: float,
+    quotas: str,
+    instances: int,
+    told: str | None = None,
+    baseline: bool = True,
 ) -> dict[str, Any]:
     """Both modes against one set of servers (the PostgreSQL-backed MLflow server as in `make throughput`)."""
     from throughput.services import emulator, fresh_database, mlflow_server, moto
@@ -284,7 +316,8 @@ def run(
         moto(state) as moto_process,
         mlflow_server(database, state, workers=2, db_pool_size=20, db_max_overflow=10) as server,
     ):
-        for name, mode, limit in (("paced", "adaptive", cap), ("baseline", "off", baseline_cap)):
+        modes = [("paced", "adaptive", cap)] + ([("baseline", "off", baseline_cap)] if baseline else [])
+        for name, mode, limit in modes:
             print(
                 f"(q) {name}: {items} items, BEDROCK_PACING={mode}, at most {limit:g} s ...", file=sys.stderr
             )
@@ -294,6 +327,7 @@ def run(
                     "measure", "--mode", mode, "--items", str(items), "--cap", str(limit), "--quotas", quotas, "--instances", str(instances),
                     "--latency-ms", str(latency_ms), "--moto-url", str(moto_process.url),
                     "--tracking-uri", server.url, "--emulator-url", emulator_url,
+                    *([] if told is None else ["--told-quotas", told]),
                 ],
                 timeout=limit + 300,
             )  # fmt: skip
@@ -323,6 +357,13 @@ def main() -> None:
             default=",".join(f"{m}={q}" for m, q in QUOTAS.items()),
             help="two models' requests per minute, model=rpm,model=rpm (items split in their ratio's order)",
         )
+    for target in (parser, child):
+        target.add_argument(
+            "--told-quotas",
+            help="what the pacer is told (BEDROCK_MODEL_RPM) when not the emulator's --quotas: "
+            "model=rpm,model=rpm, or 'none' (the pacer starts at 60/min and probes)",
+        )
+    parser.add_argument("--skip-baseline", action="store_true", help="run the paced mode only")
     parser.add_argument("--baseline-cap", type=float, default=300.0, help="stop the baseline after this long")
     parser.add_argument("--output", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
@@ -332,7 +373,16 @@ def main() -> None:
     if args.command == "measure":
         emit_result(measure(args))
         return
-    result = run(args.items, args.baseline_cap, args.latency_ms, args.cap, args.quotas, args.instances)
+    result = run(
+        args.items,
+        args.baseline_cap,
+        args.latency_ms,
+        args.cap,
+        args.quotas,
+        args.instances,
+        args.told_quotas,
+        baseline=not args.skip_baseline,
+    )
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2))

@@ -2,9 +2,14 @@
 ledger's table, shared by every runner instance.
 
 Booking a slot is one UpdateItem (``next_slot = if_not_exists(next_slot, now) + interval``, atomic on
-the item) whose new image also refreshes this process's view of the rate; a throttle is one
-conditional UpdateItem that cuts the rate unless someone cut it within the cooldown. Nothing is read
-in a loop: a caller sleeps until its slot. The pure rules are in pacing.py.
+the item) whose new image also refreshes this process's view of the state; an idle schedule is pulled
+up to the clock by one more, conditional on nobody having booked or cut since. A throttle is one
+UpdateItem that counts it (ADD, atomic), and, when the pure rules cut the rate on the image it
+returns, one more that sets the new rate, conditional on the rate not having changed since. Nothing is
+read in a loop: a caller sleeps until its slot. The pure rules are in pacing.py.
+
+Items written before the rules kept what the quota admitted (issue 19) hold only ``rate_rpm``,
+``cut_at``, ``next_slot`` and ``cut``: the other fields read as nothing counted yet.
 """
 
 from __future__ import annotations
@@ -17,27 +22,45 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from bedrock_pipeline.pacing import (
-    PaceRules,
-    PaceState,
-    after_throttle,
-    backlog_s,
-    interval_s,
-    rate_at,
-)
+from bedrock_pipeline.pacing import PaceRules, PaceState, after_throttle, backlog_s, book, rebased
+
+# The state's numbers besides next_slot, as item attributes (all of them SET together by a cut).
+_LEG_FIELDS = ("rate_rpm", "cut_at", "cool_until", "calls_before", "lost", "lost_at", "found_rpm", "strikes")
 
 
 def _number(value: float) -> dict[str, str]:
     return {"N": f"{value:.6f}"}
 
 
-def _state_of(item: dict[str, Any]) -> PaceState:
+def _state_of(item: dict[str, Any], rules: PaceRules) -> PaceState:
+    def number(name: str, default: float = 0.0) -> float:
+        return float(item[name]["N"]) if name in item else default
+
+    cut_at = number("cut_at")
+    old_cut = bool(
+        item.get("cut", {}).get("BOOL", False)
+    )  # an item from before: its cooldown ran from cut_at
     return PaceState(
-        rate_rpm=float(item["rate_rpm"]["N"]),
-        cut_at=float(item["cut_at"]["N"]),
-        next_slot=float(item["next_slot"]["N"]),
-        cut=bool(item.get("cut", {}).get("BOOL", False)),
+        rate_rpm=number("rate_rpm"),
+        cut_at=cut_at,
+        next_slot=number("next_slot"),
+        cool_until=number("cool_until", cut_at + rules.cooldown_s if old_cut else 0.0),
+        calls_before=number("calls_before"),
+        lost=number("lost"),
+        lost_at=number("lost_at", cut_at),
+        found_rpm=number("found_rpm"),
+        trusted=bool(item.get("trusted", {}).get("BOOL", False)),
+        strikes=number("strikes"),
     )
+
+
+def _leg_values(state: PaceState) -> dict[str, Any]:
+    values = {f":{name}": _number(getattr(state, name)) for name in _LEG_FIELDS}
+    values[":trusted"] = {"BOOL": state.trusted}
+    return values
+
+
+_SET_LEG = ", ".join(f"{name} = :{name}" for name in _LEG_FIELDS) + ", trusted = :trusted"
 
 
 class DynamoCallPacer:
@@ -71,6 +94,33 @@ class DynamoCallPacer:
         with self._lock:
             self._seen[model_id] = state
 
+    def _set_if_unchanged(
+        self, model_id: str, state: PaceState, seen: dict[str, Any], also: str = ""
+    ) -> bool:
+        """SET the leg fields (and ``also``) unless the item's next_slot / cut_at moved since ``seen``."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(model_id),
+                UpdateExpression=f"SET {_SET_LEG}{also}",
+                ConditionExpression="cut_at = :seen_cut_at"
+                + (" AND next_slot = :seen_next_slot" if also else ""),
+                ExpressionAttributeValues={
+                    **_leg_values(state),
+                    ":seen_cut_at": seen["cut_at"],
+                    **(
+                        {":seen_next_slot": seen["next_slot"], ":next_slot": _number(state.next_slot)}
+                        if also
+                        else {}
+                    ),
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return False  # someone booked or changed the rate meanwhile: theirs stands
+        return True
+
     def backlog(self, model_id: str) -> float:
         now = self._clock()
         return backlog_s(self._view(model_id, now), now)
@@ -78,7 +128,9 @@ class DynamoCallPacer:
     def book(self, model_id: str) -> float:
         rules = self._rules_for(model_id)
         now = self._clock()
-        interval = interval_s(rate_at(self._view(model_id, now), rules, now))
+        view = self._view(model_id, now)
+        planned, _ = book(view, rules, now)
+        interval = planned.next_slot - max(view.next_slot, now - rules.max_lag_s)
         fresh = PaceState.fresh(rules, now)
         response = self._db.update_item(
             TableName=self._table,
@@ -92,61 +144,56 @@ class DynamoCallPacer:
             },
             ReturnValues="ALL_NEW",
         )
-        state = _state_of(response["Attributes"])
+        attributes = response["Attributes"]
+        state = _state_of(attributes, rules)
         slot = state.next_slot - interval
         lagged = now - rules.max_lag_s
         if slot < lagged:
-            # An idle schedule: pull it up to the clock so the idle time is not spent as a burst. If
-            # someone moved it meanwhile their booking stands, and this slot (in the past) goes now.
-            pulled = lagged + interval
-            try:
-                self._db.update_item(
-                    TableName=self._table,
-                    Key=self._key(model_id),
-                    UpdateExpression="SET next_slot = :pulled",
-                    ConditionExpression="next_slot = :seen",
-                    ExpressionAttributeValues={
-                        ":pulled": _number(pulled),
-                        ":seen": response["Attributes"]["next_slot"],
-                    },
-                )
-                state = replace(state, next_slot=pulled)
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
+            # An idle schedule: pull it up to the clock so the idle time is neither spent as a burst nor
+            # counted as calls. If someone moved it meanwhile their booking stands, and this slot (in
+            # the past) goes now.
+            pulled = replace(
+                rebased(replace(state, next_slot=slot), rules, lagged), next_slot=lagged + interval
+            )
+            if self._set_if_unchanged(model_id, pulled, attributes, also=", next_slot = :next_slot"):
+                state = pulled
         self._remember(model_id, state)
         return max(0.0, slot - now)
 
     def throttled(self, model_id: str) -> None:
         rules = self._rules_for(model_id)
         now = self._clock()
-        cut = after_throttle(self._view(model_id, now), rules, now)
-        if cut is None:
-            return
-        try:
-            response = self._db.update_item(
-                TableName=self._table,
-                Key=self._key(model_id),
-                UpdateExpression="SET rate_rpm = :rate, cut_at = :now, cut = :true, "
-                "next_slot = if_not_exists(next_slot, :now)",
-                # Whoever reports first in a cooldown cuts; the others' throttles were the same overshoot.
-                ConditionExpression="attribute_not_exists(cut) OR cut = :false OR cut_at < :edge",
-                ExpressionAttributeValues={
-                    ":rate": _number(cut.rate_rpm),
-                    ":now": _number(now),
-                    ":edge": _number(now - rules.cooldown_s),
-                    ":true": {"BOOL": True},
-                    ":false": {"BOOL": False},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            item = self._db.get_item(TableName=self._table, Key=self._key(model_id), ConsistentRead=True).get(
-                "Item"
-            )
-            if item is not None:
-                self._remember(model_id, _state_of(item))
-            return
-        self._remember(model_id, _state_of(response["Attributes"]))
+        view = self._view(model_id, now)
+        # What `counted` does, as atomic ADDs (decided on this process's view of the item).
+        adds = ["strikes :one"]
+        sets = [
+            "next_slot = if_not_exists(next_slot, :now)",
+            "rate_rpm = if_not_exists(rate_rpm, :rate)",
+            "cut_at = if_not_exists(cut_at, :now)",
+        ]
+        if now < view.cut_at:  # the call's slot was booked before the last change of rate
+            adds.append("calls_before :minus_one")
+        else:
+            adds.append("lost :one")
+            if now < view.cool_until or not view.lost:
+                sets.append("lost_at = :now")
+        values = {
+            ":now": _number(now),
+            ":rate": _number(PaceState.fresh(rules, now).rate_rpm),
+            ":one": _number(1),
+        }
+        if now < view.cut_at:
+            values[":minus_one"] = _number(-1)
+        response = self._db.update_item(
+            TableName=self._table,
+            Key=self._key(model_id),
+            UpdateExpression=f"ADD {', '.join(adds)} SET {', '.join(sets)}",
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        attributes = response["Attributes"]
+        state = _state_of(attributes, rules)
+        cut = after_throttle(state, rules, now)
+        if cut is not None and self._set_if_unchanged(model_id, cut, attributes):
+            state = cut
+        self._remember(model_id, state)

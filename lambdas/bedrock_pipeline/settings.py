@@ -120,8 +120,9 @@ MAX_ITEM_BODY_BYTES: Final = 9 * 1024 * 1024  # one work item as JSON, inline or
 BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode (pacing off)
 
 # --- Pacing (pacing.py; the defaults of the variables above, and the AIMD constants) ---
-# Opt-in: the pacer does not yet settle at a real quota far below the one it is given, and its probe
-# from 60/min is unmeasured on default loads (docs/PERFORMANCE.md, "Under Bedrock's quotas").
+# Opt-in. It now finds a quota far below the one it is given, or none given (2026-12-02); whether to
+# turn it on by default is to be decided from docs/PERFORMANCE.md, "Under Bedrock's quotas" (heavy
+# throttling that is not the quota's drags it down).
 BEDROCK_PACING: Final = "off"
 PACING_MODES: Final = ("adaptive", "off")
 # Below 1.0 leaves room for what a sliding-minute count and clocks across instances disagree on.
@@ -129,14 +130,22 @@ BEDROCK_TARGET_UTILISATION: Final = 0.95
 BEDROCK_PACING_MAX_HOLD_SECONDS: Final = 30  # a batch of 10 at 20 requests/min is 30 s: held, not requeued
 PACING_START_RPM: Final = 60.0  # a model whose quota is not given starts here and probes up
 PACING_UNKNOWN_CEILING_RPM: Final = 1000.0  # ...up to this; give the quota for a faster model
-# Additive increase: the rate grows back from 0 to its ceiling over this long. Bedrock counts a minute
-# (quotas-runtime.html), so a throttle's cause stays in the count that long: growing back faster only
-# meets the same full window again (a fixed +10/min per second did, at a 20/min quota).
+# With no quota found yet the rate grows from its start to its ceiling over this long; after a cut it
+# grows back to the quota found over this long (pacing.py). Bedrock counts a minute (quotas-runtime.html).
 PACING_RECOVERY_SECONDS: Final = 60.0
-PACING_DECREASE_FACTOR: Final = 0.7  # multiplicative decrease on a throttle
-# One cut per cooldown: the throttles of one overshoot are one signal, and under a per-minute count
-# they go on until the window turns over, whatever the rate now (5 s cut a 20/min model to the floor).
-PACING_COOLDOWN_SECONDS: Final = 15.0
+# A throttle after a full minute cuts the rate to this share of the calls that minute admitted (what
+# the quota admits: a throttled call counts nothing). Not the current rate: cutting that by 30 % once
+# per 15 s while growing back by the ceiling/60 each second held the rate near 0.58 x an overstated
+# ceiling, throttled all along (docs/PERFORMANCE.md, "Under Bedrock's quotas").
+PACING_DECREASE_FACTOR: Final = 0.9
+# Past the quota found the rate probes up by this share of it per minute, up to 1 + span times it
+# (then by the quota found per minute): a quota raised, or found a little low, is found again.
+PACING_PROBE_PER_MINUTE: Final = 0.1
+PACING_PROBE_SPAN: Final = 0.2
+# Throttles within this long of a cut are the same overshoot: the quota's sliding minute still holds
+# the calls made before the cut, whatever the rate now (a 45 s cooldown, cutting again on them,
+# over-cut in the simulation of tests/unit/test_pacing_under_quota.py).
+PACING_COOLDOWN_SECONDS: Final = 60.0
 PACING_MAX_LAG_SECONDS: Final = 1.0  # an idle schedule banks at most this much burst
 # Throttles (and other transient errors) one held item retries in the runner before it is requeued.
 PACING_MAX_RETRIES_IN_PLACE: Final = 4

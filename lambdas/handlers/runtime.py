@@ -105,6 +105,8 @@ class HandlerEnvironment(BaseModel):
             unknown_ceiling_rpm=settings.PACING_UNKNOWN_CEILING_RPM,
             recovery_s=settings.PACING_RECOVERY_SECONDS,
             decrease_factor=settings.PACING_DECREASE_FACTOR,
+            probe_per_minute=settings.PACING_PROBE_PER_MINUTE,
+            probe_span=settings.PACING_PROBE_SPAN,
             cooldown_s=settings.PACING_COOLDOWN_SECONDS,
             max_lag_s=settings.PACING_MAX_LAG_SECONDS,
         )

@@ -12,7 +12,7 @@ import pytest
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.pacer_store import DynamoCallPacer
-from bedrock_pipeline.pacing import PaceRules, interval_s
+from bedrock_pipeline.pacing import SHALLOW_FACTOR, PaceRules, interval_s
 from local_stack.resources import LocalResources
 from tests.conftest import ResourcesFactory
 from tests.integration.harness import Stack
@@ -53,7 +53,40 @@ def test_two_runners_book_one_schedule_and_one_overshoot_cuts_the_rate_once(
     for pacer in runners:  # both see the same overshoot
         pacer.throttled(MODEL)
     item = db.get_item(TableName=local_resources.jobs_table, Key={"pk": {"S": f"PACE#{MODEL}"}})["Item"]
-    assert float(item["rate_rpm"]["N"]) == pytest.approx(600 * rules.decrease_factor)  # cut once, not twice
+    # A minute far from full tells no quota: the first throttle cuts 30 %, once, and both are counted.
+    assert float(item["rate_rpm"]["N"]) == pytest.approx(600 * SHALLOW_FACTOR)
+    assert float(item["strikes"]["N"]) == 1 and item["trusted"] == {"BOOL": False}
+
+
+def test_an_item_written_by_the_earlier_rules_is_read_booked_and_cut(
+    aws_env: dict[str, str], local_resources: LocalResources
+) -> None:
+    rules = PaceRules(ceiling_rpm=600, start_rpm=600)
+    db = boto3.client("dynamodb")
+    now = time.time()
+    key = {"pk": {"S": f"PACE#{MODEL}"}}
+    db.put_item(  # the fields pacer_store.py wrote before issue 19's fix: cut 5 s ago, to 300/min
+        TableName=local_resources.jobs_table,
+        Item={
+            **key,
+            "rate_rpm": {"N": "300"},
+            "cut_at": {"N": f"{now - 5:.6f}"},
+            "next_slot": {"N": f"{now:.6f}"},
+            "cut": {"BOOL": True},
+        },
+    )
+    pacer = DynamoCallPacer(db, local_resources.jobs_table, lambda _: rules)
+    assert 0 <= pacer.book(MODEL) <= interval_s(300) + 0.1
+    pacer.throttled(MODEL)  # within the old cut's cooldown, which still holds: counted, no cut
+    item = db.get_item(TableName=local_resources.jobs_table, Key=key, ConsistentRead=True)["Item"]
+    assert float(item["rate_rpm"]["N"]) == pytest.approx(300) and float(item["strikes"]["N"]) == 1
+
+    db.update_item(TableName=local_resources.jobs_table, Key=key, UpdateExpression="REMOVE cut")
+    fresh = DynamoCallPacer(db, local_resources.jobs_table, lambda _: rules)
+    fresh.throttled(MODEL)  # not cooling now: a cut, written with every field of the new rules
+    item = db.get_item(TableName=local_resources.jobs_table, Key=key, ConsistentRead=True)["Item"]
+    assert float(item["rate_rpm"]["N"]) < 300 and float(item["cool_until"]["N"]) > now
+    assert {"calls_before", "lost", "lost_at", "found_rpm", "trusted", "strikes"} <= item.keys()
 
 
 def test_a_batch_against_an_overstated_quota_is_requeued_until_every_item_ends(

@@ -579,6 +579,7 @@ class MemoryPacer:
     def throttled(self, model_id: str) -> None:
         with self._lock:
             self.throttles.append(model_id)
-            cut = self._pacing.after_throttle(self._state(model_id), self._rules_for(model_id), self._clock())
-            if cut is not None:
-                self.states[model_id] = cut
+            now = self._clock()
+            state = self._pacing.counted(self._state(model_id), now)
+            cut = self._pacing.after_throttle(state, self._rules_for(model_id), now)
+            self.states[model_id] = state if cut is None else cut

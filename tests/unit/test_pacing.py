@@ -10,11 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bedrock_pipeline.pacing import (
+    CONFIRM_STRIKES,
     PacePolicy,
     PaceRules,
     PaceState,
+    admitted,
     after_throttle,
     book,
+    counted,
     interval_s,
     parse_model_rpm,
     rate_at,
@@ -49,14 +52,23 @@ def steady(ceiling: float, lag: float = 1.0) -> PaceRules:
     return PaceRules(ceiling_rpm=ceiling, start_rpm=ceiling, max_lag_s=lag)
 
 
-@given(rules_st, st.floats(0, 10_000), st.floats(0, 10_000), st.booleans())
+@given(
+    rules_st, st.floats(0, 10_000), st.floats(0, 10_000), st.floats(0, 2_000), st.booleans(), st.booleans()
+)
 def test_the_rate_stays_between_floor_and_ceiling(
-    rules: PaceRules, cut_at: float, later: float, cut: bool
+    rules: PaceRules, cut_at: float, later: float, found: float, trusted: bool, cooling: bool
 ) -> None:
-    state = PaceState(rate_rpm=rules.start_rpm, cut_at=cut_at, next_slot=0.0, cut=cut)
+    state = PaceState(
+        rate_rpm=rules.start_rpm,
+        cut_at=cut_at,
+        next_slot=0.0,
+        cool_until=cut_at + rules.cooldown_s if cooling else 0.0,
+        found_rpm=found,
+        trusted=trusted,
+    )
     for now in (cut_at, cut_at + later):
         assert rules.floor_rpm <= rate_at(state, rules, now) <= rules.ceiling_rpm
-        throttled = after_throttle(state, rules, now)
+        throttled = after_throttle(counted(state, now), rules, now)
         if throttled is not None:
             assert rules.floor_rpm <= throttled.rate_rpm <= rate_at(state, rules, now)
 
@@ -88,12 +100,73 @@ def test_throttles_within_a_cooldown_cut_once_and_the_rate_grows_back_to_the_cei
     rules: PaceRules, now: float
 ) -> None:
     state = PaceState.fresh(rules, 0.0)
-    cut = after_throttle(state, rules, now)
-    assert cut is not None and cut.cut and cut.cut_at == now  # the first throttle always cuts
-    if rules.cooldown_s > 0:
-        assert after_throttle(cut, rules, now + rules.cooldown_s / 2) is None
+    cut = after_throttle(counted(state, now), rules, now)  # the first throttle always cuts
+    assert cut is not None and cut.cut_at == now and cut.cool_until == now + rules.cooldown_s
+    later = now + rules.cooldown_s / 2
+    if later < cut.cool_until:
+        assert after_throttle(counted(cut, later), rules, later) is None
     recovered = now + (rules.ceiling_rpm - cut.rate_rpm) / rules.increase_rpm_per_s
     assert rate_at(cut, rules, recovered + 1e-6) == pytest.approx(rules.ceiling_rpm)
+
+
+def booked_through(state: PaceState, rules: PaceRules, start: float, end: float) -> PaceState:
+    """Callers that keep the schedule full from ``start`` to ``end``."""
+    now = start
+    while now < end:
+        state, wait = book(state, rules, now)
+        now += wait
+    return state
+
+
+def test_a_throttle_after_a_full_minute_cuts_to_a_share_of_what_it_held_and_grows_back_past_it() -> None:
+    # Told 1000/min, starting at 600 and (nearly) not growing; the quota is 600: the throttle comes
+    # when the schedule has been full for a minute.
+    rules = PaceRules(ceiling_rpm=1000, start_rpm=600, increase_rpm_per_s=1e-6)
+    state = booked_through(PaceState.fresh(rules, 0.0), rules, 0, 120)
+    assert admitted(state, rules, 60, 120) == pytest.approx(600, abs=2)
+    cut = after_throttle(counted(state, 120), rules, 120)
+    assert cut is not None and cut.trusted and cut.found_rpm == pytest.approx(600, abs=2)
+    assert cut.rate_rpm == pytest.approx(rules.decrease_factor * 600, abs=2)
+    at = cut.cut_at
+    assert rate_at(cut, rules, at + rules.recovery_s) == pytest.approx(600, abs=2)  # back over a minute
+    probed = rate_at(cut, rules, at + rules.recovery_s + 60)  # then slowly beyond
+    assert probed == pytest.approx(600 * (1 + rules.probe_per_minute), abs=2)
+    # Throttles within the cooldown are the same overshoot; a sparse one after it does not lower the
+    # quota found, though the minute before it held less (the rate was growing back).
+    assert after_throttle(counted(cut, at + 30), rules, at + 30) is None
+    later = booked_through(cut, rules, at, at + rules.cooldown_s)
+    assert admitted(later, rules, at, at + rules.cooldown_s) < 590
+    again = after_throttle(counted(later, at + rules.cooldown_s), rules, at + rules.cooldown_s)
+    assert again is not None and again.found_rpm == pytest.approx(cut.found_rpm)
+
+
+def test_a_quota_far_below_the_rate_is_confirmed_by_the_throttles_that_follow_the_first() -> None:
+    rules = steady(1000)  # told 1000/min; the quota admits 100
+    state = booked_through(PaceState.fresh(rules, 0.0), rules, 0, 6)  # the 100 calls: 6 s at 1000/min
+    shallow = after_throttle(counted(state, 6), rules, 6)
+    # A minute holding 100 calls at 1000/min may be noise, not the quota: a 30 % cut, nothing trusted.
+    assert shallow is not None and not shallow.trusted and shallow.rate_rpm == pytest.approx(700)
+    assert shallow.found_rpm == pytest.approx(100, abs=1)
+    throttled, now, confirmed = shallow, 6.0, None
+    for _ in range(100):  # every call after it is throttled too: the minute is full
+        throttled, wait = book(throttled, rules, now)
+        now += wait
+        throttled = counted(throttled, now)
+        confirmed = after_throttle(throttled, rules, now)
+        if confirmed is not None:
+            break
+    # Confirmed once the throttles are a quarter of what the minute admitted and them (100 + 34).
+    assert confirmed is not None and confirmed.trusted and CONFIRM_STRIKES <= throttled.strikes <= 40
+    assert confirmed.rate_rpm == pytest.approx(rules.decrease_factor * 100, abs=1)
+
+
+def test_an_idle_spell_counts_no_calls() -> None:
+    rules = steady(600)
+    busy = booked_through(PaceState.fresh(rules, 0.0), rules, 0, 60)
+    assert admitted(busy, rules, 0, 60) == pytest.approx(600, abs=2)
+    after_idle, _ = book(busy, rules, 300)
+    assert admitted(after_idle, rules, 240, 300) == pytest.approx(1)  # the booking just made
+    assert rate_at(after_idle, rules, 300) == pytest.approx(600)
 
 
 def test_a_known_quota_starts_at_its_target_share_and_an_unknown_one_probes_up() -> None:
@@ -103,8 +176,10 @@ def test_a_known_quota_starts_at_its_target_share_and_an_unknown_one_probes_up()
         start_rpm=60,
         unknown_ceiling_rpm=1000,
         recovery_s=60,
-        decrease_factor=0.7,
-        cooldown_s=5,
+        decrease_factor=0.9,
+        probe_per_minute=0.1,
+        probe_span=0.2,
+        cooldown_s=60,
         max_lag_s=1,
     )
     assert policy.rules_for(MODEL).start_rpm == pytest.approx(540)

@@ -40,3 +40,21 @@ def test_the_report_has_one_line_per_model_and_one_ratio_line_as_the_issue_names
         m for m in (re.fullmatch(r"quota phase vs today's behaviour  ([0-9.]+)x", x) for x in lines) if m
     ]
     assert float(ratio.group(1)) == pytest.approx(6.0)
+
+
+def test_the_pacer_can_be_told_other_quotas_than_the_emulators_or_none_and_the_baseline_skipped() -> None:
+    import argparse
+
+    from throughput.quota import told_quotas
+
+    def args(told: str | None) -> argparse.Namespace:
+        return argparse.Namespace(quotas="m=300,n=150", told_quotas=told)
+
+    assert told_quotas(args(None)) == "m=300,n=150"
+    assert told_quotas(args("m=1500,n=750")) == "m=1500,n=750"
+    assert told_quotas(args("none")) == ""
+    run = {"items": 1200, "finished": True, "seconds": 200.0, "ended": 1200, "items_per_s": 6.0,
+           "throttled_per_item": 0.1, "in_dlq": 0, "lost": 0, "duplicated": 0,
+           "utilisation": {m: 0.9 for m in QUOTAS}, "told_quotas": ""}  # fmt: skip
+    lines = report_lines({"paced": run})
+    assert "pacer told nothing" in lines[1] and not any("today's behaviour" in line for line in lines)
