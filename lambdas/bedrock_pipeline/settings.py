@@ -120,9 +120,10 @@ MAX_ITEM_BODY_BYTES: Final = 9 * 1024 * 1024  # one work item as JSON, inline or
 BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode (pacing off)
 
 # --- Pacing (pacing.py; the defaults of the variables above, and the AIMD constants) ---
-# Opt-in. It now finds a quota far below the one it is given, or none given (2026-12-02); whether to
-# turn it on by default is to be decided from docs/PERFORMANCE.md, "Under Bedrock's quotas" (heavy
-# throttling that is not the quota's drags it down).
+# Opt-in. It finds a quota far below the one it is given, or none given, but reads every throttle as
+# the quota's, and on-demand Bedrock also throttles below the quota when its shared capacity pool is
+# busy (AWS support on re:Post, QU11DRlMZfRDy0ngHxpO1VCw): heavy throttling of that kind drags the
+# pacer down (docs/PERFORMANCE.md, "Under Bedrock's quotas", "Pacing ships off").
 BEDROCK_PACING: Final = "off"
 PACING_MODES: Final = ("adaptive", "off")
 # Below 1.0 leaves room for what a sliding-minute count and clocks across instances disagree on.
