@@ -3,13 +3,15 @@ ledger's table, shared by every runner instance.
 
 Booking a slot is one UpdateItem (``next_slot = if_not_exists(next_slot, now) + interval``, atomic on
 the item) whose new image also refreshes this process's view of the state; an idle schedule is pulled
-up to the clock by one more, conditional on nobody having booked or cut since. A throttle is one
-UpdateItem that counts it (ADD, atomic), and, when the pure rules cut the rate on the image it
-returns, one more that sets the new rate, conditional on the rate not having changed since. Nothing is
-read in a loop: a caller sleeps until its slot. The pure rules are in pacing.py.
+up to the clock, or a window a minute old turned over, by one more, conditional on nobody having
+booked, cut or turned it since. A throttle is one UpdateItem that counts it (ADD, atomic), and, when
+the pure rules cut the rate or turn the window on the image it returns, one more that sets them,
+conditional on neither having changed since. Nothing is read in a loop: a caller sleeps until its
+slot. The pure rules are in pacing.py.
 
 Items written before the rules kept what the quota admitted (issue 19) hold only ``rate_rpm``,
-``cut_at``, ``next_slot`` and ``cut``: the other fields read as nothing counted yet.
+``cut_at``, ``next_slot`` and ``cut``, and before they told noise from the quota no window: the other
+fields read as nothing counted yet, the window as starting at ``cut_at`` and the noise as unknown.
 """
 
 from __future__ import annotations
@@ -22,10 +24,24 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from bedrock_pipeline.pacing import PaceRules, PaceState, after_throttle, backlog_s, book, rebased
+from bedrock_pipeline.pace_policy import PaceRules
+from bedrock_pipeline.pacing import (
+    UNKNOWN,
+    PaceState,
+    after_throttle,
+    backlog_s,
+    book,
+    rebased,
+    turned_over,
+)
 
-# The state's numbers besides next_slot, as item attributes (all of them SET together by a cut).
-_LEG_FIELDS = ("rate_rpm", "cut_at", "cool_until", "calls_before", "lost", "lost_at", "found_rpm", "strikes")
+# The state's numbers besides next_slot, as item attributes (all of them SET together by a cut or a
+# new window, which happen at most once a minute or so: an ADD between the read and that SET is lost).
+_LEG_FIELDS = (
+    "rate_rpm", "cut_at", "cool_until", "calls_before", "lost", "lost_at", "found_rpm", "strikes",
+    "window_from", "window_slots", "slots_at", "slots_rpm", "window_strikes", "prev_calls",
+    "prev_strikes", "prev_rpm", "proven_rpm", "noise",
+)  # fmt: skip
 
 
 def _number(value: float) -> dict[str, str]:
@@ -51,6 +67,16 @@ def _state_of(item: dict[str, Any], rules: PaceRules) -> PaceState:
         found_rpm=number("found_rpm"),
         trusted=bool(item.get("trusted", {}).get("BOOL", False)),
         strikes=number("strikes"),
+        window_from=number("window_from", cut_at),
+        window_slots=number("window_slots"),
+        slots_at=number("slots_at"),
+        slots_rpm=number("slots_rpm"),
+        window_strikes=number("window_strikes"),
+        prev_calls=number("prev_calls"),
+        prev_strikes=number("prev_strikes"),
+        prev_rpm=number("prev_rpm"),
+        proven_rpm=number("proven_rpm"),
+        noise=number("noise", UNKNOWN),
     )
 
 
@@ -97,17 +123,25 @@ class DynamoCallPacer:
     def _set_if_unchanged(
         self, model_id: str, state: PaceState, seen: dict[str, Any], also: str = ""
     ) -> bool:
-        """SET the leg fields (and ``also``) unless the item's next_slot / cut_at moved since ``seen``."""
+        """SET the leg fields (and ``also``) unless the item's next_slot / cut_at / window moved since
+        ``seen``."""
+        window = (
+            " AND window_from = :seen_window_from"
+            if "window_from" in seen
+            else " AND attribute_not_exists(window_from)"
+        )
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(model_id),
                 UpdateExpression=f"SET {_SET_LEG}{also}",
                 ConditionExpression="cut_at = :seen_cut_at"
+                + window
                 + (" AND next_slot = :seen_next_slot" if also else ""),
                 ExpressionAttributeValues={
                     **_leg_values(state),
                     ":seen_cut_at": seen["cut_at"],
+                    **({":seen_window_from": seen["window_from"]} if "window_from" in seen else {}),
                     **(
                         {":seen_next_slot": seen["next_slot"], ":next_slot": _number(state.next_slot)}
                         if also
@@ -155,8 +189,13 @@ class DynamoCallPacer:
             pulled = replace(
                 rebased(replace(state, next_slot=slot), rules, lagged), next_slot=lagged + interval
             )
+            pulled = turned_over(pulled, rules, now)
             if self._set_if_unchanged(model_id, pulled, attributes, also=", next_slot = :next_slot"):
                 state = pulled
+        else:
+            turned = turned_over(state, rules, now)  # a window a minute old: a new one (one more write)
+            if turned is not state and self._set_if_unchanged(model_id, turned, attributes):
+                state = turned
         self._remember(model_id, state)
         return max(0.0, slot - now)
 
@@ -165,7 +204,7 @@ class DynamoCallPacer:
         now = self._clock()
         view = self._view(model_id, now)
         # What `counted` does, as atomic ADDs (decided on this process's view of the item).
-        adds = ["strikes :one"]
+        adds = ["strikes :one", "window_strikes :one"]
         sets = [
             "next_slot = if_not_exists(next_slot, :now)",
             "rate_rpm = if_not_exists(rate_rpm, :rate)",

@@ -16,20 +16,29 @@ How the rate moves (issue 19; the figures are in docs/PERFORMANCE.md, "Under Bed
 
 * Told the quota, the schedule starts at quota x target utilisation, its ceiling, and stays there
   unless throttled. Not told, it starts at ``start_rpm`` and grows by ``increase_rpm_per_s``.
-* A throttle after a full minute (the calls it held are at least half the rate) cuts the rate to
+* Not every throttle is the quota's: a busy capacity pool throttles a share of the calls whatever the
+  rate (the noise). The state counts, per window of a minute, the calls (its slots) and the throttles,
+  and learns the noise from windows that cannot have met the quota (`turned_over`). Only a throttled
+  share beyond the noise by ``NOISE_MARGIN`` is read as the quota's; below it nothing is cut.
+* A window's successes prove the quota at least that (``proven_rpm``): no cut goes below
+  ``decrease_factor`` x that, and no quota is found below it.
+* Such throttles after a full minute (the calls it held are at least half the rate) cut the rate to
   ``decrease_factor`` x those calls: one cut finds the quota, however far above it the rate was.
-* A throttle in a minute far from full (a fresh schedule, or a rate far above the quota, whose
-  minute filled in seconds) cuts by ``SHALLOW_FACTOR`` only: it may be noise, not the quota. If the
-  throttles then keep coming (``CONFIRM_STRIKES``, ``CONFIRM_SHARE`` of the calls), it was the quota:
-  the rate is cut to ``decrease_factor`` x the calls the minute held at that first throttle.
+* In a minute far from full (a fresh schedule, or a rate far above the quota, whose minute filled in
+  seconds) they cut by ``SHALLOW_FACTOR`` only, and the rate holds there through the cooldown: it may
+  be noise. If the throttles then keep coming (``CONFIRM_STRIKES``, ``CONFIRM_SHARE`` of the calls, as
+  dense as a quota of what the minute held would make them, and the window has not since admitted more
+  than that) it was the quota: the rate is cut to ``decrease_factor`` x the calls the minute held then.
 * Throttles within ``cooldown_s`` (the quota's minute) of a cut are the same overshoot: the minute
   still holds the calls made before the cut, whatever the rate now.
+* Noise learned where none was known undoes the quota found: the cuts that found it were noise, and
+  the rate grows back as if none was ever found.
 * After a cut the rate grows back to the quota found over ``recovery_s``, then by ``probe_per_minute``
   of it per minute up to ``1 + probe_span`` times it, then by the quota found per minute: growth is
   relative to the quota found, not to the ceiling (which held the rate near 0.58 x an overstated
   ceiling before), and a raised quota is still found within minutes.
 * Sparse throttles (fewer than ``CONFIRM_SHARE`` of the calls since the last cut) never lower the quota
-  found, so occasional throttles that are not the quota's cost a dip, not a slide.
+  found.
 
 A cut applies from the end of the slots already booked (they go at the old rate); an idle schedule is
 pulled up to the clock and its idle time counts no calls (`rebased`).
@@ -40,6 +49,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
+from bedrock_pipeline.pace_policy import PaceRules
+
 WINDOW_S = 60.0  # Bedrock's quota minute
 # A throttle in a minute holding fewer calls than this share of the rate does not tell the quota.
 FULL_SHARE = 0.5
@@ -48,33 +59,26 @@ SHALLOW_FACTOR = 0.7  # ...and cuts the rate by 30 % at most (the cut before iss
 # the calls the minute admitted plus them (sparse throttles are noise, or the edge of a quota found).
 CONFIRM_STRIKES = 20.0
 CONFIRM_SHARE = 0.25
+CONFIRM_FIT = 0.5  # ...and at least this share of the throttles such a quota would cause
+CONFIRM_SLACK = 1.2  # ...unless the window has since admitted more than this times what it held
 BEYOND_PER_MINUTE = 1.0  # past 1 + probe_span times the quota found, grow by it each minute
-
-
-@dataclass(frozen=True)
-class PaceRules:
-    """How one model's rate moves (settings.py has the defaults and where each comes from)."""
-
-    ceiling_rpm: float
-    start_rpm: float
-    floor_rpm: float = 1.0
-    increase_rpm_per_s: float = 10.0  # growth while no quota has been found
-    recovery_s: float = 60.0  # back to the quota found over this long after a cut
-    decrease_factor: float = 0.9  # a cut sets the rate to this share of the quota found
-    probe_per_minute: float = 0.1
-    probe_span: float = 0.2
-    cooldown_s: float = 60.0
-    # A schedule left idle falls behind the clock; it is pulled up to `now - max_lag_s`, so an idle
-    # spell never banks a burst larger than max_lag_s of calls.
-    max_lag_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.floor_rpm <= self.start_rpm <= self.ceiling_rpm:
-            raise ValueError("need 0 < floor_rpm <= start_rpm <= ceiling_rpm")
-        if not 0 < self.decrease_factor < 1:
-            raise ValueError("decrease_factor must be in (0, 1)")
-        if min(self.increase_rpm_per_s, self.recovery_s, self.probe_per_minute) <= 0 or self.probe_span < 0:
-            raise ValueError("the rate must grow back: increase, recovery, probe > 0, probe_span >= 0")
+# Throttles that are not the quota's: a busy capacity pool throttles below the account's quota (AWS
+# support on re:Post, https://repost.aws/questions/QU11DRlMZfRDy0ngHxpO1VCw), at a share of the calls
+# whatever the rate. A window that cannot have met the quota (`_noise_sample`) tells that share, the
+# noise, and only throttles beyond it are read as the quota's.
+UNKNOWN = -1.0
+NOISE_MARGIN = 0.1  # a share of throttles this far above the noise is the quota's
+MIN_WINDOW_CALLS = 20.0  # a window of fewer calls tells no noise
+MIN_SHARE_CALLS = 5.0  # a throttle among fewer calls than this says nothing (the very first call, say)
+PROVEN_SLACK = 0.85  # a window succeeding at most this times the proven rate measures the noise
+# Two windows of FLAT_MIN_CALLS calls or more, called at rates at least 5 % apart, both throttled
+# (FLAT_MIN_SHARE), whose successes moved with the calls (FLAT_FOLLOW of it): throttles at a share of the
+# calls, not a quota (under a quota the successes stay at the quota whatever the calls).
+FLAT_MIN_CALLS = 50.0
+FLAT_RATE_GAP = 0.95
+FLAT_MIN_SHARE = 0.08
+FLAT_FOLLOW = 0.7
+PROVEN_DECAY = 0.97  # per window: the proven rate fades (the account's quota may be shared, or lowered)
 
 
 @dataclass(frozen=True)
@@ -101,10 +105,25 @@ class PaceState:
     found_rpm: float = 0.0
     trusted: bool = False
     strikes: float = 0.0
+    # The window (a minute, turned over at the first booking or throttle after it): from
+    # ``window_from``, the slots of the legs before ``cut_at`` (those since are the schedule's), the
+    # throttles reported, and the throttled share of the window before.
+    window_from: float = 0.0
+    window_slots: float = 0.0
+    slots_at: float = 0.0  # window_slots counts the slots up to here; those after now went at slots_rpm
+    slots_rpm: float = 0.0
+    window_strikes: float = 0.0
+    prev_calls: float = 0.0
+    prev_strikes: float = 0.0
+    prev_rpm: float = 0.0
+    # ``proven``: the most successful calls per minute a window has made (the quota is at least that),
+    # fading; ``noise``: the throttled share of windows that cannot have met the quota (UNKNOWN till one).
+    proven_rpm: float = 0.0
+    noise: float = UNKNOWN
 
     @classmethod
     def fresh(cls, rules: PaceRules, now: float) -> PaceState:
-        return cls(rate_rpm=rules.start_rpm, cut_at=now, next_slot=now)
+        return cls(rate_rpm=rules.start_rpm, cut_at=now, next_slot=now, window_from=now)
 
 
 def _knots(state: PaceState, rules: PaceRules) -> list[tuple[float, float]]:
@@ -123,6 +142,10 @@ def _knots(state: PaceState, rules: PaceRules) -> list[tuple[float, float]]:
             (BEYOND_PER_MINUTE * found / 60.0, rules.ceiling_rpm),
         ]
     knots = [(at, rate)]
+    if not state.trusted and state.found_rpm and state.cool_until > at:
+        # A shallow cut holds through its cooldown: the throttles that may confirm it are of this rate.
+        at = state.cool_until
+        knots.append((at, rate))
     for per_s, until in legs:
         until = min(until, rules.ceiling_rpm)
         if until > rate:
@@ -151,6 +174,18 @@ def _overlap(start: float, end: float, lo: float, hi: float) -> float:
     return max(0.0, min(end, hi) - max(start, lo))
 
 
+def booked(state: PaceState, rules: PaceRules, start: float, end: float) -> float:
+    """The slots the schedule holds in (start, end] from ``cut_at`` on (none after ``next_slot``)."""
+    end, lo = min(end, state.next_slot), max(start, state.cut_at)
+    if end <= lo:
+        return 0.0
+    points = sorted({lo, end, *(t for t, _ in _knots(state, rules) if lo < t < end)})
+    return sum(
+        (t1 - t0) * (rate_at(state, rules, t0) + rate_at(state, rules, t1)) / (2 * WINDOW_S)
+        for t0, t1 in itertools.pairwise(points)
+    )
+
+
 def admitted(state: PaceState, rules: PaceRules, start: float, end: float) -> float:
     """The calls the schedule made in (start, end] less those reported throttled: a slot booked counts
     (none after ``next_slot``) until its throttle is reported."""
@@ -158,13 +193,7 @@ def admitted(state: PaceState, rules: PaceRules, start: float, end: float) -> fl
     calls = (
         _overlap(start, end, state.cut_at - WINDOW_S, state.cut_at) * max(0.0, state.calls_before) / WINDOW_S
     )
-    lo = max(start, state.cut_at)
-    if end > lo:
-        points = sorted({lo, end, *(t for t, _ in _knots(state, rules) if lo < t < end)})
-        calls += sum(
-            (t1 - t0) * (rate_at(state, rules, t0) + rate_at(state, rules, t1)) / (2 * WINDOW_S)
-            for t0, t1 in itertools.pairwise(points)
-        )
+    calls += booked(state, rules, start, end)
     if state.lost_at > state.cut_at:
         calls -= (
             state.lost * _overlap(start, end, state.cut_at, state.lost_at) / (state.lost_at - state.cut_at)
@@ -177,7 +206,29 @@ def admitted(state: PaceState, rules: PaceRules, start: float, end: float) -> fl
 def _leg(state: PaceState, rules: PaceRules, at: float, rate: float) -> PaceState:
     """The rate set to ``rate`` from schedule time ``at``, with what the minute before it admitted."""
     before = admitted(state, rules, at - WINDOW_S, at)
-    return replace(state, rate_rpm=rate, cut_at=at, calls_before=before, lost=0.0, lost_at=at)
+    return replace(
+        state,
+        rate_rpm=rate,
+        cut_at=at,
+        calls_before=before,
+        lost=0.0,
+        lost_at=at,
+        window_slots=window_calls(state, rules, at),
+        slots_at=at,
+        slots_rpm=rate_at(state, rules, at),
+    )
+
+
+def _ahead(state: PaceState, now: float) -> float:
+    """The slots of earlier legs counted in ``window_slots`` that are after ``now`` (booked ahead)."""
+    ahead = max(0.0, state.slots_at - max(now, state.window_from)) * state.slots_rpm / WINDOW_S
+    return min(state.window_slots, ahead)
+
+
+def window_calls(state: PaceState, rules: PaceRules, now: float) -> float:
+    """The window's slots up to ``now`` (a throttle is reported at its slot's time)."""
+    since = booked(state, rules, max(state.window_from, state.cut_at), now)
+    return state.window_slots - _ahead(state, now) + since
 
 
 def rebased(state: PaceState, rules: PaceRules, at: float) -> PaceState:
@@ -191,6 +242,7 @@ def book(state: PaceState, rules: PaceRules, now: float) -> tuple[PaceState, flo
     slot = max(state.next_slot, now - rules.max_lag_s)
     if slot > state.next_slot:
         state = rebased(state, rules, slot)
+    state = turned_over(state, rules, now)
     after = replace(state, next_slot=slot + interval_s(rate_at(state, rules, slot)))
     return after, max(0.0, slot - now)
 
@@ -203,6 +255,7 @@ def backlog_s(state: PaceState, now: float) -> float:
 def counted(state: PaceState, now: float) -> PaceState:
     """A throttle reported at ``now``: one call less admitted (where its slot was), one more strike."""
     strikes = state.strikes + 1
+    state = replace(state, window_strikes=state.window_strikes + 1)
     if now < state.cut_at:  # a slot booked before the last change of rate
         return replace(state, calls_before=state.calls_before - 1, strikes=strikes)
     # Past the cooldown this throttle starts a new leg (after_throttle): it does not stretch the span
@@ -211,14 +264,104 @@ def counted(state: PaceState, now: float) -> PaceState:
     return replace(state, lost=state.lost + 1, lost_at=lost_at, strikes=strikes)
 
 
+def share(state: PaceState, rules: PaceRules, now: float) -> float:
+    """The throttled share of the calls of about the last minute: this window's, and the window
+    before's weighted by how much of a minute this one has yet to cover (0 below MIN_SHARE_CALLS)."""
+    weight = max(0.0, 1.0 - (now - state.window_from) / WINDOW_S)
+    calls = window_calls(state, rules, now) + weight * state.prev_calls
+    if calls < MIN_SHARE_CALLS:
+        return 0.0
+    return min(1.0, (state.window_strikes + weight * state.prev_strikes) / calls)
+
+
+def _noise_sample(
+    state: PaceState, calls: float, called_rpm: float, succeeded_rpm: float, last: float
+) -> float | None:
+    """The throttled share of a finished window, when it tells the noise: it and the window before
+    succeeded well below a rate already proven (they cannot have met the quota), or its successes moved
+    with its calls against the window before (FLAT_*), or it was quieter than the noise known (it
+    eased)."""
+    if calls < MIN_WINDOW_CALLS:
+        return None
+    before = state.prev_strikes / max(1.0, state.prev_calls)
+    succeeded_before = state.prev_rpm * (1 - before)
+    # Both windows: a minute sliding over this one also holds the end of the one before.
+    if state.proven_rpm and max(succeeded_rpm, succeeded_before) <= PROVEN_SLACK * state.proven_rpm:
+        return last
+    if state.noise != UNKNOWN and last < state.noise:
+        return last
+    if min(calls, state.prev_calls) < FLAT_MIN_CALLS or not state.prev_rpm or not called_rpm:
+        return None
+    (slow, slow_ok), (fast, fast_ok) = sorted(
+        [(called_rpm, succeeded_rpm), (state.prev_rpm, succeeded_before)]
+    )
+    calls_ratio, successes_ratio = slow / fast, slow_ok / max(1e-9, fast_ok)
+    if (
+        calls_ratio <= FLAT_RATE_GAP
+        and min(last, before) >= FLAT_MIN_SHARE
+        and successes_ratio <= 1 - FLAT_FOLLOW * (1 - calls_ratio)
+    ):
+        return min(last, before)
+    return None
+
+
+def turned_over(state: PaceState, rules: PaceRules, now: float) -> PaceState:
+    """A new window from ``now`` once the current one is a minute old, with what the old one says:
+    its success rate proves the quota at least that, and it may tell the noise (`_noise_sample`).
+    Noise found where none was known means the quota found was none (the cuts that found it were
+    noise): the rate grows back as if unfound."""
+    span = now - state.window_from
+    if span < WINDOW_S:
+        return state
+    calls = window_calls(state, rules, now)
+    called_rpm = calls * WINDOW_S / span
+    succeeded_rpm = max(0.0, calls - state.window_strikes) * WINDOW_S / span
+    last = min(1.0, state.window_strikes / max(1.0, calls))
+    sample = _noise_sample(state, calls, called_rpm, succeeded_rpm, last)
+    noise = state.noise
+    if sample is not None:
+        noise = sample if noise == UNKNOWN else (noise + sample) / 2
+    after = replace(
+        state,
+        window_from=now,
+        window_slots=_ahead(state, now),
+        window_strikes=0.0,
+        prev_calls=calls,
+        prev_strikes=state.window_strikes,
+        prev_rpm=called_rpm,
+        proven_rpm=max(succeeded_rpm, PROVEN_DECAY * state.proven_rpm),
+        noise=noise,
+    )
+    if noise >= NOISE_MARGIN / 2 and noise > max(0.0, state.noise) + NOISE_MARGIN / 2 and after.found_rpm:
+        at = max(now, after.next_slot)
+        undone = _leg(after, rules, at, rate_at(after, rules, at))
+        return replace(undone, found_rpm=0.0, trusted=False, strikes=0.0)
+    return after
+
+
 def after_throttle(state: PaceState, rules: PaceRules, now: float) -> PaceState | None:
     """The state after a throttle at ``now`` (already `counted`), or None when it changes nothing."""
+    turned = turned_over(state, rules, now)
+    if now >= turned.cool_until and share(turned, rules, now) <= max(0.0, turned.noise) + NOISE_MARGIN:
+        return turned if turned is not state else None  # no more throttles than the noise
+    cut = _cut(turned, rules, now)
+    return cut if cut is not None else (turned if turned is not state else None)
+
+
+def _cut(state: PaceState, rules: PaceRules, now: float) -> PaceState | None:
     calls = admitted(state, rules, now - WINDOW_S, now)
     at = max(now, state.next_slot)
     current = rate_at(state, rules, at)
     dense = state.strikes >= CONFIRM_SHARE * (state.strikes + calls)
     if now < state.cool_until:  # the last cut's overshoot: does it confirm a quota far below?
         if state.trusted or not (dense and state.strikes >= CONFIRM_STRIKES):
+            return None
+        succeeded = window_calls(state, rules, now) - state.window_strikes
+        if succeeded > CONFIRM_SLACK * state.found_rpm + MIN_SHARE_CALLS:
+            return None  # the window has admitted more than that minute held: it was not full
+        if share(state, rules, now) < CONFIRM_FIT * (1 - state.found_rpm / current):
+            # A quota of what the minute held would throttle that share of the calls at this rate:
+            # far fewer are, so that throttle was not the quota's (noise, in a minute far from full).
             return None
         # The minute was full at that cut's throttle: the calls it held then are the quota (those it
         # holds now include slots booked before the cut whose throttles are not reported yet).
@@ -229,7 +372,9 @@ def after_throttle(state: PaceState, rules: PaceRules, now: float) -> PaceState 
         found = calls if dense or not state.trusted else max(calls, state.found_rpm)
         trusted = calls >= FULL_SHARE * current
         rate = calls * rules.decrease_factor if trusted else current * SHALLOW_FACTOR
-    rate = min(current, max(rules.floor_rpm, rate))
+    # The quota is at least what a window has proven: neither it nor the rate go below that.
+    found = max(found, state.proven_rpm)
+    rate = min(current, max(rules.floor_rpm, rules.decrease_factor * state.proven_rpm, rate))
     cut = _leg(state, rules, at, rate)
     return replace(
         cut,
@@ -238,49 +383,3 @@ def after_throttle(state: PaceState, rules: PaceRules, now: float) -> PaceState 
         trusted=trusted,
         strikes=0.0,
     )
-
-
-def parse_model_rpm(text: str) -> dict[str, float]:
-    """``"model-a=600, model-b=300"`` -> ``{"model-a": 600.0, "model-b": 300.0}`` (ValueError on junk)."""
-    limits: dict[str, float] = {}
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        model_id, sep, value = part.rpartition("=")
-        if not sep or not model_id.strip() or float(value) <= 0:
-            raise ValueError(f"expected model-id=requests-per-minute, got {part.strip()!r}")
-        limits[model_id.strip()] = float(value)
-    return limits
-
-
-@dataclass(frozen=True)
-class PacePolicy:
-    """Every model's rules from the settings: known quotas start at quota x target, others probe."""
-
-    known_rpm: dict[str, float]
-    target_utilisation: float
-    start_rpm: float
-    unknown_ceiling_rpm: float
-    recovery_s: float
-    decrease_factor: float
-    probe_per_minute: float
-    probe_span: float
-    cooldown_s: float
-    max_lag_s: float
-
-    def rules_for(self, model_id: str) -> PaceRules:
-        known = self.known_rpm.get(model_id)
-        ceiling = known * self.target_utilisation if known is not None else self.unknown_ceiling_rpm
-        start = ceiling if known is not None else min(self.start_rpm, ceiling)
-        return PaceRules(
-            ceiling_rpm=ceiling,
-            start_rpm=start,
-            floor_rpm=min(1.0, start),
-            increase_rpm_per_s=ceiling / self.recovery_s,
-            recovery_s=self.recovery_s,
-            decrease_factor=self.decrease_factor,
-            probe_per_minute=self.probe_per_minute,
-            probe_span=self.probe_span,
-            cooldown_s=self.cooldown_s,
-            max_lag_s=self.max_lag_s,
-        )

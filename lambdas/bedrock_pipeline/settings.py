@@ -120,10 +120,11 @@ MAX_ITEM_BODY_BYTES: Final = 9 * 1024 * 1024  # one work item as JSON, inline or
 BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode (pacing off)
 
 # --- Pacing (pacing.py; the defaults of the variables above, and the AIMD constants) ---
-# Opt-in. It finds a quota far below the one it is given, or none given, but reads every throttle as
-# the quota's, and on-demand Bedrock also throttles below the quota when its shared capacity pool is
-# busy (AWS support on re:Post, QU11DRlMZfRDy0ngHxpO1VCw): heavy throttling of that kind drags the
-# pacer down (docs/PERFORMANCE.md, "Under Bedrock's quotas", "Pacing ships off").
+# Opt-in. It finds a quota far below the one it is given, or none given, and tells the quota's throttles
+# from those of a busy capacity pool (AWS support on re:Post, QU11DRlMZfRDy0ngHxpO1VCw), which come at a
+# share of the calls whatever the rate (docs/PERFORMANCE.md, "Under Bedrock's quotas"). Still opt-in:
+# it adds a DynamoDB write per call to the runner's hot path, and it is measured offline only (the
+# pipeline's throughput, demo and soak figures are without it).
 BEDROCK_PACING: Final = "off"
 PACING_MODES: Final = ("adaptive", "off")
 # Below 1.0 leaves room for what a sliding-minute count and clocks across instances disagree on.

@@ -21,7 +21,7 @@ from bedrock_pipeline import settings
 from bedrock_pipeline.batch.adapters import BedrockBatchJobs, DynamoBatchRegistry, S3BatchFiles
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.media_store import S3MediaStore
-from bedrock_pipeline.pacing import PacePolicy, parse_model_rpm
+from bedrock_pipeline.pace_policy import PacePolicy, parse_model_rpm
 from bedrock_pipeline.ports import ModelCatalog, ModelGateway
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.storage import S3AnswerCache, S3PromptSource, S3ResultStore

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bedrock_pipeline.pace_policy import PacePolicy, PaceRules, parse_model_rpm
 from bedrock_pipeline.pacing import (
     CONFIRM_STRIKES,
-    PacePolicy,
-    PaceRules,
+    MIN_SHARE_CALLS,
+    NOISE_MARGIN,
+    PROVEN_DECAY,
+    UNKNOWN,
     PaceState,
     admitted,
     after_throttle,
     book,
     counted,
     interval_s,
-    parse_model_rpm,
     rate_at,
+    turned_over,
 )
 from bedrock_pipeline.ports import BedrockCallError, ThrottledItem, TransientItemError
 from bedrock_pipeline.use_cases.paced_calls import RETRY_AFTER, PacedGateway, Pacing
@@ -96,16 +100,24 @@ def test_at_a_steady_rate_no_60_s_window_holds_more_slots_than_the_rate_plus_the
 
 
 @given(rules_st, st.floats(0.0, 1000.0))
-def test_throttles_within_a_cooldown_cut_once_and_the_rate_grows_back_to_the_ceiling(
+def test_throttles_within_a_cooldown_cut_once_and_the_rate_grows_back_to_the_ceiling_after_it(
     rules: PaceRules, now: float
 ) -> None:
-    state = PaceState.fresh(rules, 0.0)
-    cut = after_throttle(counted(state, now), rules, now)  # the first throttle always cuts
+    # A throttle among fewer than MIN_SHARE_CALLS calls says nothing; among that many, a first one cuts.
+    state = replace(PaceState.fresh(rules, 0.0), window_slots=MIN_SHARE_CALLS)
+    assert after_throttle(counted(PaceState.fresh(rules, 0.0), now), rules, now) in (
+        None,
+        turned_over(counted(PaceState.fresh(rules, 0.0), now), rules, now),
+    )
+    cut = after_throttle(counted(state, now), rules, now)
     assert cut is not None and cut.cut_at == now and cut.cool_until == now + rules.cooldown_s
     later = now + rules.cooldown_s / 2
     if later < cut.cool_until:
-        assert after_throttle(counted(cut, later), rules, later) is None
-    recovered = now + (rules.ceiling_rpm - cut.rate_rpm) / rules.increase_rpm_per_s
+        within = after_throttle(counted(cut, later), rules, later)  # at most a new window, no cut
+        assert within is None or (within.cut_at, within.rate_rpm) == (cut.cut_at, cut.rate_rpm)
+    # A shallow cut (nothing trusted) holds through its cooldown, then grows back.
+    assert not cut.trusted and rate_at(cut, rules, cut.cool_until) == pytest.approx(cut.rate_rpm)
+    recovered = cut.cool_until + (rules.ceiling_rpm - cut.rate_rpm) / rules.increase_rpm_per_s
     assert rate_at(cut, rules, recovered + 1e-6) == pytest.approx(rules.ceiling_rpm)
 
 
@@ -118,46 +130,101 @@ def booked_through(state: PaceState, rules: PaceRules, start: float, end: float)
     return state
 
 
+def throttled_until_cut(state: PaceState, rules: PaceRules, now: float, most: int) -> tuple[PaceState, int]:
+    """Throttles reported at ``now``, one after another, until the rules cut: the cut and how many."""
+    for n in range(1, most + 1):
+        state = counted(state, now)
+        after = after_throttle(state, rules, now)
+        if after is not None and after.cut_at != state.cut_at:
+            return after, n
+        state = after or state
+    raise AssertionError(f"no cut after {most} throttles")
+
+
 def test_a_throttle_after_a_full_minute_cuts_to_a_share_of_what_it_held_and_grows_back_past_it() -> None:
-    # Told 1000/min, starting at 600 and (nearly) not growing; the quota is 600: the throttle comes
+    # Told 1000/min, starting at 600 and (nearly) not growing; the quota is 600: the throttles come
     # when the schedule has been full for a minute.
     rules = PaceRules(ceiling_rpm=1000, start_rpm=600, increase_rpm_per_s=1e-6)
     state = booked_through(PaceState.fresh(rules, 0.0), rules, 0, 120)
     assert admitted(state, rules, 60, 120) == pytest.approx(600, abs=2)
-    cut = after_throttle(counted(state, 120), rules, 120)
-    assert cut is not None and cut.trusted and cut.found_rpm == pytest.approx(600, abs=2)
+    # One throttle in 600 calls is no more than noise: only a tenth of the minute's calls is the quota.
+    assert after_throttle(counted(state, 120), rules, 120) in (None, turned_over(state, rules, 120))
+    cut, throttles = throttled_until_cut(state, rules, 120, 100)
+    assert throttles == pytest.approx(NOISE_MARGIN * 600, abs=2)
+    # The first minute proved 600 calls a minute: that is the quota found, whatever the throttles took.
+    assert cut.trusted and cut.found_rpm == pytest.approx(600, abs=2)
     assert cut.rate_rpm == pytest.approx(rules.decrease_factor * 600, abs=2)
     at = cut.cut_at
     assert rate_at(cut, rules, at + rules.recovery_s) == pytest.approx(600, abs=2)  # back over a minute
     probed = rate_at(cut, rules, at + rules.recovery_s + 60)  # then slowly beyond
     assert probed == pytest.approx(600 * (1 + rules.probe_per_minute), abs=2)
-    # Throttles within the cooldown are the same overshoot; a sparse one after it does not lower the
-    # quota found, though the minute before it held less (the rate was growing back).
-    assert after_throttle(counted(cut, at + 30), rules, at + 30) is None
+    # Throttles within the cooldown are the same overshoot; a sparse one after it cuts nothing.
+    within = after_throttle(counted(cut, at + 30), rules, at + 30)
+    assert within is None or within.cut_at == cut.cut_at
     later = booked_through(cut, rules, at, at + rules.cooldown_s)
-    assert admitted(later, rules, at, at + rules.cooldown_s) < 590
     again = after_throttle(counted(later, at + rules.cooldown_s), rules, at + rules.cooldown_s)
-    assert again is not None and again.found_rpm == pytest.approx(cut.found_rpm)
+    assert again is None or (again.cut_at == later.cut_at and again.found_rpm == cut.found_rpm)
 
 
 def test_a_quota_far_below_the_rate_is_confirmed_by_the_throttles_that_follow_the_first() -> None:
     rules = steady(1000)  # told 1000/min; the quota admits 100
     state = booked_through(PaceState.fresh(rules, 0.0), rules, 0, 6)  # the 100 calls: 6 s at 1000/min
-    shallow = after_throttle(counted(state, 6), rules, 6)
-    # A minute holding 100 calls at 1000/min may be noise, not the quota: a 30 % cut, nothing trusted.
-    assert shallow is not None and not shallow.trusted and shallow.rate_rpm == pytest.approx(700)
-    assert shallow.found_rpm == pytest.approx(100, abs=1)
-    throttled, now, confirmed = shallow, 6.0, None
-    for _ in range(100):  # every call after it is throttled too: the minute is full
+    throttled, now, confirmed = state, 6.0, None
+    shallow = None
+    for _ in range(200):  # every call after them is throttled: the minute is full
         throttled, wait = book(throttled, rules, now)
         now += wait
         throttled = counted(throttled, now)
-        confirmed = after_throttle(throttled, rules, now)
-        if confirmed is not None:
+        after = after_throttle(throttled, rules, now)
+        if after is not None and after.cut_at != throttled.cut_at and shallow is None:
+            # A minute holding 100 calls at 1000/min may be noise, not the quota: a 30 % cut, untrusted.
+            shallow = after
+            assert not shallow.trusted and shallow.rate_rpm == pytest.approx(700, abs=1)
+            assert shallow.found_rpm == pytest.approx(100, abs=1)
+        elif after is not None and after.cut_at != throttled.cut_at:
+            confirmed = after
             break
-    # Confirmed once the throttles are a quarter of what the minute admitted and them (100 + 34).
-    assert confirmed is not None and confirmed.trusted and CONFIRM_STRIKES <= throttled.strikes <= 40
+        throttled = after or throttled
+    # Confirmed once the throttles since are many and as dense as a quota of 100 at 700/min makes them.
+    assert shallow is not None and confirmed is not None and confirmed.trusted
+    assert throttled.strikes >= CONFIRM_STRIKES
     assert confirmed.rate_rpm == pytest.approx(rules.decrease_factor * 100, abs=1)
+
+
+def windows(*, calls: float, throttled: float, before: float, throttled_before: float) -> PaceState:
+    """A schedule at the end (60 s) of a one-minute window after one of ``before`` calls, a quota of 550
+    found by a cut (trusted) and 420 a minute proven."""
+    return PaceState(
+        rate_rpm=600, cut_at=60, next_slot=60, window_from=0, window_slots=calls, window_strikes=throttled,
+        prev_calls=before, prev_strikes=throttled_before, prev_rpm=before, found_rpm=550, trusted=True,
+        proven_rpm=420,
+    )  # fmt: skip
+
+
+def test_successes_that_move_with_the_calls_are_noise_and_undo_the_quota_found_from_them() -> None:
+    rules = steady(1000)
+    # 600 calls then 500, 30 % throttled each: the successes fell with the calls (420 -> 350). A quota
+    # holds them where it is whatever the calls: this is a share throttled at random.
+    noisy = turned_over(windows(calls=500, throttled=150, before=600, throttled_before=180), rules, 60)
+    assert noisy.noise == pytest.approx(0.3) and noisy.window_from == 60
+    assert noisy.found_rpm == 0 and not noisy.trusted  # the cuts that found 550 were noise
+    # 600 calls then 500 with 400 successes each: a quota of 400; nothing is noise, the quota stands.
+    quota = turned_over(windows(calls=500, throttled=100, before=600, throttled_before=200), rules, 60)
+    assert quota.noise == UNKNOWN and quota.found_rpm == 550 and quota.trusted
+    # 400 a minute proves less than the 420 before, which fades by a window's decay.
+    assert quota.proven_rpm == pytest.approx(PROVEN_DECAY * 420)
+
+
+def test_known_noise_is_not_cut_for_only_throttles_beyond_it_are() -> None:
+    rules = steady(1000)
+    state = replace(PaceState.fresh(rules, 0.0), noise=0.3, window_slots=100, proven_rpm=500)
+    at_the_noise = replace(state, window_strikes=34)  # 35 % with this one: under noise + NOISE_MARGIN
+    assert after_throttle(counted(at_the_noise, 30), rules, 30) is None
+    beyond = replace(state, window_strikes=44)  # 45 %: the quota's
+    cut = after_throttle(counted(beyond, 30), rules, 30)
+    assert cut is not None and cut.cut_at == 30
+    # Neither the quota found nor the rate go below 0.9 x the 500 a minute a window has proven.
+    assert cut.found_rpm >= 500 and cut.rate_rpm >= rules.decrease_factor * 500 - 1e-6
 
 
 def test_an_idle_spell_counts_no_calls() -> None:
@@ -209,13 +276,16 @@ def throttle() -> BedrockCallError:
 
 def test_a_throttled_call_cuts_the_models_rate_once_and_is_retried_in_its_next_slot() -> None:
     inner = ScriptedGateway({MODEL: [throttle(), throttle()]})
-    gateway, pacer, _clock = paced(inner)
+    gateway, pacer, clock = paced(inner)
+    earlier = int(MIN_SHARE_CALLS) + 1  # calls made before: a throttle among fewer says nothing
+    for _ in range(earlier):
+        clock.sleep(pacer.book(MODEL))
 
     assert gateway.invoke(MODEL, {}, stream=False).stop_reason == "end_turn"
 
     assert inner.calls == [MODEL] * 3 and pacer.throttles == [MODEL, MODEL]
     assert pacer.states[MODEL].rate_rpm == pytest.approx(600 * 0.7)  # one cut: the second was in its cooldown
-    slots = [slot for _, slot in pacer.booked]
+    slots = [slot for _, slot in pacer.booked][earlier:]
     assert slots[2] - slots[1] >= interval_s(600 * 0.7) - 1e-9  # the retry waited at the cut rate
 
 
