@@ -4,6 +4,7 @@
 
     python -m throughput.quota [--items 1200] [--baseline-cap 300] [--latency-ms 200] [--quotas m=300,n=150]
     python -m throughput.quota --told-quotas m=1500,n=750 --skip-baseline  # the pacer told 5x the quotas
+    python -m throughput.quota --quotas m=6000,n=3000 --random-throttle 0.3  # a busy model, no quota binds
     python -m throughput.run_all --only quota    # the same, as a phase of `make throughput`
 
 Starts its own moto, MLflow server (a fresh PostgreSQL database) and emulator; each mode runs in its
@@ -71,7 +72,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from bedrock_pipeline.domain import job_id_for
     from bedrock_pipeline.ledger import JobLedger
-    from bedrock_pipeline.pacing import parse_model_rpm
+    from bedrock_pipeline.pace_policy import parse_model_rpm
     from local_stack.bedrock_emulator.client import EmulatorAdmin
     from local_stack.event_pump import EventPump, default_routes
     from local_stack.resources import ResourceNames, ensure_resources, handler_environment
@@ -100,7 +101,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     )
     emulator = EmulatorAdmin(args.emulator_url)
     emulator.reset()
-    emulator.configure("*", latency_ms=args.latency_ms, jitter_ms=0)
+    # The issue's own case: calls throttled at random (a service shedding load), not by a quota.
+    emulator.configure("*", latency_ms=args.latency_ms, jitter_ms=0, throttle_rate=args.random_throttle)
     for model, quota in quotas.items():
         emulator.configure(model, requests_per_minute=quota)
     s3, sqs = boto3.client("s3"), boto3.client("sqs")
@@ -147,6 +149,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "quotas": quotas,
         "told_quotas": None if args.told_quotas is None else told_quotas(args),
         "latency_ms": args.latency_ms,
+        "random_throttle": args.random_throttle,
         "instances": instances,
         "finished": finished_at is not None,
         "seconds": round(elapsed, 1),
@@ -265,6 +268,11 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         "(q) throughput under Bedrock quotas "
         + ", ".join(f"{m} {q}/min" for m, q in quotas.items())
         + f", model latency {paced.get('latency_ms', '?')} ms"
+        + (
+            f", {paced['random_throttle']:.0%} of calls throttled at random"
+            if paced.get("random_throttle")
+            else ""
+        )
         + ("" if told is None else f", pacer told {told or 'nothing'}"),
     ]
     runs = [("paced", paced)] + ([("today's behaviour", today)] if today else [])
@@ -304,6 +312,7 @@ def run(
     instances: int,
     told: str | None = None,
     baseline: bool = True,
+    random_throttle: float = 0.0,
 ) -> dict[str, Any]:
     """Both modes against one set of servers (the PostgreSQL-backed MLflow server as in `make throughput`)."""
     from throughput.services import emulator, fresh_database, mlflow_server, moto
@@ -325,7 +334,7 @@ def run(
                 "throughput.quota",
                 [
                     "measure", "--mode", mode, "--items", str(items), "--cap", str(limit), "--quotas", quotas, "--instances", str(instances),
-                    "--latency-ms", str(latency_ms), "--moto-url", str(moto_process.url),
+                    "--latency-ms", str(latency_ms), "--random-throttle", str(random_throttle), "--moto-url", str(moto_process.url),
                     "--tracking-uri", server.url, "--emulator-url", emulator_url,
                     *([] if told is None else ["--told-quotas", told]),
                 ],
@@ -357,6 +366,12 @@ def main() -> None:
             default=",".join(f"{m}={q}" for m, q in QUOTAS.items()),
             help="two models' requests per minute, model=rpm,model=rpm (items split in their ratio's order)",
         )
+        target.add_argument(
+            "--random-throttle",
+            type=float,
+            default=0.0,
+            help="share of calls the emulator throttles at random besides the quotas (issue 19's case: 0.3)",
+        )
     for target in (parser, child):
         target.add_argument(
             "--told-quotas",
@@ -382,6 +397,7 @@ def main() -> None:
         args.instances,
         args.told_quotas,
         baseline=not args.skip_baseline,
+        random_throttle=args.random_throttle,
     )
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

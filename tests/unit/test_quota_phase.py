@@ -58,3 +58,12 @@ def test_the_pacer_can_be_told_other_quotas_than_the_emulators_or_none_and_the_b
            "utilisation": {m: 0.9 for m in QUOTAS}, "told_quotas": ""}  # fmt: skip
     lines = report_lines({"paced": run})
     assert "pacer told nothing" in lines[1] and not any("today's behaviour" in line for line in lines)
+
+
+def test_calls_throttled_at_random_are_named_in_the_report_and_absent_when_none_were() -> None:
+    run = {"items": 1200, "finished": True, "seconds": 110.0, "ended": 1200, "items_per_s": 10.9,
+           "throttled_per_item": 0.41, "in_dlq": 0, "lost": 0, "duplicated": 0,
+           "utilisation": {m: 0.09 for m in QUOTAS}}  # fmt: skip
+    assert "30% of calls throttled at random" in report_lines({"paced": {**run, "random_throttle": 0.3}})[1]
+    assert "at random" not in report_lines({"paced": {**run, "random_throttle": 0.0}})[1]
+    assert "at random" not in report_lines({"paced": run})[1]  # a result written before the option
