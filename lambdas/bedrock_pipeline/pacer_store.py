@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 from bedrock_pipeline.pace_policy import PaceRules
 from bedrock_pipeline.pacing import (
     UNKNOWN,
+    WINDOW_S,
     PaceState,
     after_throttle,
     backlog_s,
@@ -67,7 +68,9 @@ def _state_of(item: dict[str, Any], rules: PaceRules) -> PaceState:
         found_rpm=number("found_rpm"),
         trusted=bool(item.get("trusted", {}).get("BOOL", False)),
         strikes=number("strikes"),
-        window_from=number("window_from", cut_at),
+        # An item from before windows: its first starts a minute before its next slot, not at a cut
+        # hours ago (whose slots would dilute the throttles' share to nothing).
+        window_from=number("window_from", max(cut_at, number("next_slot") - WINDOW_S)),
         window_slots=number("window_slots"),
         slots_at=number("slots_at"),
         slots_rpm=number("slots_rpm"),
@@ -152,7 +155,7 @@ class DynamoCallPacer:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            return False  # someone booked or changed the rate meanwhile: theirs stands
+            return False  # someone booked, changed the rate or turned the window meanwhile: theirs stands
         return True
 
     def backlog(self, model_id: str) -> float:

@@ -20,8 +20,9 @@ How the rate moves (issue 19; the figures are in docs/PERFORMANCE.md, "Under Bed
   rate (the noise). The state counts, per window of a minute, the calls (its slots) and the throttles,
   and learns the noise from windows that cannot have met the quota (`turned_over`). Only a throttled
   share beyond the noise by ``NOISE_MARGIN`` is read as the quota's; below it nothing is cut.
-* A window's successes prove the quota at least that (``proven_rpm``): no cut goes below
-  ``decrease_factor`` x that, and no quota is found below it.
+* A window's successes prove the quota at least that (``proven_rpm``, fading 3 % a window): no cut goes
+  below ``decrease_factor`` x that, and no quota is found below it. A quota lowered meanwhile (another
+  workload taking its share) is therefore found slowly: docs/PERFORMANCE.md has what it costs.
 * Such throttles after a full minute (the calls it held are at least half the rate) cut the rate to
   ``decrease_factor`` x those calls: one cut finds the quota, however far above it the rate was.
 * In a minute far from full (a fresh schedule, or a rate far above the quota, whose minute filled in
@@ -31,8 +32,8 @@ How the rate moves (issue 19; the figures are in docs/PERFORMANCE.md, "Under Bed
   than that) it was the quota: the rate is cut to ``decrease_factor`` x the calls the minute held then.
 * Throttles within ``cooldown_s`` (the quota's minute) of a cut are the same overshoot: the minute
   still holds the calls made before the cut, whatever the rate now.
-* Noise learned where none was known undoes the quota found: the cuts that found it were noise, and
-  the rate grows back as if none was ever found.
+* Noise learned where none (or less) was known undoes the quota found: the cuts that found it were
+  noise, and the rate grows back as if none was ever found.
 * After a cut the rate grows back to the quota found over ``recovery_s``, then by ``probe_per_minute``
   of it per minute up to ``1 + probe_span`` times it, then by the quota found per minute: growth is
   relative to the quota found, not to the ceiling (which held the rate near 0.58 x an overstated
@@ -267,7 +268,7 @@ def counted(state: PaceState, now: float) -> PaceState:
 def share(state: PaceState, rules: PaceRules, now: float) -> float:
     """The throttled share of the calls of about the last minute: this window's, and the window
     before's weighted by how much of a minute this one has yet to cover (0 below MIN_SHARE_CALLS)."""
-    weight = max(0.0, 1.0 - (now - state.window_from) / WINDOW_S)
+    weight = min(1.0, max(0.0, 1.0 - (now - state.window_from) / WINDOW_S))  # clocks may disagree
     calls = window_calls(state, rules, now) + weight * state.prev_calls
     if calls < MIN_SHARE_CALLS:
         return 0.0
@@ -283,7 +284,7 @@ def _noise_sample(
     eased)."""
     if calls < MIN_WINDOW_CALLS:
         return None
-    before = state.prev_strikes / max(1.0, state.prev_calls)
+    before = min(1.0, state.prev_strikes / max(1.0, state.prev_calls))
     succeeded_before = state.prev_rpm * (1 - before)
     # Both windows: a minute sliding over this one also holds the end of the one before.
     if state.proven_rpm and max(succeeded_rpm, succeeded_before) <= PROVEN_SLACK * state.proven_rpm:

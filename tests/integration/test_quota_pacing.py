@@ -95,6 +95,29 @@ def test_an_item_written_by_the_earlier_rules_is_read_booked_and_cut(
     assert {"window_from", "window_strikes", "proven_rpm", "noise"} <= item.keys()
 
 
+def test_an_item_cut_hours_ago_by_the_earlier_rules_counts_its_first_window_from_a_minute_back(
+    aws_env: dict[str, str], local_resources: LocalResources
+) -> None:
+    """Its window starts a minute before its next slot, not at the cut two hours ago: else the first
+    window would hold two hours of slots and no share of throttles would ever reach the quota's."""
+    rules = PaceRules(ceiling_rpm=600, start_rpm=600)
+    db = boto3.client("dynamodb")
+    now = time.time()
+    key = {"pk": {"S": f"PACE#{MODEL}"}}
+    db.put_item(
+        TableName=local_resources.jobs_table,
+        Item={**key, "rate_rpm": {"N": "300"}, "cut_at": {"N": f"{now - 7200:.6f}"},
+              "next_slot": {"N": f"{now:.6f}"}, "cool_until": {"N": f"{now - 7140:.6f}"}},
+    )  # fmt: skip
+    pacer = DynamoCallPacer(db, local_resources.jobs_table, lambda _: rules)
+    # Untrusted since, the rate grew back to its 600/min ceiling long ago: the last minute holds 600
+    # calls, and 70 throttled is beyond a tenth of them.
+    for _ in range(70):
+        pacer.throttled(MODEL)
+    item = db.get_item(TableName=local_resources.jobs_table, Key=key, ConsistentRead=True)["Item"]
+    assert float(item["cool_until"]["N"]) > now and float(item["cut_at"]["N"]) >= now  # a cut, now
+
+
 def test_a_batch_against_an_overstated_quota_is_requeued_until_every_item_ends(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
