@@ -112,6 +112,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if instances == 1:
         pump: Any = EventPump(routes)
     else:  # the work queue's pollers split over processes: each its own core and Bedrock client
+        from throughput.instance_pumps import InstancePumps
+
         pump = InstancePumps(
             [r for r in routes if r.queue_url != resources.work.url],
             next(r for r in routes if r.queue_url == resources.work.url),
@@ -176,64 +178,6 @@ def told_quotas(args: argparse.Namespace) -> str:
     if args.told_quotas is None:
         return str(args.quotas)
     return "" if args.told_quotas.strip().lower() == "none" else str(args.told_quotas)
-
-
-class InstancePumps:
-    """The work queue's pollers in ``instances`` processes, the other routes in this one. On Lambda every
-    instance has its own process and clients; the local pump runs them all as threads of one process,
-    sharing one boto3 client (so one botocore adaptive rate limiter) between them."""
-
-    def __init__(self, others: list[Any], work: Any, instances: int) -> None:
-        import dataclasses
-
-        from local_stack.event_pump import EventPump
-
-        self._others = EventPump(others)
-        per_instance = max(1, work.concurrency // instances)
-        self._work = dataclasses.replace(work, concurrency=per_instance)
-        self._instances = instances
-        self._processes: list[Any] = []
-
-    def start(self) -> None:
-        import subprocess
-
-        self._others.start()
-        for _ in range(self._instances):
-            self._processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "throughput.quota", "pump", "--work-url", self._work.queue_url,
-                     "--pollers", str(self._work.concurrency)]
-                )
-            )  # fmt: skip
-
-    def stop(self, timeout: float) -> None:
-        import signal
-
-        for process in self._processes:
-            process.send_signal(signal.SIGTERM)
-        for process in self._processes:
-            process.wait(timeout=timeout)
-        self._others.stop(timeout=timeout)
-
-
-def pump_work(work_url: str, pollers: int) -> None:
-    """One "Lambda instance" process: the runner's route with ``pollers`` pollers until SIGTERM."""
-    import dataclasses
-    import signal
-    import threading
-
-    from bedrock_pipeline import function_catalogue as catalogue
-    from local_stack.event_pump import EventPump
-    from local_stack.pump_routes import QueueRoute
-
-    spec = next(s for s in catalogue.queue_consumers() if s.queue is not None and s.queue.role == "work")
-    route = dataclasses.replace(QueueRoute.for_function(spec, work_url), concurrency=pollers)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    pump = EventPump([route])
-    pump.start()
-    stop.wait()
-    pump.stop(timeout=60)
 
 
 def lost_and_duplicated(s3: Any, client: Any, bucket: str, job_id: str, expected: int) -> dict[str, int]:
@@ -383,6 +327,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
     if args.command == "pump":
+        from throughput.instance_pumps import pump_work
+
         pump_work(args.work_url, args.pollers)
         return
     if args.command == "measure":
