@@ -11,7 +11,8 @@ slot. The pure rules are in pacing.py.
 
 Items written before the rules kept what the quota admitted (issue 19) hold only ``rate_rpm``,
 ``cut_at``, ``next_slot`` and ``cut``, and before they told noise from the quota no window: the other
-fields read as nothing counted yet, the window as starting at ``cut_at`` and the noise as unknown.
+fields read as nothing counted yet, the window as starting a minute before ``next_slot`` (or at
+``cut_at`` if later) and the noise as unknown.
 """
 
 from __future__ import annotations
