@@ -12,7 +12,7 @@ slot. The pure rules are in pacing.py.
 Items written before the rules kept what the quota admitted (issue 19) hold only ``rate_rpm``,
 ``cut_at``, ``next_slot`` and ``cut``, and before they told noise from the quota no window: the other
 fields read as nothing counted yet, the window as starting a minute before ``next_slot`` (or at
-``cut_at`` if later) and the noise as unknown.
+``cut_at`` if later), the noise as unknown, and (before cuts were tested) no test under way.
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from bedrock_pipeline.pace_policy import PaceRules
-from bedrock_pipeline.pacing import (
+from bedrock_pipeline.pace_schedule import (
     UNKNOWN,
     WINDOW_S,
     PaceState,
-    after_throttle,
     backlog_s,
-    book,
     rebased,
+)
+from bedrock_pipeline.pacing import (
+    after_throttle,
+    book,
     turned_over,
 )
 
@@ -42,7 +44,7 @@ from bedrock_pipeline.pacing import (
 _LEG_FIELDS = (
     "rate_rpm", "cut_at", "cool_until", "calls_before", "lost", "lost_at", "found_rpm", "strikes",
     "window_from", "window_slots", "slots_at", "slots_rpm", "window_strikes", "prev_calls",
-    "prev_strikes", "prev_rpm", "proven_rpm", "noise",
+    "prev_strikes", "prev_rpm", "proven_rpm", "noise", "test_from", "test_rpm", "test_calls", "test_ok",
 )  # fmt: skip
 
 
@@ -81,6 +83,10 @@ def _state_of(item: dict[str, Any], rules: PaceRules) -> PaceState:
         prev_rpm=number("prev_rpm"),
         proven_rpm=number("proven_rpm"),
         noise=number("noise", UNKNOWN),
+        test_from=number("test_from"),  # an item from before tests has none under way
+        test_rpm=number("test_rpm"),
+        test_calls=number("test_calls"),
+        test_ok=number("test_ok"),
     )
 
 

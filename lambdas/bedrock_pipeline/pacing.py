@@ -1,16 +1,5 @@
-"""Pacing calls to a model under its Bedrock quota: pure functions over one model's shared state.
-
-Every runner (every Lambda instance, every thread) books its calls to a model in one shared schedule
-(the adapter keeps it in the job ledger's table: `pacer_store.py`), so together they run at the model's
-rate, not each at a guess of its own. The schedule is a virtual-scheduling cell-rate algorithm (GCRA):
-``next_slot`` is when the next call may start, and each booking moves it on by one interval (60 s /
-the rate). Booking is one atomic DynamoDB write, and nothing polls: a caller sleeps until its slot.
-
-Bedrock counts a quota per model over a sliding minute (quotas-runtime.html): a request is throttled
-when the minute already holds the quota's number of admitted ones, and a throttled one counts nothing.
-So a throttle says what the quota is: the calls of the last minute that were not throttled. The state
-keeps enough to tell that count (`admitted`): the rate as a function of schedule time since its last
-change, what the minute before that change admitted, and the throttles reported since.
+"""Pacing calls to a model under its Bedrock quota: the rules that move the rate, pure functions over
+one model's shared state (pace_schedule.py: the schedule, what the state holds and counts).
 
 How the rate moves (issue 19; the figures are in docs/PERFORMANCE.md, "Under Bedrock's quotas"):
 
@@ -18,41 +7,60 @@ How the rate moves (issue 19; the figures are in docs/PERFORMANCE.md, "Under Bed
   unless throttled. Not told, it starts at ``start_rpm`` and grows by ``increase_rpm_per_s``.
 * Not every throttle is the quota's: a busy capacity pool throttles a share of the calls whatever the
   rate (the noise). The state counts, per window of a minute, the calls (its slots) and the throttles,
-  and learns the noise from windows that cannot have met the quota (`turned_over`). Only a throttled
-  share beyond the noise by ``NOISE_MARGIN`` is read as the quota's; below it nothing is cut.
-* A window's successes prove the quota at least that (``proven_rpm``, fading 3 % a window): no cut goes
-  below ``decrease_factor`` x that, and no quota is found below it. A quota lowered meanwhile (another
-  workload taking its share) is therefore found slowly: docs/PERFORMANCE.md has what it costs.
+  and learns the noise from the tests of its cuts (below) and from windows that cannot have met the
+  quota (`turned_over`). Only a throttled share beyond the noise, by ``NOISE_MARGIN`` and by
+  ``NOISE_SIGMAS`` of chance (a slow model's minute holds few calls), is read as the quota's; below it
+  nothing is cut. Known noise raises the rate to make up for it (`calls_for`): the quota counts
+  successes.
+* A window's successes prove the quota at least that (``proven_rpm``, fading 3 % a window): no first
+  cut goes below ``decrease_factor`` x that, and no quota is found below it, until its test says less.
 * Such throttles after a full minute (the calls it held are at least half the rate) cut the rate to
   ``decrease_factor`` x those calls: one cut finds the quota, however far above it the rate was.
 * In a minute far from full (a fresh schedule, or a rate far above the quota, whose minute filled in
-  seconds) they cut by ``SHALLOW_FACTOR`` only, and the rate holds there through the cooldown: it may
-  be noise. If the throttles then keep coming (``CONFIRM_STRIKES``, ``CONFIRM_SHARE`` of the calls, as
-  dense as a quota of what the minute held would make them, and the window has not since admitted more
-  than that) it was the quota: the rate is cut to ``decrease_factor`` x the calls the minute held then.
+  seconds) they cut by ``SHALLOW_FACTOR`` only: it may be noise. If the throttles then keep coming
+  (``CONFIRM_STRIKES``, ``CONFIRM_SHARE`` of the calls, as dense as a quota of what the minute held
+  would make them, and the last minute has not admitted more than that) it was the quota: the rate is
+  cut to ``decrease_factor`` x the calls the minute held then.
+* Every cut is tested (`_judged`), and holds its rate till the verdict: a quota's throttles stop below
+  it, noise's go on at their share whatever the rate. A window after the cut throttled no more than the
+  noise says it found the quota (and tells the noise). One throttled beyond it is cut again, to that
+  window's successes (a quota lowered meanwhile, another workload taking its share, is found so), and
+  the window after that one compared with it: if the successes fell with the calls it was noise, the
+  rate goes back to the calls of the first window (and grows) and the noise is that share.
 * Throttles within ``cooldown_s`` (the quota's minute) of a cut are the same overshoot: the minute
   still holds the calls made before the cut, whatever the rate now.
 * Noise learned where none (or less) was known undoes the quota found: the cuts that found it were
   noise, and the rate grows back as if none was ever found.
-* After a cut the rate grows back to the quota found over ``recovery_s``, then by ``probe_per_minute``
-  of it per minute up to ``1 + probe_span`` times it, then by the quota found per minute: growth is
+* After a cut's verdict the rate grows back to the quota found over ``recovery_s``, then by
+  ``probe_per_minute`` of it per minute up to ``1 + probe_span`` times it, then by the quota found per
+  minute: growth is
   relative to the quota found, not to the ceiling (which held the rate near 0.58 x an overstated
   ceiling before), and a raised quota is still found within minutes.
 * Sparse throttles (fewer than ``CONFIRM_SHARE`` of the calls since the last cut) never lower the quota
   found.
-
-A cut applies from the end of the slots already booked (they go at the old rate); an idle schedule is
-pulled up to the clock and its idle time counts no calls (`rebased`).
 """
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from bedrock_pipeline.pace_policy import PaceRules
+from bedrock_pipeline.pace_schedule import (
+    MIN_SHARE_CALLS,
+    UNKNOWN,
+    WINDOW_S,
+    PaceState,
+    admitted,
+    calls_for,
+    interval_s,
+    new_leg,
+    rate_at,
+    rebased,
+    share,
+    slots_ahead,
+    window_calls,
+)
 
-WINDOW_S = 60.0  # Bedrock's quota minute
 # A throttle in a minute holding fewer calls than this share of the rate does not tell the quota.
 FULL_SHARE = 0.5
 SHALLOW_FACTOR = 0.7  # ...and cuts the rate by 30 % at most (the cut before issue 19's fix)
@@ -61,16 +69,14 @@ SHALLOW_FACTOR = 0.7  # ...and cuts the rate by 30 % at most (the cut before iss
 CONFIRM_STRIKES = 20.0
 CONFIRM_SHARE = 0.25
 CONFIRM_FIT = 0.5  # ...and at least this share of the throttles such a quota would cause
-CONFIRM_SLACK = 1.2  # ...unless the window has since admitted more than this times what it held
-BEYOND_PER_MINUTE = 1.0  # past 1 + probe_span times the quota found, grow by it each minute
+CONFIRM_SLACK = 1.2  # ...unless the last minute has admitted more than this times what it held
 # Throttles that are not the quota's: a busy capacity pool throttles below the account's quota (AWS
 # support on re:Post, https://repost.aws/questions/QU11DRlMZfRDy0ngHxpO1VCw), at a share of the calls
 # whatever the rate. A window that cannot have met the quota (`_noise_sample`) tells that share, the
 # noise, and only throttles beyond it are read as the quota's.
-UNKNOWN = -1.0
-NOISE_MARGIN = 0.1  # a share of throttles this far above the noise is the quota's
+NOISE_MARGIN = 0.1  # a share of throttles this far above the noise is the quota's...
+NOISE_SIGMAS = 3.0  # ...and beyond chance: this many standard deviations of the noise's share of the calls
 MIN_WINDOW_CALLS = 20.0  # a window of fewer calls tells no noise
-MIN_SHARE_CALLS = 5.0  # a throttle among fewer calls than this says nothing (the very first call, say)
 PROVEN_SLACK = 0.85  # a window succeeding at most this times the proven rate measures the noise
 # Two windows of FLAT_MIN_CALLS calls or more, called at rates at least 5 % apart, both throttled
 # (FLAT_MIN_SHARE), whose successes moved with the calls (FLAT_FOLLOW of it): throttles at a share of the
@@ -80,162 +86,10 @@ FLAT_RATE_GAP = 0.95
 FLAT_MIN_SHARE = 0.08
 FLAT_FOLLOW = 0.7
 PROVEN_DECAY = 0.97  # per window: the proven rate fades (the account's quota may be shared, or lowered)
-
-
-@dataclass(frozen=True)
-class PaceState:
-    """One model's shared state (the `PACE#` item).
-
-    The rate is a function of schedule time (the time a slot is for): ``rate_rpm`` at ``cut_at`` (the
-    start, the last cut, or the end of an idle spell), growing from there (`rate_at`); ``next_slot``
-    (epoch s) is the next free slot. ``calls_before``: the calls admitted in the minute before
-    ``cut_at`` (taken as spread evenly over it; a throttle reported before ``cut_at`` is of a slot
-    booked before, and comes off it). ``lost``: throttles reported since ``cut_at``, the last at
-    ``lost_at`` (taken as spread evenly up to it). ``cool_until``: throttles before it are the last
-    cut's overshoot. ``found_rpm``: the calls the minute held at the last cut's first throttle, the
-    quota if ``trusted`` (a full minute, or confirmed by the throttles after); ``strikes``: throttles
-    since the last cut."""
-
-    rate_rpm: float
-    cut_at: float
-    next_slot: float
-    cool_until: float = 0.0
-    calls_before: float = 0.0
-    lost: float = 0.0
-    lost_at: float = 0.0
-    found_rpm: float = 0.0
-    trusted: bool = False
-    strikes: float = 0.0
-    # The window (a minute, turned over at the first booking or throttle after it): from
-    # ``window_from``, the slots of the legs before ``cut_at`` (those since are the schedule's), the
-    # throttles reported, and the throttled share of the window before.
-    window_from: float = 0.0
-    window_slots: float = 0.0
-    slots_at: float = 0.0  # window_slots counts the slots up to here; those after now went at slots_rpm
-    slots_rpm: float = 0.0
-    window_strikes: float = 0.0
-    prev_calls: float = 0.0
-    prev_strikes: float = 0.0
-    prev_rpm: float = 0.0
-    # ``proven``: the most successful calls per minute a window has made (the quota is at least that),
-    # fading; ``noise``: the throttled share of windows that cannot have met the quota (UNKNOWN till one).
-    proven_rpm: float = 0.0
-    noise: float = UNKNOWN
-
-    @classmethod
-    def fresh(cls, rules: PaceRules, now: float) -> PaceState:
-        return cls(rate_rpm=rules.start_rpm, cut_at=now, next_slot=now, window_from=now)
-
-
-def _knots(state: PaceState, rules: PaceRules) -> list[tuple[float, float]]:
-    """The rate from ``cut_at`` on as (schedule time, rpm) points, linear between them, flat after."""
-    at, rate = state.cut_at, min(rules.ceiling_rpm, max(rules.floor_rpm, state.rate_rpm))
-    found = max(rules.floor_rpm, state.found_rpm) if state.trusted else 0.0
-    probe = rules.probe_per_minute * found / 60.0
-    if not found:
-        legs = [(rules.increase_rpm_per_s, rules.ceiling_rpm)]
-    elif rate >= found * (1 + rules.probe_span):  # a shallow cut left it above: no faster than a probe
-        legs = [(probe, rules.ceiling_rpm)]
-    else:
-        legs = [
-            (max(found - rate, 1e-9) / rules.recovery_s, found),
-            (probe, found * (1 + rules.probe_span)),
-            (BEYOND_PER_MINUTE * found / 60.0, rules.ceiling_rpm),
-        ]
-    knots = [(at, rate)]
-    if not state.trusted and state.found_rpm and state.cool_until > at:
-        # A shallow cut holds through its cooldown: the throttles that may confirm it are of this rate.
-        at = state.cool_until
-        knots.append((at, rate))
-    for per_s, until in legs:
-        until = min(until, rules.ceiling_rpm)
-        if until > rate:
-            at, rate = at + (until - rate) / per_s, until
-            if at == knots[-1][0]:  # a step too small to take time in floats
-                knots[-1] = (at, rate)
-            else:
-                knots.append((at, rate))
-    return knots
-
-
-def rate_at(state: PaceState, rules: PaceRules, at: float) -> float:
-    """The allowed requests per minute for a slot at schedule time ``at``."""
-    knots = _knots(state, rules)
-    for (t0, r0), (t1, r1) in itertools.pairwise(knots):
-        if at < t1:
-            return r0 + (r1 - r0) * max(0.0, at - t0) / (t1 - t0)
-    return knots[-1][1]
-
-
-def interval_s(rate_rpm: float) -> float:
-    return 60.0 / rate_rpm
-
-
-def _overlap(start: float, end: float, lo: float, hi: float) -> float:
-    return max(0.0, min(end, hi) - max(start, lo))
-
-
-def booked(state: PaceState, rules: PaceRules, start: float, end: float) -> float:
-    """The slots the schedule holds in (start, end] from ``cut_at`` on (none after ``next_slot``)."""
-    end, lo = min(end, state.next_slot), max(start, state.cut_at)
-    if end <= lo:
-        return 0.0
-    points = sorted({lo, end, *(t for t, _ in _knots(state, rules) if lo < t < end)})
-    return sum(
-        (t1 - t0) * (rate_at(state, rules, t0) + rate_at(state, rules, t1)) / (2 * WINDOW_S)
-        for t0, t1 in itertools.pairwise(points)
-    )
-
-
-def admitted(state: PaceState, rules: PaceRules, start: float, end: float) -> float:
-    """The calls the schedule made in (start, end] less those reported throttled: a slot booked counts
-    (none after ``next_slot``) until its throttle is reported."""
-    end = min(end, state.next_slot)
-    calls = (
-        _overlap(start, end, state.cut_at - WINDOW_S, state.cut_at) * max(0.0, state.calls_before) / WINDOW_S
-    )
-    calls += booked(state, rules, start, end)
-    if state.lost_at > state.cut_at:
-        calls -= (
-            state.lost * _overlap(start, end, state.cut_at, state.lost_at) / (state.lost_at - state.cut_at)
-        )
-    elif start < state.cut_at <= end:
-        calls -= state.lost
-    return max(0.0, calls)
-
-
-def _leg(state: PaceState, rules: PaceRules, at: float, rate: float) -> PaceState:
-    """The rate set to ``rate`` from schedule time ``at``, with what the minute before it admitted."""
-    before = admitted(state, rules, at - WINDOW_S, at)
-    return replace(
-        state,
-        rate_rpm=rate,
-        cut_at=at,
-        calls_before=before,
-        lost=0.0,
-        lost_at=at,
-        window_slots=window_calls(state, rules, at),
-        slots_at=at,
-        slots_rpm=rate_at(state, rules, at),
-    )
-
-
-def _ahead(state: PaceState, now: float) -> float:
-    """The slots of earlier legs counted in ``window_slots`` that are after ``now`` (booked ahead)."""
-    ahead = max(0.0, state.slots_at - max(now, state.window_from)) * state.slots_rpm / WINDOW_S
-    return min(state.window_slots, ahead)
-
-
-def window_calls(state: PaceState, rules: PaceRules, now: float) -> float:
-    """The window's slots up to ``now`` (a throttle is reported at its slot's time)."""
-    since = booked(state, rules, max(state.window_from, state.cut_at), now)
-    return state.window_slots - _ahead(state, now) + since
-
-
-def rebased(state: PaceState, rules: PaceRules, at: float) -> PaceState:
-    """The schedule idle until ``at`` (beyond its lag): the rate holds where the last booked slot left
-    it, and the idle time counts no calls (else a throttle after it would read the idle minute as full)."""
-    return _leg(state, rules, at, rate_at(state, rules, state.next_slot))
+# A cut's second test window against its first: successes that fell by more than this share of the
+# calls' fall moved with them (noise: they fall as much; a quota: they hold).
+TEST_FOLLOW = 0.5
+PERSISTS = 0.02  # ...while throttled beyond the noise known by this (and chance): a quota's stop below it
 
 
 def book(state: PaceState, rules: PaceRules, now: float) -> tuple[PaceState, float]:
@@ -248,31 +102,13 @@ def book(state: PaceState, rules: PaceRules, now: float) -> tuple[PaceState, flo
     return after, max(0.0, slot - now)
 
 
-def backlog_s(state: PaceState, now: float) -> float:
-    """How long a call booked now would wait (what a runner checks before starting an item)."""
-    return max(0.0, state.next_slot - now)
-
-
-def counted(state: PaceState, now: float) -> PaceState:
-    """A throttle reported at ``now``: one call less admitted (where its slot was), one more strike."""
-    strikes = state.strikes + 1
-    state = replace(state, window_strikes=state.window_strikes + 1)
-    if now < state.cut_at:  # a slot booked before the last change of rate
-        return replace(state, calls_before=state.calls_before - 1, strikes=strikes)
-    # Past the cooldown this throttle starts a new leg (after_throttle): it does not stretch the span
-    # the leg's throttles are spread over.
-    lost_at = now if now < state.cool_until or not state.lost else state.lost_at
-    return replace(state, lost=state.lost + 1, lost_at=lost_at, strikes=strikes)
-
-
-def share(state: PaceState, rules: PaceRules, now: float) -> float:
-    """The throttled share of the calls of about the last minute: this window's, and the window
-    before's weighted by how much of a minute this one has yet to cover (0 below MIN_SHARE_CALLS)."""
-    weight = min(1.0, max(0.0, 1.0 - (now - state.window_from) / WINDOW_S))  # clocks may disagree
-    calls = window_calls(state, rules, now) + weight * state.prev_calls
-    if calls < MIN_SHARE_CALLS:
-        return 0.0
-    return min(1.0, (state.window_strikes + weight * state.prev_strikes) / calls)
+def beyond_noise(throttled_share: float, calls: float, noise: float, margin: float = NOISE_MARGIN) -> bool:
+    """Whether a share of ``calls`` throttled is more than the noise makes: by NOISE_MARGIN, and by
+    NOISE_SIGMAS of the binomial spread of the noise over that many calls (a window of a slow model
+    holds few: 30 % noise over 60 calls spreads 0.06 either way)."""
+    noise = max(0.0, noise)
+    spread = NOISE_SIGMAS * (noise * (1 - noise) / max(1.0, calls)) ** 0.5
+    return throttled_share > noise + max(margin, spread)
 
 
 def _noise_sample(
@@ -312,38 +148,96 @@ def turned_over(state: PaceState, rules: PaceRules, now: float) -> PaceState:
     Noise found where none was known means the quota found was none (the cuts that found it were
     noise): the rate grows back as if unfound."""
     span = now - state.window_from
-    if span < WINDOW_S:
+    # A test's window starts at ``test_from`` (the window before ends early: it is no noise sample).
+    testing = state.test_rpm > 0
+    early = testing and state.window_from < state.test_from <= now
+    if span < WINDOW_S and not early:
         return state
     calls = window_calls(state, rules, now)
+    judged = testing and state.window_from >= state.test_from
+    if judged and calls < MIN_SHARE_CALLS:
+        return state  # a test's window runs till it holds enough calls to judge by
     called_rpm = calls * WINDOW_S / span
     succeeded_rpm = max(0.0, calls - state.window_strikes) * WINDOW_S / span
     last = min(1.0, state.window_strikes / max(1.0, calls))
-    sample = _noise_sample(state, calls, called_rpm, succeeded_rpm, last)
+    sample = None if testing or early else _noise_sample(state, calls, called_rpm, succeeded_rpm, last)
     noise = state.noise
     if sample is not None:
         noise = sample if noise == UNKNOWN else (noise + sample) / 2
     after = replace(
         state,
         window_from=now,
-        window_slots=_ahead(state, now),
+        window_slots=slots_ahead(state, now),
         window_strikes=0.0,
         prev_calls=calls,
         prev_strikes=state.window_strikes,
         prev_rpm=called_rpm,
-        proven_rpm=max(succeeded_rpm, PROVEN_DECAY * state.proven_rpm),
+        # (a window ended early is too short to prove a rate: a burst over seconds is not a minute's)
+        proven_rpm=state.proven_rpm if early else max(succeeded_rpm, PROVEN_DECAY * state.proven_rpm),
         noise=noise,
     )
+    if judged:
+        return _judged(after, rules, now, (calls, last, called_rpm, succeeded_rpm))
     if noise >= NOISE_MARGIN / 2 and noise > max(0.0, state.noise) + NOISE_MARGIN / 2 and after.found_rpm:
         at = max(now, after.next_slot)
-        undone = _leg(after, rules, at, rate_at(after, rules, at))
+        undone = new_leg(after, rules, at, rate_at(after, rules, at))
         return replace(undone, found_rpm=0.0, trusted=False, strikes=0.0)
     return after
+
+
+def _judged(
+    state: PaceState,
+    rules: PaceRules,
+    now: float,
+    window: tuple[float, float, float, float],
+) -> PaceState:
+    """The verdict on a cut, from the window after it (its throttled share ``last``). A quota's
+    throttles stop below it; a busy pool's go on at their share whatever the rate, and the successes
+    move with the calls. So: throttles no more than the noise known mean the cut found the quota (and
+    that window, below it, tells the noise). Throttles beyond it may be a quota lower than the cut took
+    (lowered meanwhile, or a cut early in a full minute) or noise: the rate is cut again, to that
+    window's successes, and the window after compared with it: successes that fell with the calls were
+    noise (the rate goes back to the calls of the first window, and grows), else it was the quota again."""
+    calls, last, called_rpm, succeeded_rpm = window
+    known, at = max(0.0, state.noise), max(now, state.next_slot)
+    # (`new_leg` counts the slots booked so far at the rate the test held: the test ends after it)
+    done = {"test_from": 0.0, "test_rpm": 0.0, "test_calls": 0.0, "test_ok": 0.0}
+    if state.test_ok and beyond_noise(last, calls, known, margin=PERSISTS):
+        calls_ratio = min(1.0, called_rpm / max(1e-9, state.test_calls))
+        if succeeded_rpm / state.test_ok <= 1 - TEST_FOLLOW * (1 - calls_ratio):
+            restored = new_leg(state, rules, at, state.test_calls)
+            return replace(restored, **done, noise=last, found_rpm=0.0, trusted=False, strikes=0.0)
+    # A test window below the quota found is throttled no more than the noise; half the margin beyond is
+    # a quota lower still (a cut early in a full minute, or a quota lowered by little), tested again.
+    if not beyond_noise(last, calls, known, margin=NOISE_MARGIN / 2):  # the rate grows back from here
+        grows = new_leg(state, rules, at, rate_at(state, rules, at))
+        return replace(
+            grows,
+            **done,
+            noise=last if state.noise == UNKNOWN else (state.noise + last) / 2,
+            proven_rpm=min(state.proven_rpm, max(state.found_rpm, succeeded_rpm)),
+        )
+    rate = calls_for(rules.decrease_factor * succeeded_rpm, state.noise)
+    cut = new_leg(state, rules, at, min(rules.ceiling_rpm, max(rules.floor_rpm, rate)))
+    return replace(
+        cut,
+        cool_until=at + rules.cooldown_s,
+        found_rpm=max(rules.floor_rpm, succeeded_rpm),
+        trusted=True,
+        strikes=0.0,
+        test_from=at + rules.cooldown_s,  # the minute still holds this window's successes
+        test_rpm=state.test_rpm,
+        test_calls=called_rpm,
+        test_ok=succeeded_rpm,
+    )
 
 
 def after_throttle(state: PaceState, rules: PaceRules, now: float) -> PaceState | None:
     """The state after a throttle at ``now`` (already `counted`), or None when it changes nothing."""
     turned = turned_over(state, rules, now)
-    if now >= turned.cool_until and share(turned, rules, now) <= max(0.0, turned.noise) + NOISE_MARGIN:
+    if turned.test_rpm and now >= turned.cool_until:
+        return turned if turned is not state else None  # the cut's test is under way: its verdict
+    if now >= turned.cool_until and not beyond_noise(*share(turned, rules, now), turned.noise):
         return turned if turned is not state else None  # no more throttles than the noise
     cut = _cut(turned, rules, now)
     return cut if cut is not None else (turned if turned is not state else None)
@@ -357,30 +251,35 @@ def _cut(state: PaceState, rules: PaceRules, now: float) -> PaceState | None:
     if now < state.cool_until:  # the last cut's overshoot: does it confirm a quota far below?
         if state.trusted or not (dense and state.strikes >= CONFIRM_STRIKES):
             return None
-        succeeded = window_calls(state, rules, now) - state.window_strikes
-        if succeeded > CONFIRM_SLACK * state.found_rpm + MIN_SHARE_CALLS:
-            return None  # the window has admitted more than that minute held: it was not full
-        if share(state, rules, now) < CONFIRM_FIT * (1 - state.found_rpm / current):
+        if calls > CONFIRM_SLACK * state.found_rpm + MIN_SHARE_CALLS:
+            return None  # the last minute admitted more than that minute held: it was not full
+        if share(state, rules, now)[0] < CONFIRM_FIT * (1 - state.found_rpm / current):
             # A quota of what the minute held would throttle that share of the calls at this rate:
             # far fewer are, so that throttle was not the quota's (noise, in a minute far from full).
             return None
         # The minute was full at that cut's throttle: the calls it held then are the quota (those it
         # holds now include slots booked before the cut whose throttles are not reported yet).
         found, trusted = state.found_rpm, True
-        rate = found * rules.decrease_factor
+        rate = calls_for(found * rules.decrease_factor, state.noise)
     else:
         # Sparse throttles since the last cut do not lower a quota found (noise, or its edge).
         found = calls if dense or not state.trusted else max(calls, state.found_rpm)
         trusted = calls >= FULL_SHARE * current
-        rate = calls * rules.decrease_factor if trusted else current * SHALLOW_FACTOR
-    # The quota is at least what a window has proven: neither it nor the rate go below that.
+        rate = calls_for(calls * rules.decrease_factor, state.noise) if trusted else current * SHALLOW_FACTOR
+    # The quota is at least what a window has proven: neither it nor the rate go below that (unless the
+    # cut's test finds the quota lower: `_judged`).
     found = max(found, state.proven_rpm)
-    rate = min(current, max(rules.floor_rpm, rules.decrease_factor * state.proven_rpm, rate))
-    cut = _leg(state, rules, at, rate)
+    proven = calls_for(rules.decrease_factor * state.proven_rpm, state.noise)
+    rate = min(current, max(rules.floor_rpm, proven, rate))
+    cut = new_leg(state, rules, at, rate)
     return replace(
         cut,
         cool_until=at + rules.cooldown_s,
         found_rpm=max(rules.floor_rpm, found),
         trusted=trusted,
         strikes=0.0,
+        test_from=at + rules.cooldown_s if trusted else at,
+        test_rpm=current,
+        test_calls=0.0,
+        test_ok=0.0,
     )

@@ -122,8 +122,8 @@ BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode (pacing off)
 # --- Pacing (pacing.py; the defaults of the variables above, and the AIMD constants) ---
 # Opt-in. It finds a quota far below the one it is given, or none given, and tells the quota's throttles
 # from those of a busy capacity pool (AWS support on re:Post, QU11DRlMZfRDy0ngHxpO1VCw), which come at a
-# share of the calls whatever the rate (docs/PERFORMANCE.md, "Under Bedrock's quotas"; a quota lowered
-# while it runs is found slowly, that section says what it costs). Still opt-in:
+# share of the calls whatever the rate, by testing each cut: a quota's throttles stop below it
+# (docs/PERFORMANCE.md, "Under Bedrock's quotas"; learning the noise costs minutes once). Still opt-in:
 # it adds a DynamoDB write per call to the runner's hot path, and it is measured offline only (the
 # pipeline's throughput, demo and soak figures are without it).
 BEDROCK_PACING: Final = "off"

@@ -12,8 +12,13 @@ import pytest
 
 from bedrock_pipeline import settings
 from bedrock_pipeline.pace_policy import PaceRules
+from bedrock_pipeline.pace_schedule import (
+    interval_s,
+)
 from bedrock_pipeline.pacer_store import DynamoCallPacer
-from bedrock_pipeline.pacing import SHALLOW_FACTOR, interval_s
+from bedrock_pipeline.pacing import (
+    SHALLOW_FACTOR,
+)
 from local_stack.resources import LocalResources
 from tests.conftest import ResourcesFactory
 from tests.integration.harness import Stack
@@ -57,9 +62,11 @@ def test_two_runners_book_one_schedule_and_one_overshoot_cuts_the_rate_once(
             pacer.throttled(MODEL)
     item = db.get_item(TableName=local_resources.jobs_table, Key={"pk": {"S": f"PACE#{MODEL}"}})["Item"]
     # More than NOISE_MARGIN of the calls throttled, in a minute far from full (which tells no quota):
-    # a 30 % cut, once (the throttles after it are in its cooldown), and every throttle counted.
+    # a 30 % cut, once (the throttles after it are in its cooldown), and every throttle counted: the
+    # cut's test window starts at once (a shallow cut's), so those after it count in a new window.
     assert float(item["rate_rpm"]["N"]) == pytest.approx(600 * SHALLOW_FACTOR)
-    assert float(item["window_strikes"]["N"]) == 6 and item["trusted"] == {"BOOL": False}
+    counted = float(item["prev_strikes"]["N"]) + float(item["window_strikes"]["N"])
+    assert counted == 6 and item["trusted"] == {"BOOL": False} and float(item["test_from"]["N"]) > 0
 
 
 def test_an_item_written_by_the_earlier_rules_is_read_booked_and_cut(

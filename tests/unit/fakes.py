@@ -549,9 +549,10 @@ class MemoryPacer:
     lock (the DynamoDB item's atomic update), on an injected clock."""
 
     def __init__(self, rules_for: Callable[[str], Any], clock: Callable[[], float]) -> None:
-        from bedrock_pipeline import pacing
+        from bedrock_pipeline import pace_schedule, pacing
 
         self._pacing = pacing
+        self._schedule = pace_schedule
         self._rules_for = rules_for
         self._clock = clock
         self._lock = threading.Lock()
@@ -561,7 +562,7 @@ class MemoryPacer:
 
     def _state(self, model_id: str) -> Any:
         return self.states.setdefault(
-            model_id, self._pacing.PaceState.fresh(self._rules_for(model_id), self._clock())
+            model_id, self._schedule.PaceState.fresh(self._rules_for(model_id), self._clock())
         )
 
     def book(self, model_id: str) -> float:
@@ -574,12 +575,12 @@ class MemoryPacer:
 
     def backlog(self, model_id: str) -> float:
         with self._lock:
-            return self._pacing.backlog_s(self._state(model_id), self._clock())
+            return self._schedule.backlog_s(self._state(model_id), self._clock())
 
     def throttled(self, model_id: str) -> None:
         with self._lock:
             self.throttles.append(model_id)
             now = self._clock()
-            state = self._pacing.counted(self._state(model_id), now)
+            state = self._schedule.counted(self._state(model_id), now)
             cut = self._pacing.after_throttle(state, self._rules_for(model_id), now)
             self.states[model_id] = state if cut is None else cut

@@ -7,23 +7,27 @@ import random
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bedrock_pipeline.pace_policy import PacePolicy, PaceRules, parse_model_rpm
-from bedrock_pipeline.pacing import (
-    CONFIRM_STRIKES,
+from bedrock_pipeline.pace_schedule import (
     MIN_SHARE_CALLS,
-    NOISE_MARGIN,
-    PROVEN_DECAY,
     UNKNOWN,
+    WINDOW_S,
     PaceState,
     admitted,
-    after_throttle,
-    book,
     counted,
     interval_s,
     rate_at,
+)
+from bedrock_pipeline.pacing import (
+    CONFIRM_STRIKES,
+    NOISE_MARGIN,
+    PROVEN_DECAY,
+    after_throttle,
+    beyond_noise,
+    book,
     turned_over,
 )
 from bedrock_pipeline.ports import BedrockCallError, ThrottledItem, TransientItemError
@@ -99,8 +103,9 @@ def test_at_a_steady_rate_no_60_s_window_holds_more_slots_than_the_rate_plus_the
         assert in_window <= ceiling + lag * ceiling / 60 + 1
 
 
-@given(rules_st, st.floats(0.0, 1000.0))
-def test_throttles_within_a_cooldown_cut_once_and_the_rate_grows_back_to_the_ceiling_after_it(
+@settings(deadline=None)  # books a minute and more of calls at up to 5,000 a minute
+@given(rules_st, st.floats(1.0, 1000.0))  # a throttle comes after its call: never as the schedule starts
+def test_throttles_within_a_cooldown_cut_once_and_the_rate_holds_till_a_window_without_throttles_then_grows(
     rules: PaceRules, now: float
 ) -> None:
     # A throttle among fewer than MIN_SHARE_CALLS calls says nothing; among that many, a first one cuts.
@@ -115,10 +120,16 @@ def test_throttles_within_a_cooldown_cut_once_and_the_rate_grows_back_to_the_cei
     if later < cut.cool_until:
         within = after_throttle(counted(cut, later), rules, later)  # at most a new window, no cut
         assert within is None or (within.cut_at, within.rate_rpm) == (cut.cut_at, cut.rate_rpm)
-    # A shallow cut (nothing trusted) holds through its cooldown, then grows back.
-    assert not cut.trusted and rate_at(cut, rules, cut.cool_until) == pytest.approx(cut.rate_rpm)
-    recovered = cut.cool_until + (rules.ceiling_rpm - cut.rate_rpm) / rules.increase_rpm_per_s
-    assert rate_at(cut, rules, recovered + 1e-6) == pytest.approx(rules.ceiling_rpm)
+    # A shallow cut (nothing trusted) is tested from the window that starts at once: it holds its rate
+    # however long the verdict takes...
+    assert not cut.trusted and cut.test_from == now
+    assert rate_at(cut, rules, cut.cool_until + 3600) == pytest.approx(cut.rate_rpm)
+    # ...and a window of calls with no throttle says it was the quota's: the rate grows back from there.
+    window = max(WINDOW_S, MIN_SHARE_CALLS * interval_s(cut.rate_rpm)) + 1
+    judged = booked_through(cut, rules, now, now + 2 * window)
+    assert judged.test_rpm == 0 and judged.noise == 0
+    recovered = judged.cut_at + (rules.ceiling_rpm - judged.rate_rpm) / rules.increase_rpm_per_s
+    assert rate_at(judged, rules, recovered + 1e-6) == pytest.approx(rules.ceiling_rpm)
 
 
 def booked_through(state: PaceState, rules: PaceRules, start: float, end: float) -> PaceState:
@@ -155,15 +166,22 @@ def test_a_throttle_after_a_full_minute_cuts_to_a_share_of_what_it_held_and_grow
     assert cut.trusted and cut.found_rpm == pytest.approx(600, abs=2)
     assert cut.rate_rpm == pytest.approx(rules.decrease_factor * 600, abs=2)
     at = cut.cut_at
-    assert rate_at(cut, rules, at + rules.recovery_s) == pytest.approx(600, abs=2)  # back over a minute
-    probed = rate_at(cut, rules, at + rules.recovery_s + 60)  # then slowly beyond
-    assert probed == pytest.approx(600 * (1 + rules.probe_per_minute), abs=2)
-    # Throttles within the cooldown are the same overshoot; a sparse one after it cuts nothing.
+    # Throttles within the cooldown are the same overshoot; one after it waits for the cut's test.
     within = after_throttle(counted(cut, at + 30), rules, at + 30)
     assert within is None or within.cut_at == cut.cut_at
     later = booked_through(cut, rules, at, at + rules.cooldown_s)
     again = after_throttle(counted(later, at + rules.cooldown_s), rules, at + rules.cooldown_s)
     assert again is None or (again.cut_at == later.cut_at and again.found_rpm == cut.found_rpm)
+    # The test: the rate holds till the window after the cooldown; with no throttles (one, the one
+    # above, is no more than chance) the cut found the quota, and the rate grows back from there.
+    assert cut.test_from == at + rules.cooldown_s
+    assert rate_at(cut, rules, cut.test_from + 60) == pytest.approx(rules.decrease_factor * 600, abs=2)
+    judged = booked_through(later, rules, at + rules.cooldown_s, cut.test_from + WINDOW_S + 1)
+    assert judged.test_rpm == 0 and judged.trusted and judged.found_rpm == pytest.approx(600, abs=2)
+    verdict = judged.cut_at
+    assert rate_at(judged, rules, verdict + rules.recovery_s) == pytest.approx(600, abs=2)  # back in a minute
+    probed = rate_at(judged, rules, verdict + rules.recovery_s + 60)  # then slowly beyond
+    assert probed == pytest.approx(600 * (1 + rules.probe_per_minute), abs=2)
 
 
 def test_a_quota_far_below_the_rate_is_confirmed_by_the_throttles_that_follow_the_first() -> None:
@@ -213,6 +231,58 @@ def test_successes_that_move_with_the_calls_are_noise_and_undo_the_quota_found_f
     assert quota.noise == UNKNOWN and quota.found_rpm == 550 and quota.trusted
     # 400 a minute proves less than the 420 before, which fades by a window's decay.
     assert quota.proven_rpm == pytest.approx(PROVEN_DECAY * 420)
+
+
+def under_test(throttled: float) -> PaceState:
+    """A cut's test window, a minute at the 513/min the cut held (the quota found was 570, and 570 a
+    minute proven) with ``throttled`` of its calls throttled, about to be judged at 120 s."""
+    return PaceState(
+        rate_rpm=513, cut_at=60, next_slot=120, cool_until=60, found_rpm=570, trusted=True,
+        window_from=60, window_strikes=throttled, proven_rpm=570, test_from=60, test_rpm=570,
+    )  # fmt: skip
+
+
+def test_a_cut_whose_window_after_is_still_throttled_beyond_the_noise_is_cut_again_to_its_successes() -> None:
+    # The quota was lowered to 300 (another workload took its share): 513 calls, 300 of them admitted.
+    rules = steady(1000)
+    again = turned_over(under_test(throttled=213), rules, 120)
+    assert again.rate_rpm == pytest.approx(rules.decrease_factor * 300) and again.trusted
+    assert (again.test_calls, again.test_ok) == (pytest.approx(513), pytest.approx(300))
+    assert again.test_from == 120 + rules.cooldown_s  # the minute still holds the 300 admitted
+    # A window after that cooldown with no throttles: 300 was the quota. The 570 proven before is
+    # stale (the floor of every later cut), and the rate grows back from where the test held it.
+    judged = booked_through(again, rules, 120, again.test_from + WINDOW_S + 1)
+    assert judged.test_rpm == 0 and judged.noise == 0 and judged.proven_rpm == pytest.approx(300)
+    assert rate_at(judged, rules, judged.cut_at) == pytest.approx(rules.decrease_factor * 300)
+    assert rate_at(judged, rules, judged.cut_at + rules.recovery_s) == pytest.approx(300)
+
+
+def test_a_second_test_window_whose_successes_fell_with_its_calls_was_noise_and_the_rate_goes_back() -> None:
+    rules = steady(1000)
+    again = turned_over(under_test(throttled=154), rules, 120)  # 30 % of 513: 359 admitted
+    # 30 % of the calls again, at 323 a minute: the successes fell from 359 to 226, as the calls did.
+    # A quota would have admitted all of them (below its 359) or held them at 359.
+    window = booked_through(again, rules, 120, again.test_from + WINDOW_S - 1e-3)
+    assert window.window_from >= again.test_from  # the test's window: from the booking after its start
+    noisy = replace(window, window_strikes=0.3 * rules.decrease_factor * 359)
+    judged = turned_over(noisy, rules, window.window_from + WINDOW_S)
+    assert judged.test_rpm == 0 and judged.noise == pytest.approx(0.3, abs=0.01)
+    assert judged.found_rpm == 0 and not judged.trusted
+    assert rate_at(judged, rules, judged.cut_at) == pytest.approx(513)  # the calls of the first window
+    # Known now, the same share throttled is not cut, and the rate grows back to the ceiling.
+    assert not beyond_noise(0.3, 1000, judged.noise)
+    assert rate_at(judged, rules, judged.cut_at + 60) == pytest.approx(1000)
+
+
+@given(st.floats(0.0, 0.5), st.floats(5.0, 10_000.0), st.floats(0.0, 1.0))
+def test_no_share_within_the_margin_of_the_noise_is_beyond_it_and_more_throttles_never_make_it_less(
+    noise: float, calls: float, throttled_share: float
+) -> None:
+    if throttled_share <= noise + NOISE_MARGIN:
+        assert not beyond_noise(throttled_share, calls, noise)
+    if beyond_noise(throttled_share, calls, noise):
+        assert beyond_noise(min(1.0, throttled_share + 0.01), calls, noise)
+        assert beyond_noise(throttled_share, calls * 2, noise)  # more calls: less left to chance
 
 
 def test_known_noise_is_not_cut_for_only_throttles_beyond_it_are() -> None:

@@ -21,12 +21,14 @@ from hypothesis import strategies as st
 
 from bedrock_pipeline import settings as defaults
 from bedrock_pipeline.pace_policy import PacePolicy, PaceRules
-from bedrock_pipeline.pacing import (
+from bedrock_pipeline.pace_schedule import (
     PaceState,
-    after_throttle,
     backlog_s,
-    book,
     counted,
+)
+from bedrock_pipeline.pacing import (
+    after_throttle,
+    book,
 )
 
 WINDOW_S = 60.0
@@ -42,18 +44,26 @@ class Outcome:
     ok: list[float] = field(default_factory=list)  # when each admitted call was made
     throttled: list[float] = field(default_factory=list)
 
-    def settled(self) -> tuple[float, float]:
-        """Successful calls per minute over minutes 3..10, and throttled calls per successful call."""
-        ok = sum(1 for t in self.ok if t >= SETTLED_FROM_S)
-        throttled = sum(1 for t in self.throttled if t >= SETTLED_FROM_S)
-        return ok / ((MINUTES * 60 - SETTLED_FROM_S) / 60), throttled / max(1, ok)
+    def settled(self, start_s: float = SETTLED_FROM_S, end_s: float = MINUTES * 60) -> tuple[float, float]:
+        """Successful calls per minute over [start_s, end_s) (minutes 3..10 unless told), and throttled
+        calls per successful call."""
+        ok = sum(1 for t in self.ok if start_s <= t < end_s)
+        throttled = sum(1 for t in self.throttled if start_s <= t < end_s)
+        return ok / ((end_s - start_s) / 60), throttled / max(1, ok)
 
 
 def simulate(
-    quota: float, rules: PaceRules, seed: int = 0, runners: int = RUNNERS, noise: float = 0.0
+    quota: float,
+    rules: PaceRules,
+    seed: int = 0,
+    runners: int = RUNNERS,
+    noise: float = 0.0,
+    lowered: tuple[float, float] | None = None,
+    minutes: int = MINUTES,
 ) -> Outcome:
-    """``runners`` item threads pace their calls by ``rules`` against a ``quota`` per sliding minute;
-    ``noise``: the share of calls throttled at random besides (as a service under load may)."""
+    """``runners`` item threads pace their calls by ``rules`` against a ``quota`` per sliding minute
+    for ``minutes``; ``noise``: the share of calls throttled at random besides (as a service under load
+    may); ``lowered``: (from when, to what) the quota drops (another workload taking its share)."""
     rng = random.Random(seed)
     hold = float(defaults.BEDROCK_PACING_MAX_HOLD_SECONDS)
     retries = defaults.PACING_MAX_RETRIES_IN_PLACE
@@ -64,7 +74,7 @@ def simulate(
     # far). Booked slots never go backwards, so calls reach the quota in the order of their times.
     events = [(rng.uniform(0.0, 1.0), runner, False, 0, 0.0) for runner in range(runners)]
     heapq.heapify(events)
-    end = MINUTES * 60.0
+    end = minutes * 60.0
     while events:
         now, runner, calls, failures, held = heapq.heappop(events)
         if now >= end:
@@ -79,7 +89,8 @@ def simulate(
             continue
         while admitted and admitted[0] <= now - WINDOW_S:
             admitted.popleft()
-        if len(admitted) < quota and rng.random() >= noise:
+        limit = lowered[1] if lowered is not None and now >= lowered[0] else quota
+        if len(admitted) < limit and rng.random() >= noise:
             admitted.append(now)
             outcome.ok.append(now)
             heapq.heappush(events, (now + LATENCY_S, runner, False, 0, 0.0))  # the next item
@@ -166,6 +177,27 @@ def test_told_the_real_quota_a_few_throttles_that_are_not_the_quotas_do_not_drag
     rules = policy({MODEL: quota}).rules_for(MODEL)
     achieved, _ = simulate(quota, rules, seed, noise=noise).settled()
     assert achieved >= 0.8 * rules.ceiling_rpm, f"{achieved:.1f}/min of {rules.ceiling_rpm:.0f}"
+
+
+@settings_for_simulations
+# Lowered to 9/min or more: below, a probe of a call or two a minute is itself a large share of them.
+@given(st.integers(30, 600), st.floats(0.3, 0.8), st.booleans(), st.integers(0, 2**16))
+@example(quota=600, lowered_share=0.5, told=True, seed=0)  # the review's case: 600, then 300 from minute 5
+@example(quota=600, lowered_share=0.5, told=False, seed=0)
+@example(quota=300, lowered_share=1 / 3, told=False, seed=0)
+def test_a_quota_lowered_while_the_batch_runs_is_found_again_within_minutes(
+    quota: int, lowered_share: float, told: bool, seed: int
+) -> None:
+    """Another workload takes a share of the account's quota at minute 5. Before cuts were tested, the
+    rate a window had proven held the cuts near the old quota, and the lowered one's throttles read as
+    noise: 0.54-0.64 throttled per success for 15 minutes (600 -> 300). Now the cut's test finds the
+    window after it still throttled, and cuts to that window's successes: minutes 8-20 below."""
+    rules = policy({MODEL: quota} if told else {}).rules_for(MODEL)
+    lowered = max(1, round(quota * lowered_share))
+    outcome = simulate(quota, rules, seed, lowered=(300.0, lowered), minutes=20)
+    achieved, throttled_per_ok = outcome.settled(480.0, 1200.0)
+    assert achieved >= 0.8 * lowered, f"{achieved:.1f}/min of {lowered}"
+    assert throttled_per_ok <= 0.2
 
 
 UNBOUND = 100_000  # a quota the schedule never reaches (its ceiling, told nothing, is 1,000/min)
