@@ -6,8 +6,8 @@
 Starts its own moto, MLflow server (SQLite in a temp folder, or a fresh PostgreSQL database with
 --postgres) and Bedrock emulator on free loopback ports; fresh resources; the event pump feeding the
 ingest and runner handlers (two runner pollers). Faults: emulator throttling and 5xx at the given
-rates with latency spikes, a few records on an unknown model (permanent failures), one bad line per
-file, ``--duplicates`` work messages sent again, and the MLflow server killed and restarted once
+rates with latency spikes, a few records on an unknown model (refused at ingest as line errors with
+their reason, since ingest checks models: they are not items), one bad line per file, ``--duplicates`` work messages sent again, and the MLflow server killed and restarted once
 about a third of the way through. Then it reads the ledger, the results files, MLflow and the
 emulator's statistics and prints: submitted, succeeded, failed (by reason), rejected lines,
 duplicates, lost, repeated model answers, time. Exit status 1 if anything was lost or duplicated.
@@ -32,7 +32,7 @@ UNKNOWN_MODEL = "acme.unknown-model-v9:0"
 
 def prompt_file(index: int, records: int) -> bytes:
     """One file: a job header (one model per file, rotating), ``records`` records with distinct prompts
-    (1 in 50 on an unknown model: a permanent failure), and one broken line."""
+    (1 in 50 on an unknown model: refused at ingest), and one broken line."""
     model = MODELS[index % len(MODELS)]
     lines = [json.dumps({"job": {"models": [model], "inference": {"max_tokens": 48}}})]
     for i in range(records):
@@ -46,6 +46,11 @@ def prompt_file(index: int, records: int) -> bytes:
         if i == records // 2:
             lines.append('{"id": "broken", "prompt": ')  # a bad line: reported, never blocks the rest
     return ("\n".join(lines) + "\n").encode()
+
+
+def on_unknown_model(records: int) -> int:
+    """How many of a file's ``records`` `prompt_file` puts on the unknown model."""
+    return records // 50
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,8 +165,10 @@ def _soak(args: Any, resources: Any, emulator: Any, mlflow_server: Any, options:
         key = f"incoming/soak/file-{index}.jsonl"
         etag = s3.put_object(Bucket=resources.bucket, Key=key, Body=prompt_file(index, records))["ETag"]
         jobs.append(job_id_for(key, etag.strip('"')))
-    expected_items = sum(per_file)
-    print(f"soak: {args.files} files, {expected_items:,} records submitted", flush=True)
+    submitted = sum(per_file)
+    refused = sum(on_unknown_model(records) for records in per_file)  # line errors at ingest, not items
+    expected_items = submitted - refused
+    print(f"soak: {args.files} files, {submitted:,} records submitted", flush=True)
 
     def ended() -> int:
         return sum(c.ended for c in (ledger.counts(j) for j in jobs) if c is not None)
@@ -223,12 +230,14 @@ def _soak(args: Any, resources: Any, emulator: Any, mlflow_server: Any, options:
     failures = Counter(line["error"]["errorCode"] for line in lines if "error" in line)
     duplicate_lines = sum(n - 1 for n in seen.values() if n > 1)
     duplicate_runs = sum(n - 1 for n in runs_per_item.values() if n > 1)
-    lost = expected_items - len(seen)
+    # A refused record whose line error is missing is lost too (each file also has one broken line).
+    lost = expected_items - len(seen) + max(0, refused + args.files - rejected)
     stats = emulator.stats()
     in_dlq = queue_depth(sqs, resources.work.dlq_url)
 
     print()
-    print(f"{'submitted':<26}{expected_items:>8,}   in {args.files} files (+{rejected} bad lines, reported)")
+    print(f"{'submitted':<26}{submitted:>8,}   in {args.files} files (+{args.files} broken lines)")
+    print(f"{'refused at ingest':<26}{rejected:>8,}   line errors with their reason (unknown model, broken)")
     print(f"{'succeeded':<26}{succeeded:>8,}")
     reasons = ", ".join(f"{code}: {n}" for code, n in failures.most_common()) or "-"
     print(f"{'failed (with reason)':<26}{sum(failures.values()):>8,}   {reasons}")
@@ -240,10 +249,10 @@ def _soak(args: Any, resources: Any, emulator: Any, mlflow_server: Any, options:
     print(f"{'left in the work DLQ':<26}{in_dlq:>8,}")
     print(
         f"{'faults injected':<26}{stats['outcomes']['throttled']:>8,} throttled, {stats['outcomes']['error']:,} 5xx, "
-        f"{failures.get('ValidationException', 0)} unknown-model, {duplicated} duplicated messages, "
+        f"{refused} unknown-model, {duplicated} duplicated messages, "
         f"{'no' if args.no_mlflow_restart else '1'} MLflow restart"
     )
-    print(f"{'time':<26}{elapsed:>8.1f} s   ({expected_items / elapsed:.1f} records/s)")
+    print(f"{'time':<26}{elapsed:>8.1f} s   ({submitted / elapsed:.1f} records/s)")
     return 1 if lost or duplicate_lines or duplicate_runs else 0
 
 

@@ -3,11 +3,12 @@ ledger's table, shared by every runner instance.
 
 Booking a slot is one UpdateItem (``next_slot = if_not_exists(next_slot, now) + interval``, atomic on
 the item) whose new image also refreshes this process's view of the state; an idle schedule is pulled
-up to the clock, or a window a minute old turned over, by one more, conditional on nobody having
-booked, cut or turned it since. A throttle is one UpdateItem that counts it (ADD, atomic), and, when
-the pure rules cut the rate or turn the window on the image it returns, one more that sets them,
-conditional on neither having changed since. Nothing is read in a loop: a caller sleeps until its
-slot. The pure rules are in pacing.py.
+up to the clock by one more, conditional on nobody having booked, cut or turned it since, and a window
+a minute old turned over (which may carry the verdict of a cut's test: a new rate) by one more,
+conditional on nobody having cut or turned it since (it leaves ``next_slot`` alone: bookings stand). A
+throttle is one UpdateItem that counts it (ADD, atomic), and, when the pure rules cut the rate or turn
+the window on the image it returns, one more that sets them, conditional on neither having changed
+since. Nothing is read in a loop: a caller sleeps until its slot. The pure rules are in pacing.py.
 
 Items written before the rules kept what the quota admitted (issue 19) hold only ``rate_rpm``,
 ``cut_at``, ``next_slot`` and ``cut``, and before they told noise from the quota no window: the other

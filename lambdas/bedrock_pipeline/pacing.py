@@ -26,7 +26,8 @@ How the rate moves (issue 19; the figures are in docs/PERFORMANCE.md, "Under Bed
   noise says it found the quota (and tells the noise). One throttled beyond it is cut again, to that
   window's successes (a quota lowered meanwhile, another workload taking its share, is found so), and
   the window after that one compared with it: if the successes fell with the calls it was noise, the
-  rate goes back to the calls of the first window (and grows) and the noise is that share.
+  rate goes back to the calls of the window before (and grows) and the noise is that share; if they
+  held, it is the quota, tested again while still throttled beyond the noise.
 * Throttles within ``cooldown_s`` (the quota's minute) of a cut are the same overshoot: the minute
   still holds the calls made before the cut, whatever the rate now.
 * Noise learned where none (or less) was known undoes the quota found: the cuts that found it were
@@ -43,9 +44,11 @@ How the rate moves (issue 19; the figures are in docs/PERFORMANCE.md, "Under Bed
 from __future__ import annotations
 
 from dataclasses import replace
+from types import MappingProxyType
 
 from bedrock_pipeline.pace_policy import PaceRules
 from bedrock_pipeline.pace_schedule import (
+    MAX_NOISE,
     MIN_SHARE_CALLS,
     UNKNOWN,
     WINDOW_S,
@@ -90,6 +93,9 @@ PROVEN_DECAY = 0.97  # per window: the proven rate fades (the account's quota ma
 # calls' fall moved with them (noise: they fall as much; a quota: they hold).
 TEST_FOLLOW = 0.5
 PERSISTS = 0.02  # ...while throttled beyond the noise known by this (and chance): a quota's stop below it
+RECUT_FLOOR = 0.3  # a cut again goes no lower than this share of the calls its window made
+MAX_TEST_WINDOW_S = 2 * WINDOW_S  # a test window longer than this (an idle spell) tells no verdict
+NO_TEST = MappingProxyType({"test_from": 0.0, "test_rpm": 0.0, "test_calls": 0.0, "test_ok": 0.0})
 
 
 def book(state: PaceState, rules: PaceRules, now: float) -> tuple[PaceState, float]:
@@ -155,8 +161,8 @@ def turned_over(state: PaceState, rules: PaceRules, now: float) -> PaceState:
         return state
     calls = window_calls(state, rules, now)
     judged = testing and state.window_from >= state.test_from
-    if judged and calls < MIN_SHARE_CALLS:
-        return state  # a test's window runs till it holds enough calls to judge by
+    if judged and calls < MIN_SHARE_CALLS and span <= MAX_TEST_WINDOW_S:
+        return state  # a test's window runs till it holds enough calls to judge by...
     called_rpm = calls * WINDOW_S / span
     succeeded_rpm = max(0.0, calls - state.window_strikes) * WINDOW_S / span
     last = min(1.0, state.window_strikes / max(1.0, calls))
@@ -176,6 +182,12 @@ def turned_over(state: PaceState, rules: PaceRules, now: float) -> PaceState:
         proven_rpm=state.proven_rpm if early else max(succeeded_rpm, PROVEN_DECAY * state.proven_rpm),
         noise=noise,
     )
+    if judged and span > MAX_TEST_WINDOW_S:
+        # ...for a while: one spanning an idle spell (or a model called a few times a minute) tells
+        # rates diluted by the time nobody called. No verdict: the rate grows back from where it was
+        # held, and a throttle beyond the noise cuts and tests it afresh.
+        at = max(now, after.next_slot)
+        return replace(new_leg(after, rules, at, rate_at(after, rules, at)), **NO_TEST)
     if judged:
         return _judged(after, rules, now, (calls, last, called_rpm, succeeded_rpm))
     if noise >= NOISE_MARGIN / 2 and noise > max(0.0, state.noise) + NOISE_MARGIN / 2 and after.found_rpm:
@@ -197,27 +209,35 @@ def _judged(
     that window, below it, tells the noise). Throttles beyond it may be a quota lower than the cut took
     (lowered meanwhile, or a cut early in a full minute) or noise: the rate is cut again, to that
     window's successes, and the window after compared with it: successes that fell with the calls were
-    noise (the rate goes back to the calls of the first window, and grows), else it was the quota again."""
+    noise (the rate goes back to the calls of the window before, and grows), else it was the quota again,
+    and a window still throttled beyond the noise is cut again (to no less than RECUT_FLOOR of its calls)
+    and tested."""
     calls, last, called_rpm, succeeded_rpm = window
     known, at = max(0.0, state.noise), max(now, state.next_slot)
     # (`new_leg` counts the slots booked so far at the rate the test held: the test ends after it)
-    done = {"test_from": 0.0, "test_rpm": 0.0, "test_calls": 0.0, "test_ok": 0.0}
-    if state.test_ok and beyond_noise(last, calls, known, margin=PERSISTS):
-        calls_ratio = min(1.0, called_rpm / max(1e-9, state.test_calls))
-        if succeeded_rpm / state.test_ok <= 1 - TEST_FOLLOW * (1 - calls_ratio):
+    if state.test_calls and beyond_noise(last, calls, known, margin=PERSISTS):
+        calls_ratio = min(1.0, called_rpm / state.test_calls)
+        before = 1 - state.test_ok / state.test_calls  # the throttled share of the window before
+        # Noise: the successes fell with the calls, and the throttled share did not grow (at a lower
+        # rate it would only grow under a quota lower still).
+        if succeeded_rpm <= state.test_ok * (1 - TEST_FOLLOW * (1 - calls_ratio)) and not beyond_noise(
+            last, calls, before
+        ):
             restored = new_leg(state, rules, at, state.test_calls)
-            return replace(restored, **done, noise=last, found_rpm=0.0, trusted=False, strikes=0.0)
+            noise = min(MAX_NOISE, last)
+            return replace(restored, **NO_TEST, noise=noise, found_rpm=0.0, trusted=False, strikes=0.0)
     # A test window below the quota found is throttled no more than the noise; half the margin beyond is
     # a quota lower still (a cut early in a full minute, or a quota lowered by little), tested again.
     if not beyond_noise(last, calls, known, margin=NOISE_MARGIN / 2):  # the rate grows back from here
         grows = new_leg(state, rules, at, rate_at(state, rules, at))
         return replace(
             grows,
-            **done,
+            **NO_TEST,
             noise=last if state.noise == UNKNOWN else (state.noise + last) / 2,
             proven_rpm=min(state.proven_rpm, max(state.found_rpm, succeeded_rpm)),
         )
-    rate = calls_for(rules.decrease_factor * succeeded_rpm, state.noise)
+    # (no lower than RECUT_FLOOR of the calls: a window throttled nearly whole would send it to the floor)
+    rate = max(calls_for(rules.decrease_factor * succeeded_rpm, state.noise), RECUT_FLOOR * called_rpm)
     cut = new_leg(state, rules, at, min(rules.ceiling_rpm, max(rules.floor_rpm, rate)))
     return replace(
         cut,

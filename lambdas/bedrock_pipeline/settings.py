@@ -133,8 +133,8 @@ BEDROCK_TARGET_UTILISATION: Final = 0.95
 BEDROCK_PACING_MAX_HOLD_SECONDS: Final = 30  # a batch of 10 at 20 requests/min is 30 s: held, not requeued
 PACING_START_RPM: Final = 60.0  # a model whose quota is not given starts here and probes up
 PACING_UNKNOWN_CEILING_RPM: Final = 1000.0  # ...up to this; give the quota for a faster model
-# With no quota found yet the rate grows from its start to its ceiling over this long; after a cut it
-# grows back to the quota found over this long (pacing.py). Bedrock counts a minute (quotas-runtime.html).
+# With no quota found yet the rate grows from its start to its ceiling over this long; after a cut's
+# test (pacing.py) it grows back to the quota found over this long. Bedrock counts a minute (quotas-runtime.html).
 PACING_RECOVERY_SECONDS: Final = 60.0
 # A throttle after a full minute cuts the rate to this share of the calls that minute admitted (what
 # the quota admits: a throttled call counts nothing). Not the current rate: cutting that by 30 % once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 from hypothesis import given, settings
@@ -23,8 +23,10 @@ from bedrock_pipeline.pace_schedule import (
 )
 from bedrock_pipeline.pacing import (
     CONFIRM_STRIKES,
+    MAX_TEST_WINDOW_S,
     NOISE_MARGIN,
     PROVEN_DECAY,
+    RECUT_FLOOR,
     after_throttle,
     beyond_noise,
     book,
@@ -124,10 +126,15 @@ def test_throttles_within_a_cooldown_cut_once_and_the_rate_holds_till_a_window_w
     # however long the verdict takes...
     assert not cut.trusted and cut.test_from == now
     assert rate_at(cut, rules, cut.cool_until + 3600) == pytest.approx(cut.rate_rpm)
-    # ...and a window of calls with no throttle says it was the quota's: the rate grows back from there.
-    window = max(WINDOW_S, MIN_SHARE_CALLS * interval_s(cut.rate_rpm)) + 1
-    judged = booked_through(cut, rules, now, now + 2 * window)
-    assert judged.test_rpm == 0 and judged.noise == 0
+    # ...and a window of calls with no throttle says it was the quota's (a window too slow to hold
+    # enough calls in MAX_TEST_WINDOW_S says nothing): the rate grows back from there.
+    interval = interval_s(cut.rate_rpm)
+    judged = booked_through(cut, rules, now, now + 2 * max(WINDOW_S, MIN_SHARE_CALLS * interval) + 2)
+    assert judged.test_rpm == 0
+    if (MIN_SHARE_CALLS + 2) * interval < MAX_TEST_WINDOW_S:  # (windows turn over at a booking)
+        assert judged.noise == 0
+    elif MIN_SHARE_CALLS * interval > MAX_TEST_WINDOW_S:
+        assert judged.noise == UNKNOWN
     recovered = judged.cut_at + (rules.ceiling_rpm - judged.rate_rpm) / rules.increase_rpm_per_s
     assert rate_at(judged, rules, recovered + 1e-6) == pytest.approx(rules.ceiling_rpm)
 
@@ -172,8 +179,8 @@ def test_a_throttle_after_a_full_minute_cuts_to_a_share_of_what_it_held_and_grow
     later = booked_through(cut, rules, at, at + rules.cooldown_s)
     again = after_throttle(counted(later, at + rules.cooldown_s), rules, at + rules.cooldown_s)
     assert again is None or (again.cut_at == later.cut_at and again.found_rpm == cut.found_rpm)
-    # The test: the rate holds till the window after the cooldown; with no throttles (one, the one
-    # above, is no more than chance) the cut found the quota, and the rate grows back from there.
+    # The test: the rate holds till the window after the cooldown; with no throttles in it the cut found
+    # the quota, and the rate grows back from there.
     assert cut.test_from == at + rules.cooldown_s
     assert rate_at(cut, rules, cut.test_from + 60) == pytest.approx(rules.decrease_factor * 600, abs=2)
     judged = booked_through(later, rules, at + rules.cooldown_s, cut.test_from + WINDOW_S + 1)
@@ -272,6 +279,49 @@ def test_a_second_test_window_whose_successes_fell_with_its_calls_was_noise_and_
     # Known now, the same share throttled is not cut, and the rate grows back to the ceiling.
     assert not beyond_noise(0.3, 1000, judged.noise)
     assert rate_at(judged, rules, judged.cut_at + 60) == pytest.approx(1000)
+
+
+def test_a_second_test_window_still_throttled_whose_successes_held_is_a_quota_lower_still_cut_again() -> None:
+    rules = steady(1000)
+    again = turned_over(under_test(throttled=213), rules, 120)  # 513 calls, 300 admitted: cut to 270
+    window = booked_through(again, rules, 120, again.test_from + WINDOW_S - 1e-3)
+    # Lowered again meanwhile, to 250: of the 270 calls, 250 admitted (successes fell far less than
+    # the calls did: 300 -> 250 is 0.83 for calls 0.53; noise would have taken them down as much).
+    lower = replace(window, window_strikes=rules.decrease_factor * 300 - 250)
+    judged = turned_over(lower, rules, window.window_from + WINDOW_S)
+    assert judged.test_rpm > 0 and judged.trusted and judged.found_rpm == pytest.approx(250, rel=0.02)
+    assert rate_at(judged, rules, judged.cut_at) == pytest.approx(rules.decrease_factor * 250, rel=0.02)
+    # A window throttled nearly whole is cut to no less than RECUT_FLOOR of its calls (not the floor).
+    choked = replace(window, window_strikes=rules.decrease_factor * 300 - 5)
+    choked_cut = turned_over(choked, rules, window.window_from + WINDOW_S)
+    at_most = RECUT_FLOOR * rules.decrease_factor * 300  # the window's 270 calls
+    assert rate_at(choked_cut, rules, choked_cut.cut_at) == pytest.approx(at_most, rel=0.02)
+
+
+def test_a_test_window_across_an_idle_spell_gives_no_verdict_and_the_rate_grows_back() -> None:
+    rules = steady(1000)
+    idle_from = 120 + 3 * WINDOW_S  # the batch ended during the cut's test: the next call comes later
+    state, _ = book(turned_over(under_test(throttled=213), rules, 120), rules, idle_from)
+    assert state.test_rpm > 0  # the window before the idle spell ended early: the test's starts now
+    back, _ = book(state, rules, idle_from + 10 * WINDOW_S)
+    assert back.test_rpm == 0 and back.noise == UNKNOWN and back.found_rpm == pytest.approx(300)
+    assert rate_at(back, rules, back.cut_at) == pytest.approx(rules.decrease_factor * 300)
+    assert rate_at(back, rules, back.cut_at + rules.recovery_s) == pytest.approx(300)
+
+
+def test_a_round_trip_through_the_dynamodb_item_keeps_every_field_of_the_state() -> None:
+    from bedrock_pipeline.pacer_store import _leg_values, _state_of
+
+    names = [f.name for f in fields(PaceState) if f.name not in ("trusted", "next_slot")]
+    state = PaceState(next_slot=7.5, trusted=True, **{n: float(i + 1) for i, n in enumerate(names)})
+    item = {key[1:]: value for key, value in _leg_values(state).items()} | {"next_slot": {"N": "7.5"}}
+    assert _state_of(item, steady(1000)) == state
+
+
+def test_the_noise_gate_leaves_room_for_chance_over_few_calls() -> None:
+    # 30 % noise: 45 % throttled of a slow model's 60 calls is within 3 sigma (0.18); of 1,000, beyond.
+    assert not beyond_noise(0.45, 60, 0.3) and beyond_noise(0.45, 1000, 0.3)
+    assert beyond_noise(0.11, 20, UNKNOWN) and not beyond_noise(0.1, 20, UNKNOWN)  # no noise: the margin
 
 
 @given(st.floats(0.0, 0.5), st.floats(5.0, 10_000.0), st.floats(0.0, 1.0))
