@@ -75,8 +75,8 @@ CONFIRM_FIT = 0.5  # ...and at least this share of the throttles such a quota wo
 CONFIRM_SLACK = 1.2  # ...unless the last minute has admitted more than this times what it held
 # Throttles that are not the quota's: a busy capacity pool throttles below the account's quota (AWS
 # support on re:Post, https://repost.aws/questions/QU11DRlMZfRDy0ngHxpO1VCw), at a share of the calls
-# whatever the rate. A window that cannot have met the quota (`_noise_sample`) tells that share, the
-# noise, and only throttles beyond it are read as the quota's.
+# whatever the rate. A cut's test (`_judged`) or a window that cannot have met the quota
+# (`_noise_sample`) tells that share, the noise, and only throttles beyond it are read as the quota's.
 NOISE_MARGIN = 0.1  # a share of throttles this far above the noise is the quota's...
 NOISE_SIGMAS = 3.0  # ...and beyond chance: this many standard deviations of the noise's share of the calls
 MIN_WINDOW_CALLS = 20.0  # a window of fewer calls tells no noise
