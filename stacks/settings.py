@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bedrock_pipeline import settings as pipeline
+from bedrock_pipeline.pace_policy import pacing_mode
 
 CONTEXT_KEY = "bedrock_mlflow"
 
@@ -98,7 +99,8 @@ class PlatformSettings(BaseModel):
     # one schedule per model (in the jobs table). bedrock_model_rpm: the account's "On-demand model
     # inference requests per minute" quota per model or inference-profile id, as Service Quotas shows
     # it; a model not listed starts at a low rate and probes up. "off": botocore's adaptive retries.
-    bedrock_pacing: str = Field(default=pipeline.BEDROCK_PACING, pattern="^(adaptive|off)$")
+    # Not set: "adaptive" once any quota is given, else "off" (`pacing_mode`).
+    bedrock_pacing: Literal["adaptive", "off"] | None = None
     bedrock_model_rpm: dict[str, int] = Field(default_factory=dict)
     bedrock_target_utilisation: float = Field(default=pipeline.BEDROCK_TARGET_UTILISATION, gt=0, le=1)
 
@@ -188,6 +190,10 @@ class PlatformSettings(BaseModel):
 
     def resolved_region(self, environ: Mapping[str, str]) -> str:
         return self.region or environ.get("CDK_DEFAULT_REGION") or "us-east-1"
+
+    @property
+    def pacing_mode(self) -> str:
+        return pacing_mode(self.bedrock_pacing, self.bedrock_model_rpm, pipeline.BEDROCK_PACING)
 
     @property
     def mlflow_workers(self) -> int:

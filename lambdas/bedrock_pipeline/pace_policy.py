@@ -3,6 +3,7 @@ settings (`PacePolicy`) and the quotas a user gives (``BEDROCK_MODEL_RPM``, `par
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -43,6 +44,14 @@ def parse_model_rpm(text: str) -> dict[str, float]:
             raise ValueError(f"expected model-id=requests-per-minute, got {part.strip()!r}")
         limits[model_id.strip()] = float(value)
     return limits
+
+
+def pacing_mode(asked: str | None, known_rpm: Mapping[str, float], default: str) -> str:
+    """The pacing a deployment runs: as asked; not asked, "adaptive" once any model's quota is given
+    (pacing is all the quotas are for: given and unused they would mislead), else ``default``."""
+    if asked is not None:
+        return asked
+    return "adaptive" if known_rpm else default
 
 
 @dataclass(frozen=True)

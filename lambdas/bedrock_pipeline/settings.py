@@ -120,12 +120,13 @@ MAX_ITEM_BODY_BYTES: Final = 9 * 1024 * 1024  # one work item as JSON, inline or
 BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode (pacing off)
 
 # --- Pacing (pacing.py; the defaults of the variables above, and the AIMD constants) ---
-# Opt-in. It finds a quota far below the one it is given, or none given, and tells the quota's throttles
-# from those of a busy capacity pool (AWS support on re:Post, QU11DRlMZfRDy0ngHxpO1VCw), which come at a
-# share of the calls whatever the rate, by testing each cut: a quota's throttles stop below it
-# (docs/PERFORMANCE.md, "Under Bedrock's quotas"; learning the noise costs minutes once). Still opt-in:
-# it adds a DynamoDB write per call to the runner's hot path, and it is measured offline only (the
-# pipeline's throughput, demo and soak figures are without it).
+# On when asked (BEDROCK_PACING=adaptive) or once any model's quota is given (BEDROCK_MODEL_RPM:
+# pace_policy.pacing_mode); this is the mode when neither is. It finds a quota far below the one it is
+# given, or none given, and tells the quota's throttles from those of a busy capacity pool (AWS support
+# on re:Post, QU11DRlMZfRDy0ngHxpO1VCw), which come at a share of the calls whatever the rate, by
+# testing each cut: a quota's throttles stop below it (docs/PERFORMANCE.md, "Under Bedrock's quotas";
+# learning the noise costs minutes once). Not on for everyone: it adds a DynamoDB write per call to the
+# runner's hot path, and where throttling is not what binds it gains nothing (docs/PERFORMANCE.md).
 BEDROCK_PACING: Final = "off"
 PACING_MODES: Final = ("adaptive", "off")
 # Below 1.0 leaves room for what a sliding-minute count and clocks across instances disagree on.

@@ -21,7 +21,7 @@ from bedrock_pipeline import settings
 from bedrock_pipeline.batch.adapters import BedrockBatchJobs, DynamoBatchRegistry, S3BatchFiles
 from bedrock_pipeline.ledger import JobLedger
 from bedrock_pipeline.media_store import S3MediaStore
-from bedrock_pipeline.pace_policy import PacePolicy, parse_model_rpm
+from bedrock_pipeline.pace_policy import PacePolicy, pacing_mode, parse_model_rpm
 from bedrock_pipeline.ports import ModelCatalog, ModelGateway
 from bedrock_pipeline.pricing import PriceTable
 from bedrock_pipeline.storage import S3AnswerCache, S3PromptSource, S3ResultStore
@@ -73,9 +73,8 @@ class HandlerEnvironment(BaseModel):
         default=settings.RUNNER_ITEM_CONCURRENCY, ge=1, le=100, alias=settings.ENV_RUNNER_ITEM_CONCURRENCY
     )
 
-    bedrock_pacing: Literal["adaptive", "off"] = Field(
-        default=settings.BEDROCK_PACING, alias=settings.ENV_BEDROCK_PACING
-    )
+    # None: "adaptive" if any quota is given, else settings.BEDROCK_PACING (`pacing_mode`)
+    bedrock_pacing: Literal["adaptive", "off"] | None = Field(default=None, alias=settings.ENV_BEDROCK_PACING)
     bedrock_model_rpm: str = Field(default="", alias=settings.ENV_BEDROCK_MODEL_RPM)
     bedrock_target_utilisation: float = Field(
         default=settings.BEDROCK_TARGET_UTILISATION, gt=0, le=1, alias=settings.ENV_BEDROCK_TARGET_UTILISATION
@@ -96,6 +95,11 @@ class HandlerEnvironment(BaseModel):
     @property
     def models(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in self.default_models.split(",") if m.strip())
+
+    @property
+    def paced(self) -> bool:
+        known = parse_model_rpm(self.bedrock_model_rpm)
+        return pacing_mode(self.bedrock_pacing, known, settings.BEDROCK_PACING) == "adaptive"
 
     def pace_policy(self) -> PacePolicy:
         return PacePolicy(
@@ -304,7 +308,7 @@ def _build_core(*, with_model: bool) -> Core:
     if with_model:
         mlflow.bedrock.autolog()  # before the client is created: autolog patches client creation
         export_traces_at_once()  # a record's spans in one request, not one each (trace_export.py)
-        paced = env.bedrock_pacing == "adaptive"
+        paced = env.paced
         gateway = BedrockGateway(make_bedrock_client(paced=paced))
         if paced:  # the schedules live in the job ledger's table, shared by every runner
             pacer = DynamoCallPacer(dynamodb, env.jobs_table, env.pace_policy().rules_for)

@@ -265,9 +265,9 @@ def test_given_known_bedrock_quotas_when_synthesized_then_the_runner_paces_by_th
     from handlers.runtime import HandlerEnvironment
 
     quotas = {"amazon.nova-lite-v1:0": 600, "us.anthropic.claude-3-haiku-20240307-v1:0": 300}
+    # (bedrock_pacing not set: giving the quotas turns pacing on)
     context = {**TEST_CONTEXT, "bedrock_mlflow": {**TEST_CONTEXT["bedrock_mlflow"],
-               "bedrock_pacing": "adaptive", "bedrock_model_rpm": quotas,
-               "bedrock_target_utilisation": 0.9}}  # fmt: skip
+               "bedrock_model_rpm": quotas, "bedrock_target_utilisation": 0.9}}  # fmt: skip
     template = Template.from_stack(create_app(context, outdir=str(tmp_path)).pipeline).to_json()
     resources = template["Resources"]
     (runner,) = [r for r in resources.values()
@@ -287,6 +287,7 @@ def test_given_known_bedrock_quotas_when_synthesized_then_the_runner_paces_by_th
                   and {"Ref": role} in r["Properties"]["Roles"]
                   for st in r["Properties"]["PolicyDocument"]["Statement"]]  # fmt: skip
     assert any("sqs:SendMessage" in st["Action"] for st in statements)
+    assert handler_env.paced
     policy = handler_env.pace_policy()
     assert policy.known_rpm == {m: float(q) for m, q in quotas.items()} and policy.target_utilisation == 0.9
     with pytest.raises(ValueError):

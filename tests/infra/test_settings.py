@@ -22,11 +22,18 @@ def test_given_cdk_json_when_settings_are_read_then_they_validate_and_default_to
 @pytest.mark.parametrize(
     "override",
     [{"allowed_cidr": ["10.0.0.0/8"]}, {"allowed_cidrs": ["10.0.0.0/33"]}, {"vpc_cidr": "8.8.8.0/24"},
-     {"schedule_expression": "daily"}, {"models": []}],
+     {"schedule_expression": "daily"}, {"models": []}, {"bedrock_pacing": "on"}],
 )  # fmt: skip
 def test_given_a_bad_setting_when_settings_are_read_then_validation_fails(override: dict) -> None:
     with pytest.raises(pydantic.ValidationError):
         PlatformSettings.from_context(override)
+
+
+def test_given_quotas_when_pacing_is_not_set_then_the_runner_paces_by_them() -> None:
+    assert PlatformSettings().pacing_mode == "off"
+    assert PlatformSettings(bedrock_model_rpm={"amazon.nova-lite-v1:0": 600}).pacing_mode == "adaptive"
+    told_off = PlatformSettings(bedrock_pacing="off", bedrock_model_rpm={"amazon.nova-lite-v1:0": 600})
+    assert told_off.pacing_mode == "off"
 
 
 def test_given_task_cpus_when_workers_are_sized_then_one_per_vcpu() -> None:

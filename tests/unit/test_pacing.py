@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bedrock_pipeline.pace_policy import PacePolicy, PaceRules, parse_model_rpm
+from bedrock_pipeline import settings as defaults
+from bedrock_pipeline.pace_policy import PacePolicy, PaceRules, pacing_mode, parse_model_rpm
 from bedrock_pipeline.pace_schedule import (
     MIN_SHARE_CALLS,
     UNKNOWN,
@@ -376,6 +377,35 @@ def test_a_known_quota_starts_at_its_target_share_and_an_unknown_one_probes_up()
     assert policy.rules_for(MODEL).increase_rpm_per_s == pytest.approx(540 / 60)  # back in a minute
     with pytest.raises(ValueError):
         parse_model_rpm("model-without-a-number")
+
+
+@pytest.mark.parametrize(
+    ("asked", "known", "mode"),
+    [
+        (None, {}, "off"),  # nothing said: the default
+        (None, {MODEL: 600.0}, "adaptive"),  # quotas given: pacing is what uses them
+        ("off", {MODEL: 600.0}, "off"),  # asked: as asked
+        ("adaptive", {}, "adaptive"),
+    ],
+)
+def test_pacing_is_on_when_asked_or_once_a_quota_is_given(
+    asked: str | None, known: dict[str, float], mode: str
+) -> None:
+    assert pacing_mode(asked, known, default="off") == mode
+
+
+def test_a_runner_given_quotas_in_its_environment_paces_by_them_unless_told_off() -> None:
+    from handlers.runtime import HandlerEnvironment
+
+    env = {
+        defaults.ENV_PROMPT_BUCKET: "prompts",
+        defaults.ENV_JOBS_TABLE: "jobs",
+        defaults.ENV_MLFLOW_TRACKING_URI: "http://mlflow:5000",
+    }
+    quotas = {defaults.ENV_BEDROCK_MODEL_RPM: f"{MODEL}=600"}
+    assert not HandlerEnvironment.model_validate(env).paced
+    assert HandlerEnvironment.model_validate({**env, **quotas}).paced
+    assert not HandlerEnvironment.model_validate({**env, **quotas, defaults.ENV_BEDROCK_PACING: "off"}).paced
 
 
 def paced(
