@@ -94,6 +94,11 @@ PROVEN_DECAY = 0.97  # per window: the proven rate fades (the account's quota ma
 TEST_FOLLOW = 0.5
 PERSISTS = 0.02  # ...while throttled beyond the noise known by this (and chance): a quota's stop below it
 RECUT_FLOOR = 0.3  # a cut again goes no lower than this share of the calls its window made
+# ...and is tested after this share of the quota's minute: by then half the window judged has left the
+# quota's count and the rest is below it (the re-cut rate is under that window's successes). A whole
+# minute held the noise case a minute longer at the lower rate; none at all misjudged a low quota
+# lowered mid-run (test_pacing_under_quota: 2 throttled per success).
+RETEST_AFTER = 0.5
 MAX_TEST_WINDOW_S = 2 * WINDOW_S  # a test window longer than this (an idle spell) tells no verdict
 NO_TEST = MappingProxyType({"test_from": 0.0, "test_rpm": 0.0, "test_calls": 0.0, "test_ok": 0.0})
 
@@ -245,7 +250,7 @@ def _judged(
         found_rpm=max(rules.floor_rpm, succeeded_rpm),
         trusted=True,
         strikes=0.0,
-        test_from=at + rules.cooldown_s,  # the minute still holds this window's successes
+        test_from=at + RETEST_AFTER * rules.cooldown_s,
         test_rpm=state.test_rpm,
         test_calls=called_rpm,
         test_ok=succeeded_rpm,

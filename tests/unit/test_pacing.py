@@ -28,6 +28,7 @@ from bedrock_pipeline.pacing import (
     NOISE_MARGIN,
     PROVEN_DECAY,
     RECUT_FLOOR,
+    RETEST_AFTER,
     after_throttle,
     beyond_noise,
     book,
@@ -256,7 +257,7 @@ def test_a_cut_whose_window_after_is_still_throttled_beyond_the_noise_is_cut_aga
     again = turned_over(under_test(throttled=213), rules, 120)
     assert again.rate_rpm == pytest.approx(rules.decrease_factor * 300) and again.trusted
     assert (again.test_calls, again.test_ok) == (pytest.approx(513), pytest.approx(300))
-    assert again.test_from == 120 + rules.cooldown_s  # the minute still holds the 300 admitted
+    assert again.test_from == 120 + RETEST_AFTER * rules.cooldown_s  # the minute still holds the 300 admitted
     # A window after that cooldown with no throttles: 300 was the quota. The 570 proven before is
     # stale (the floor of every later cut), and the rate grows back from where the test held it.
     judged = booked_through(again, rules, 120, again.test_from + WINDOW_S + 1)
