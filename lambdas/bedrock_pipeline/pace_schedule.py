@@ -41,9 +41,9 @@ class PaceState:
     ``cut_at`` (taken as spread evenly over it; a throttle reported before ``cut_at`` is of a slot
     booked before, and comes off it). ``lost``: throttles reported since ``cut_at``, the last at
     ``lost_at`` (taken as spread evenly up to it). ``cool_until``: throttles before it are the last
-    cut's overshoot. ``found_rpm``: the calls the minute held at the last cut's first throttle, the
-    quota if ``trusted`` (a full minute, or confirmed by the throttles after); ``strikes``: throttles
-    since the last cut."""
+    cut's overshoot. ``found_rpm``: the calls the minute held at the last cut's first throttle (after
+    a test's re-cut: its window's successes), the quota if ``trusted`` (a full minute, confirmed by the
+    throttles after, or a re-cut); ``strikes``: throttles since the last cut."""
 
     rate_rpm: float
     cut_at: float
