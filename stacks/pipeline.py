@@ -257,7 +257,7 @@ class PipelineStack(cdk.Stack):
             pipeline.ENV_BENCHMARK_SUITE: settings.benchmark_suite,
             pipeline.ENV_DEFAULT_EXECUTION_MODE: settings.default_execution_mode,
             pipeline.ENV_RUNNER_ITEM_CONCURRENCY: str(settings.runner_item_concurrency),
-            pipeline.ENV_BEDROCK_PACING: settings.pacing_mode,
+            pipeline.ENV_BEDROCK_PACING: settings.resolved_pacing,
             pipeline.ENV_BEDROCK_MODEL_RPM: ",".join(
                 f"{m}={q}" for m, q in settings.bedrock_model_rpm.items()
             ),

@@ -192,7 +192,7 @@ class PlatformSettings(BaseModel):
         return self.region or environ.get("CDK_DEFAULT_REGION") or "us-east-1"
 
     @property
-    def pacing_mode(self) -> str:
+    def resolved_pacing(self) -> str:
         return pacing_mode(self.bedrock_pacing, self.bedrock_model_rpm, pipeline.BEDROCK_PACING)
 
     @property

@@ -30,10 +30,10 @@ def test_given_a_bad_setting_when_settings_are_read_then_validation_fails(overri
 
 
 def test_given_quotas_when_pacing_is_not_set_then_the_runner_paces_by_them() -> None:
-    assert PlatformSettings().pacing_mode == "off"
-    assert PlatformSettings(bedrock_model_rpm={"amazon.nova-lite-v1:0": 600}).pacing_mode == "adaptive"
+    assert PlatformSettings().resolved_pacing == "off"
+    assert PlatformSettings(bedrock_model_rpm={"amazon.nova-lite-v1:0": 600}).resolved_pacing == "adaptive"
     told_off = PlatformSettings(bedrock_pacing="off", bedrock_model_rpm={"amazon.nova-lite-v1:0": 600})
-    assert told_off.pacing_mode == "off"
+    assert told_off.resolved_pacing == "off"
 
 
 def test_given_task_cpus_when_workers_are_sized_then_one_per_vcpu() -> None:
