@@ -128,7 +128,6 @@ BEDROCK_MAX_ATTEMPTS: Final = 6  # botocore adaptive retry mode (pacing off)
 # learning the noise costs minutes once). Not on for everyone: it adds a DynamoDB write per call to the
 # runner's hot path, and where throttling is not what binds it gains nothing (docs/PERFORMANCE.md).
 BEDROCK_PACING: Final = "off"
-PACING_MODES: Final = ("adaptive", "off")
 # Below 1.0 leaves room for what a sliding-minute count and clocks across instances disagree on.
 BEDROCK_TARGET_UTILISATION: Final = 0.95
 BEDROCK_PACING_MAX_HOLD_SECONDS: Final = 30  # a batch of 10 at 20 requests/min is 30 s: held, not requeued
